@@ -1,0 +1,218 @@
+"""`cpsat`: OR-Tools CP-SAT on the integer-rounded problem, one worker per process.
+
+CP-SAT needs integers, so with resolution delta: T = round(t / delta), C_k = round(c_k / delta).
+Writing t = delta T + r_t and c_k = delta C_k + r_k with |r| <= delta / 2, for any subset s
+
+    | |t - c.s| - delta |T - C.s| | <= (|s| + 1) delta / 2 <= (m + 1) delta / 2,
+
+which gives the certificates (tolerance = (m + 1) delta):
+
+* ``min-error``: minimise z >= |T - C.s|. The returned subset's true error is within
+  (m + 1) delta of the true optimum; ``bound`` = delta * (CP-SAT bound) - (m + 1) delta / 2.
+* ``min-size``: minimise (E + 1) |s| + z with z = |T - C.s| <= E = floor(eps / delta - (m + 1) / 2)
+  (z <= E makes the objective lexicographic: fewest ones, then smallest error). Every subset
+  this accepts has true error <= eps, and every subset with true error <= eps - (m + 1) delta is
+  accepted, so the size returned is at most the smallest size at eps - tolerance.
+
+Default resolution: ``min-size`` delta = eps / (10 (m + 1)) (tolerance eps / 10); ``min-error``
+delta = 1e-7 max(|t|, max|c|) per problem. Parameters found by measurement on m = 21 problems:
+``linearization_level=0`` and no CP-SAT presolve are 3-4x faster than the defaults on these tiny
+models; the model is built once per chunk and only its coefficients change per problem.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import SolverError, SolverInputError
+from ..problem import ProblemBatch, SolveOptions
+from ..result import ChunkSolution, Status
+from .base import Backend
+
+MIN_ERROR_RELATIVE_RESOLUTION = 1e-7
+MIN_SIZE_TOLERANCE_FRACTION = 0.1  # min-size: tolerance = this * eps
+INT_LIMIT = 2**50  # keep every integer sum far from int64 overflow
+REFINE_STEPS = 3  # min-size: finer resolutions tried when rounding alone blocks a fit
+
+CPSAT_PARAMETERS = {"num_workers": 1, "linearization_level": 0, "cp_model_presolve": False}
+
+
+class _Template:
+    """A CP-SAT model for n coefficients whose numbers are overwritten per problem."""
+
+    def __init__(self, n: int, objective: str, max_size: int | None, time_limit: float | None):
+        from ortools.sat.python import cp_model
+
+        self.cp_model = cp_model
+        self.n = n
+        model = cp_model.CpModel()
+        self.s = [model.new_bool_var(f"s{k}") for k in range(n)]  # s_k = 1: keep coefficient k
+        self.z = model.new_int_var(0, 1, "z")  # z >= |T - C.s| (domain set per problem)
+        # C.s - z <= T and C.s + z >= T, i.e. |T - C.s| <= z (coefficients set per problem)
+        model.add(sum(self.s) - self.z <= 0)
+        model.add(sum(self.s) + self.z >= 0)
+        if max_size is not None:
+            model.add(sum(self.s) <= max_size)  # at most max_size ones
+        if objective == "min-size":
+            model.minimize(sum(self.s) + self.z)  # weights of s set per problem to E + 1
+        else:
+            model.minimize(self.z)
+        self.model = model
+        self.proto = model.Proto()
+        self.solver = cp_model.CpSolver()
+        for key, value in CPSAT_PARAMETERS.items():
+            setattr(self.solver.parameters, key, value)
+        if time_limit is not None:
+            self.solver.parameters.max_time_in_seconds = time_limit
+        self.minimise_size = objective == "min-size"
+
+    def solve(self, T: int, C: list[int], z_max: int, size_weight: int) -> tuple[str, np.ndarray, float, float]:
+        """Returns (native status name, mask, objective value, objective bound)."""
+        n = self.n
+        upper, lower = self.proto.constraints[0].linear, self.proto.constraints[1].linear
+        for k in range(n):
+            upper.coeffs[k] = C[k]
+            lower.coeffs[k] = C[k]
+        upper.domain[0], upper.domain[1] = -INT_LIMIT * 4, T
+        lower.domain[0], lower.domain[1] = T, INT_LIMIT * 4
+        self.proto.variables[n].domain[1] = z_max
+        if self.minimise_size:
+            for k in range(n):
+                self.proto.objective.coeffs[k] = size_weight
+        status = self.solver.solve(self.model)
+        name = self.solver.status_name(status)
+        cp = self.cp_model
+        if status == cp.MODEL_INVALID:
+            raise SolverError(
+                f"CP-SAT rejected the model ({name}): {self.model.validate()}; "
+                f"T={T}, C={C}, z_max={z_max}"
+            )
+        if status in (cp.OPTIMAL, cp.FEASIBLE):
+            mask = np.array([self.solver.boolean_value(v) for v in self.s], dtype=bool)
+            return name, mask, self.solver.objective_value, self.solver.best_objective_bound
+        return name, np.zeros(n, dtype=bool), math.nan, self.solver.best_objective_bound
+
+
+class CpsatBackend(Backend):
+    name = "cpsat"
+    supports_time_limit = True
+    required_modules = ("ortools",)
+    install_hint = "Install it with `pip install ortools`."
+    default_chunk_size = 128
+
+    def prepare(self, batch: ProblemBatch, options: SolveOptions) -> SolveOptions:
+        if options.resolution is None and options.objective == "min-size" and options.eps == 0:
+            raise SolverInputError(
+                "backend 'cpsat' with objective 'min-size' and eps=0 needs an explicit "
+                "`resolution` (integer rounding cannot certify exact equality); got resolution=None"
+            )
+        return options
+
+    def certificate(self, options: SolveOptions) -> dict[str, Any]:
+        if options.resolution is not None:
+            res = f"{options.resolution:g} (given)"
+        elif options.objective == "min-size":
+            res = f"eps / (10 (m + 1)) = tolerance {MIN_SIZE_TOLERANCE_FRACTION:g} eps"
+        else:
+            res = f"{MIN_ERROR_RELATIVE_RESOLUTION:g} * max(|t|, max|c|) per problem"
+        return {
+            "method": "CP-SAT on the problem rounded to integers at a resolution delta",
+            "resolution": res,
+            "tolerance": "(m + 1) * delta",
+            "parameters": dict(CPSAT_PARAMETERS, max_time_in_seconds=options.time_limit),
+        }
+
+    def _resolution(self, t: float, c: np.ndarray, options: SolveOptions) -> float:
+        if options.resolution is not None:
+            return options.resolution
+        n = len(c)
+        if options.objective == "min-size":
+            return MIN_SIZE_TOLERANCE_FRACTION * options.eps / (n + 1)
+        scale = max(abs(t), float(np.abs(c).max()) if n else 0.0, 1e-300)
+        return MIN_ERROR_RELATIVE_RESOLUTION * scale
+
+    def solve_chunk(self, batch: ProblemBatch, options: SolveOptions) -> ChunkSolution:
+        b, m = batch.coefficients.shape
+        out = ChunkSolution.empty(b, m)
+        templates: dict[tuple[int, str], _Template] = {}
+
+        def template(n: int, objective: str) -> _Template:
+            key = (n, objective)
+            if key not in templates:
+                templates[key] = _Template(n, objective, options.max_size, options.time_limit)
+            return templates[key]
+
+        for p in range(b):
+            n = int(batch.lengths[p])
+            t = float(batch.targets[p])
+            c = batch.coefficients[p, :n]
+            delta = self._resolution(t, c, options)
+            if options.objective == "min-size":
+                for _ in range(REFINE_STEPS + 1):
+                    found, proved_none = self._min_size(template(n, "min-size"), t, c, delta, options.eps)
+                    if found is not None:
+                        break
+                    mask, status, bound = self._min_error(template(n, "min-error"), t, c, delta)
+                    # Nothing fits at eps - tolerance. If the min-error subset fits at eps, the
+                    # rounding hid it: retry on a finer grid rather than claim infeasibility.
+                    if not (proved_none and abs(t - c[mask].sum()) <= options.eps):
+                        break
+                    delta /= 16
+                if found is not None:
+                    mask, status, bound = found
+                else:
+                    out.fallback[p] = True
+                    proved = proved_none and status == Status.OPTIMAL
+                    status = Status.INFEASIBLE if proved else Status.FEASIBLE
+            else:
+                mask, status, bound = self._min_error(template(n, "min-error"), t, c, delta)
+            out.masks[p, :n] = mask
+            out.status[p] = status
+            out.bound[p] = bound
+            out.tolerance[p] = (n + 1) * delta
+        return out
+
+    @staticmethod
+    def _integers(t: float, c: np.ndarray, delta: float) -> tuple[int, list[int]]:
+        T = round(t / delta)
+        C = np.rint(c / delta)
+        if abs(T) + np.abs(C).sum() > INT_LIMIT:
+            raise SolverInputError(
+                f"backend 'cpsat': resolution {delta:g} is too fine for target {t:g} and "
+                f"coefficients up to {np.abs(c).max():g} (integers would exceed {INT_LIMIT:.0e}); "
+                f"pass a coarser `resolution`"
+            )
+        return int(T), [int(x) for x in C]
+
+    def _min_error(self, tpl: _Template, t: float, c: np.ndarray, delta: float):
+        T, C = self._integers(t, c, delta)
+        z_max = abs(T) + sum(abs(x) for x in C)
+        name, mask, value, bound = tpl.solve(T, C, z_max, 0)
+        n = len(c)
+        true_bound = max(0.0, delta * bound - (n + 1) * delta / 2) if math.isfinite(bound) else math.nan
+        status = Status.OPTIMAL if name == "OPTIMAL" else Status.FEASIBLE
+        return mask, status, true_bound
+
+    def _min_size(self, tpl: _Template, t: float, c: np.ndarray, delta: float, eps: float):
+        """Fewest ones with |error| <= eps at resolution delta.
+
+        Returns (solution or None, proved_none): None when no fitting subset was found, with
+        proved_none True when CP-SAT proved there is none (False: the time limit struck first).
+        """
+        n = len(c)
+        E = math.floor(eps / delta - (n + 1) / 2)
+        if E < 0:
+            raise SolverInputError(
+                f"backend 'cpsat': resolution {delta:g} is too coarse for eps={eps:g} with m={n} "
+                f"(need (m + 1) * resolution / 2 < eps); pass a finer `resolution`"
+            )
+        T, C = self._integers(t, c, delta)
+        name, mask, value, bound = tpl.solve(T, C, E, E + 1)
+        if name == "OPTIMAL":
+            return (mask, Status.OPTIMAL, float(int(value) // (E + 1))), False
+        if name == "FEASIBLE":
+            return (mask, Status.FEASIBLE, float(math.ceil(bound) // (E + 1))), False
+        return None, name == "INFEASIBLE"

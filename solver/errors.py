@@ -1,0 +1,33 @@
+"""Exceptions raised by the solver package.
+
+Each message says what was received and what is expected; the classes also derive from the
+matching builtin (ValueError, ImportError, MemoryError) so generic handlers keep working.
+"""
+
+
+class SolverError(Exception):
+    """Base class of every error raised by :mod:`solver`."""
+
+
+class SolverInputError(SolverError, ValueError):
+    """A target, coefficient or option has a wrong type, shape or value."""
+
+
+class UnknownBackendError(SolverError, ValueError):
+    """The backend name is not one of the registered backends."""
+
+
+class BackendUnavailableError(SolverError, ImportError):
+    """The backend's optional package is not installed (the message names the extra)."""
+
+
+class LicenseError(SolverError):
+    """The solver is installed but its licence refuses the model (e.g. Gurobi's size limit)."""
+
+
+class BackendCapabilityError(SolverError, ValueError):
+    """The backend cannot solve this objective / option combination exactly."""
+
+
+class ProblemTooLargeError(SolverError, MemoryError):
+    """The problems are too large for this backend (e.g. mitm memory); says what to use instead."""
