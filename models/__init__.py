@@ -1,0 +1,1 @@
+"""Networks: loading a target, the seeded random network, per-weight problems, the pruned ticket."""
