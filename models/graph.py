@@ -1,0 +1,216 @@
+"""Tracing a target network with torch.fx: supported ops, BatchNorm folding, sign analysis.
+
+The target becomes a GraphModule whose parametrised layers are Linear and Conv2d (BatchNorm in
+eval mode folded into the layer before it, DESIGN.md 1.3) and whose other nodes are
+parameter-free ops that the construction leaves in place: ReLU, max/avg pooling, flatten and
+reshapes, dropout/identity, additions (residuals). Anything else is refused with the op's name
+and where it is in the graph.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+PARAM_MODULES = (nn.Linear, nn.Conv2d)
+BN_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d)
+PASS_MODULES = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+PASS_FUNCTIONS = {
+    torch.relu: "relu", F.relu: "relu", operator.add: "add", torch.add: "add",
+    torch.flatten: "flatten", F.max_pool2d: "max_pool2d", F.avg_pool2d: "avg_pool2d",
+    F.dropout: "dropout",
+}
+PASS_METHODS = {"relu", "flatten", "view", "reshape", "size", "add", "contiguous"}
+SHAPE_ONLY = {"flatten", "view", "reshape", "contiguous", "dropout"}
+
+
+class UnsupportedModelError(ValueError):
+    """The target holds an op the construction cannot replace or keep."""
+
+
+@dataclass
+class TargetLayer:
+    """One parametrised layer of the target (BatchNorm already folded in)."""
+
+    name: str  # qualified module name in the traced graph, e.g. "fc1" or "features.0"
+    kind: str  # "linear" or "conv2d"
+    weight: torch.Tensor  # float64, (d_out, d_in) or (c_out, c_in, kh, kw)
+    bias: torch.Tensor | None  # float64 (d_out,) or None
+    input_nonneg: bool  # the layer's input is >= 0 on the whole input domain
+    conv: dict[str, Any] = field(default_factory=dict)  # stride, padding, dilation
+    folded_bn: str | None = None  # name of the BatchNorm folded into it
+
+    @property
+    def d_out(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def d_in(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return tuple(self.weight.shape[2:]) if self.kind == "conv2d" else (1, 1)
+
+    def num_params(self) -> int:
+        return self.weight.numel() + (self.bias.numel() if self.bias is not None else 0)
+
+
+def _where(node: fx.Node) -> str:
+    stack = node.meta.get("stack_trace")
+    return f"node {node.name!r} ({node.op} {node.target!r})" + (f" at {stack.strip().splitlines()[-1]}" if stack else "")
+
+
+def _conv_padding(conv: nn.Conv2d, name: str) -> tuple[int, int]:
+    if conv.padding_mode != "zeros":
+        raise UnsupportedModelError(f"Conv2d {name!r} uses padding_mode={conv.padding_mode!r}; only 'zeros' is supported")
+    if conv.padding == "valid":
+        return (0, 0)
+    if conv.padding == "same":
+        pads = []
+        for k, d in zip(conv.kernel_size, conv.dilation):
+            total = d * (k - 1)
+            if total % 2:
+                raise UnsupportedModelError(f"Conv2d {name!r}: padding='same' is asymmetric here; use explicit padding")
+            pads.append(total // 2)
+        return tuple(pads)
+    return tuple(conv.padding)
+
+
+def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if bn.running_mean is None or bn.running_var is None:
+        raise UnsupportedModelError(f"BatchNorm {name!r} has no running statistics (track_running_stats=False); cannot fold it")
+    inv = 1.0 / torch.sqrt(bn.running_var.double() + bn.eps)
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(inv)
+    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(inv)
+    scale = gamma * inv
+    w = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+    b0 = bias if bias is not None else torch.zeros_like(scale)
+    return w, (b0 - bn.running_mean.double()) * scale + beta
+
+
+def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, module)
+
+
+def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule, list[TargetLayer]]:
+    """Trace ``module`` (eval mode), check every op, fold BatchNorm, find non-negative inputs.
+
+    Returns the *folded* target (a float64 GraphModule computing the same function, BN replaced
+    by Identity and folded into the layer before it) and its parametrised layers in graph order.
+    """
+    module = copy.deepcopy(module).eval().double()
+    try:
+        gm = fx.symbolic_trace(module)
+    except Exception as exc:  # fx raises many types for untraceable code
+        raise UnsupportedModelError(
+            f"torch.fx could not trace the target ({type(exc).__name__}: {exc}); the target must be "
+            f"a plain feed-forward module (no data-dependent control flow)"
+        ) from exc
+    modules = dict(gm.named_modules())
+    nonneg: dict[fx.Node, bool] = {}
+    layers: list[TargetLayer] = []
+    by_name: dict[str, TargetLayer] = {}
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise UnsupportedModelError(f"the target must take exactly one input tensor; its forward takes {len(placeholders)}")
+
+    def arg_nonneg(a: Any) -> bool:
+        if isinstance(a, fx.Node):
+            return nonneg.get(a, False)
+        return isinstance(a, (int, float)) and a >= 0
+
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            nonneg[node] = input_nonneg
+        elif node.op == "output":
+            continue
+        elif node.op == "call_module":
+            sub = modules[node.target]
+            if isinstance(sub, PARAM_MODULES):
+                if isinstance(sub, nn.Conv2d) and sub.groups != 1:
+                    raise UnsupportedModelError(f"Conv2d {node.target!r} has groups={sub.groups}; only groups=1 is supported ({_where(node)})")
+                layer = TargetLayer(
+                    name=node.target,
+                    kind="linear" if isinstance(sub, nn.Linear) else "conv2d",
+                    weight=sub.weight.detach().double().clone(),
+                    bias=None if sub.bias is None else sub.bias.detach().double().clone(),
+                    input_nonneg=arg_nonneg(node.args[0]),
+                )
+                if layer.kind == "conv2d":
+                    layer.conv = {"stride": tuple(sub.stride), "padding": _conv_padding(sub, node.target),
+                                  "dilation": tuple(sub.dilation)}
+                layers.append(layer)
+                by_name[node.target] = layer
+                nonneg[node] = False
+            elif isinstance(sub, BN_MODULES):
+                src = node.args[0]
+                ok = (isinstance(src, fx.Node) and src.op == "call_module" and src.target in by_name
+                      and len(src.users) == 1)
+                if not ok:
+                    raise UnsupportedModelError(
+                        f"BatchNorm {node.target!r} must directly follow a Linear/Conv2d whose output it alone "
+                        f"uses, so it can be folded ({_where(node)})"
+                    )
+                layer = by_name[src.target]
+                layer.weight, layer.bias = _fold_bn(layer.weight, layer.bias, sub, node.target)
+                layer.folded_bn = node.target
+                nonneg[node] = False
+            elif isinstance(sub, PASS_MODULES):
+                nonneg[node] = True if isinstance(sub, nn.ReLU) else arg_nonneg(node.args[0])
+            else:
+                raise UnsupportedModelError(
+                    f"unsupported module {type(sub).__name__} {node.target!r} ({_where(node)}); supported: "
+                    f"Linear, Conv2d (groups=1), BatchNorm1d/2d after them, ReLU, MaxPool2d, AvgPool2d, "
+                    f"Flatten, Dropout, Identity, additions"
+                )
+        elif node.op == "call_function":
+            kind = PASS_FUNCTIONS.get(node.target)
+            if kind is None:
+                raise UnsupportedModelError(f"unsupported function {getattr(node.target, '__name__', node.target)} ({_where(node)})")
+            if kind == "relu":
+                nonneg[node] = True
+            elif kind == "add":
+                nonneg[node] = all(arg_nonneg(a) for a in node.args)
+            else:
+                nonneg[node] = arg_nonneg(node.args[0])
+        elif node.op == "call_method":
+            if node.target not in PASS_METHODS:
+                raise UnsupportedModelError(f"unsupported tensor method .{node.target}() ({_where(node)})")
+            if node.target == "relu":
+                nonneg[node] = True
+            elif node.target == "add":
+                nonneg[node] = all(arg_nonneg(a) for a in node.args)
+            else:
+                nonneg[node] = arg_nonneg(node.args[0])
+        elif node.op == "get_attr":
+            raise UnsupportedModelError(f"the target reads a tensor attribute directly ({_where(node)}); only module calls are supported")
+    if not layers:
+        raise UnsupportedModelError("the target has no Linear or Conv2d layer: nothing to construct")
+
+    for layer in layers:  # the folded target computes with the folded parameters
+        old = gm.get_submodule(layer.name)
+        if layer.kind == "linear":
+            new = nn.Linear(layer.d_in, layer.d_out, bias=layer.bias is not None, dtype=torch.float64)
+        else:
+            new = nn.Conv2d(layer.d_in, layer.d_out, layer.kernel, stride=layer.conv["stride"],
+                            padding=layer.conv["padding"], dilation=layer.conv["dilation"],
+                            bias=layer.bias is not None, dtype=torch.float64)
+        with torch.no_grad():
+            new.weight.copy_(layer.weight)
+            if layer.bias is not None:
+                new.bias.copy_(layer.bias)
+        del old
+        _set_module(gm, layer.name, new)
+        if layer.folded_bn:
+            _set_module(gm, layer.folded_bn, nn.Identity())
+    gm.recompile()
+    return gm.eval(), layers
