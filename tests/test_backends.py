@@ -151,7 +151,9 @@ def test_result_summary_and_counts():
 def test_auto_picks_mitm_for_small_m_and_cpsat_beyond():
     res = solver.solve([0.3], [[0.1, 0.2]])
     assert res.backend == "mitm" and res.info["requested_backend"] == "auto"
-    assert solver.backends.choose_backend("min-size", 41) == "cpsat"
+    assert solver.backends.choose_backend("min-error", 40) == "mitm"
+    assert solver.backends.choose_backend("min-error", 41) == "cpsat"
+    assert solver.backends.choose_backend("min-size", 33) == "cpsat"
 
 
 def test_presolve_marks_empty_subsets():

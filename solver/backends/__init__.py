@@ -14,9 +14,11 @@ BACKENDS: dict[str, type[Backend]] = {
     cls.name: cls for cls in (MitmBackend, CpsatBackend, GurobiBackend, BruteBackend)
 }
 
-#: largest m for which `auto` picks mitm: its time doubles with every 2 coefficients, and at
-#: m = 40 a problem already takes milliseconds.
-AUTO_MITM_MAX_M = 40
+#: largest m for which `auto` picks mitm. Its time doubles with every 2 coefficients; from
+#: benchmarks/results/backends.md (2 cores): min-error mitm beats cpsat by >1000x at m = 28, so it
+#: stays ahead to m = 40 (milliseconds a problem); min-size cpsat takes ~3 ms at any m while mitm
+#: takes 0.34 ms at m = 28 and doubles every 2, so they cross near m = 34.
+AUTO_MITM_MAX_M = {"min-error": 40, "min-size": 32}
 
 
 def available_backends() -> list[str]:
@@ -38,7 +40,7 @@ def get_backend(name: str) -> Backend:
 
 def choose_backend(objective: str, m: int) -> str:
     """`auto`: the fastest exact backend for this objective and problem size."""
-    return "mitm" if m <= AUTO_MITM_MAX_M else "cpsat"
+    return "mitm" if m <= AUTO_MITM_MAX_M[objective] else "cpsat"
 
 
 __all__ = ["BACKENDS", "Backend", "available_backends", "choose_backend", "get_backend"]
