@@ -12,6 +12,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Strong lottery tickets, exactly: prune a random network to compute a target.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from . import commands
+
+    p = sub.add_parser("solve", help="construct, verify and save the pruned random network for a target",
+                       description=commands.SOLVE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands.add_solve_arguments(p)
+    p.set_defaults(func=commands.run_solve)
+    p = sub.add_parser("verify", help="rebuild a saved ticket, check it is bit-exact and re-verify it",
+                       description=commands.run_verify.__doc__)
+    commands.add_verify_arguments(p)
+    p.set_defaults(func=commands.run_verify)
 
     bench = sub.add_parser("bench", help="run a benchmark (tables, JSON and plots)")
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
@@ -30,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.func(args)
-    return 0
+    code = args.func(args)
+    return int(code or 0)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ class ConstructOptions:
     backend: str = "auto"
     seed: int = 0
     layout: str = "fixed-sign"
-    scale_margin: float = 1.0
+    scale_margin: float = 1.5
     scales: dict[str, float] = field(default_factory=dict)  # per-layer overrides of the B scale
     workers: int | None = None
     solver_options: dict[str, Any] = field(default_factory=dict)  # time_limit, resolution, device...

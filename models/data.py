@@ -1,0 +1,102 @@
+"""Evaluation data: scikit-learn's bundled digits, or MNIST from IDX files."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class DataError(ValueError):
+    """The data set cannot be read or does not fit the target."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    x: torch.Tensor  # float32 (N, C, H, W)
+    y: torch.Tensor  # int64 (N,)
+    domain: tuple[float, float]  # every input value lies in this interval
+
+
+DIGITS_TEST_FRACTION = 0.3
+DIGITS_SPLIT_SEED = 0
+
+
+def digits(split: str = "test") -> Dataset:
+    """scikit-learn's 8x8 digits, pixels scaled to [0, 1]; a fixed stratified 70/30 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None]
+    idx = np.arange(len(x))
+    train, test = train_test_split(idx, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED,
+                                   stratify=bunch.target)
+    sel = test if split == "test" else train
+    return Dataset(f"digits-{split}", torch.from_numpy(x[sel]), torch.from_numpy(bunch.target[sel]).long(), (0.0, 1.0))
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{str(path)!r} is not an IDX file (bad magic number)")
+    dtype_code, ndim = raw[2], raw[3]
+    if dtype_code != 0x08:
+        raise DataError(f"{str(path)!r}: IDX data type 0x{dtype_code:02x}; expected unsigned bytes (0x08)")
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{str(path)!r}: header says {dims} but holds {data.size} values (truncated?)")
+    return data.reshape(dims)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for folder in (root, root / "MNIST" / "raw", root / "raw"):
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    raise DataError(f"MNIST file {stem}[.gz] not found in {str(root)!r} nor in its MNIST/raw folder")
+
+
+def mnist(root: str | Path, normalize: tuple[float, float] | None = None) -> Dataset:
+    """MNIST test split (t10k files) from a folder of IDX files or a torchvision root.
+
+    Pixels are scaled to [0, 1] like torchvision's ToTensor, then ``(x - mean) / std`` if
+    ``normalize`` is given.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"MNIST folder {str(root)!r} does not exist")
+    images = _read_idx(_find(root, "t10k-images-idx3-ubyte"))
+    labels = _read_idx(_find(root, "t10k-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"MNIST images {images.shape} and labels {labels.shape} do not match")
+    x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
+    domain = (0.0, 1.0)
+    if normalize is not None:
+        mean, std = normalize
+        if std <= 0:
+            raise DataError(f"--normalize MEAN,STD needs STD > 0; got {std}")
+        x = (x - mean) / std
+        domain = ((0.0 - mean) / std, (1.0 - mean) / std)
+    return Dataset("mnist-test", x, torch.from_numpy(labels.astype(np.int64)), domain)
+
+
+def load_data(spec: str | None, normalize: tuple[float, float] | None = None) -> Dataset | None:
+    """``digits``, ``mnist:DIR`` or None."""
+    if spec is None or spec == "none":
+        return None
+    if spec == "digits":
+        if normalize is not None:
+            raise DataError("--normalize applies to mnist:DIR only")
+        return digits("test")
+    if spec.startswith("mnist:"):
+        return mnist(spec[len("mnist:"):], normalize)
+    raise DataError(f"unknown --data {spec!r}; expected digits, mnist:DIR or none")
