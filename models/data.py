@@ -85,7 +85,8 @@ def mnist(root: str | Path, normalize: tuple[float, float] | None = None) -> Dat
         if std <= 0:
             raise DataError(f"--normalize MEAN,STD needs STD > 0; got {std}")
         x = (x - mean) / std
-        domain = ((0.0 - mean) / std, (1.0 - mean) / std)
+        ends = (torch.tensor([0.0, 1.0]) - mean) / std  # the same float32 arithmetic as the pixels
+        domain = (float(ends[0]), float(ends[1]))
     return Dataset("mnist-test", x, torch.from_numpy(labels.astype(np.int64)), domain)
 
 

@@ -90,7 +90,11 @@ def _strict_load(model: nn.Module, sd: dict[str, torch.Tensor], arch: str) -> nn
 
 
 def _from_torchscript(path: Path) -> nn.Module:
-    scripted = torch.jit.load(str(path), map_location="cpu")
+    import warnings
+
+    with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; reading users' files is still wanted
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.load(str(path), map_location="cpu")
     if scripted.original_name != "Sequential":
         raise TargetError(
             f"TorchScript target {str(path)!r} is a scripted {scripted.original_name}; only a scripted "

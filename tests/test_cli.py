@@ -1,0 +1,169 @@
+"""`lottery solve` / `lottery verify` end to end, and bad input at the command line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from models.cli import main
+from models.zoo import LeNet5
+
+from .conftest import requires_gurobi
+from .nets import tiny_cnn, tiny_mlp
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("LOTTERY_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_embedded_default_matches_target_accuracy_and_verifies(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["solve", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    for key in ("target_params", "random_params", "kept_params", "max_weight_error", "accuracy", "agreement",
+                "max_output_error", "certified_bound", "status_counts", "seconds", "backend", "n", "objective",
+                "eps", "seed"):
+        assert key in r
+    assert abs(r["accuracy"]["target"] - r["accuracy"]["pruned"]) <= 0.005
+    assert r["max_output_error"] <= r["certified_bound"]
+    assert r["status_counts"]["optimal"] == r["target_params"]
+    assert r["n"] == 21 and r["backend"] == "mitm"
+    for name in ("report.md", "weight_errors.png", "ticket.pt", "pruned_state_dict.pt", "pruned.pt2"):
+        assert (out / name).is_file()
+    assert "| layer | kind |" in (out / "report.md").read_text()
+    assert "report:" in capsys.readouterr().out
+    assert main(["verify", str(out)]) == 0
+    assert "bit-exact: True" in capsys.readouterr().out
+
+
+def _save(tmp_path, model, name="target.pt"):
+    path = tmp_path / name
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("backend", ["mitm", "cpsat", "auto", pytest.param("gurobi", marks=requires_gurobi)])
+def test_each_backend_from_the_cli(tmp_path, backend):
+    path = _save(tmp_path, tiny_mlp())
+    out = tmp_path / backend
+    args = ["solve", str(path), "--arch", "module:tests.nets:TinyMLP", "--n", "6", "--backend", backend,
+            "--objective", "min-size", "--eps", "0.05", "--input-domain", "signed", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["backend"] == ("mitm" if backend == "auto" else backend)
+    assert r["max_output_error"] <= r["certified_bound"]
+    assert main(["verify", str(out)]) == 0
+
+
+def test_refuses_a_different_run_unless_forced(tmp_path, capsys):
+    path = _save(tmp_path, tiny_mlp())
+    base = ["solve", str(path), "--arch", "module:tests.nets:TinyMLP", "--n", "4", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(base) == 0
+    assert main(base) == 0  # same config: allowed
+    assert main(base[:-1] + ["--seed", "3", "--no-progress"]) == 2
+    assert "holds a different run" in capsys.readouterr().err
+    assert main(base[:-1] + ["--seed", "3", "--force", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "o" / "report.json").read_text())["seed"] == 3
+    assert not list(tmp_path.glob(".o.tmp-*"))  # nothing half-written left behind
+
+
+def test_lenet5_with_mnist_idx_files(tmp_path):
+    """A LeNet-5 state_dict and a torchvision-style MNIST root holding only the t10k files."""
+    torch.manual_seed(0)
+    path = _save(tmp_path, LeNet5(biases=False))
+    raw = tmp_path / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 20, dtype=np.uint8)
+    with gzip.open(raw / "t10k-images-idx3-ubyte.gz", "wb") as fh:
+        fh.write(struct.pack(">BBBBIII", 0, 0, 8, 3, 20, 28, 28) + images.tobytes())
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(struct.pack(">BBBBI", 0, 0, 8, 1, 20) + labels.tobytes())
+    out = tmp_path / "lenet"
+    assert main(["solve", str(path), "--arch", "lenet5", "--n", "4", "--data", f"mnist:{tmp_path / 'mnist'}",
+                 "--out", str(out), "--no-progress"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["input_shape"] == [1, 28, 28] and r["input_domain"] == [0.0, 1.0]
+    assert r["target_params"] == 6 * 25 + 16 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10
+    assert "accuracy" in r and r["max_output_error"] <= r["certified_bound"]
+    assert main(["verify", str(out)]) == 0
+
+
+def test_normalized_mnist_gives_a_signed_domain(tmp_path):
+    torch.manual_seed(0)
+    path = _save(tmp_path, torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 3)))
+    root = tmp_path / "m"
+    root.mkdir()
+    (root / "t10k-images-idx3-ubyte").write_bytes(struct.pack(">BBBBIII", 0, 0, 8, 3, 4, 28, 28) + bytes(4 * 784))
+    (root / "t10k-labels-idx1-ubyte").write_bytes(struct.pack(">BBBBI", 0, 0, 8, 1, 4) + bytes(4))
+    out = tmp_path / "o"
+    assert main(["solve", str(path), "--arch", "mlp", "--n", "3", "--data", f"mnist:{root}", "--normalize",
+                 "0.1307,0.3081", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["input_domain"][0] < 0 and r["layers"][0]["input_nonneg"] is False
+    assert main(["verify", str(out)]) == 0
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda p: ["solve", str(p.parent / "missing.pt"), "--arch", "mlp"], "does not exist"),
+    (lambda p: ["solve", str(p), "--arch", "lenet5"], "does not fit --arch lenet5: missing keys"),
+    (lambda p: ["solve", str(p), "--arch", "mlp", "--n", "0"], "--n must be an integer >= 1; got 0"),
+    (lambda p: ["solve", str(p), "--arch", "mlp", "--data", "digits"], "do not fit the target"),
+    (lambda p: ["solve", str(p), "--arch", "mlp", "--objective", "min-size"], "needs --eps"),
+    (lambda p: ["solve", str(p), "--arch", "mlp", "--backend", "fast"], "unknown backend 'fast'"),
+    (lambda p: ["solve", str(p), "--arch", "nope"], "unknown --arch 'nope'"),
+    (lambda p: ["solve", str(p)], "is not a TorchScript file; a state_dict needs --arch"),
+])
+def test_bad_input_is_reported_clearly(tmp_path, capsys, make_args, message):
+    path = _save(tmp_path, tiny_mlp())
+    assert main(make_args(path) + ["--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_mlp_arch_reports_mismatched_shapes(tmp_path, capsys):
+    sd = {"a.weight": torch.zeros(4, 3), "b.weight": torch.zeros(2, 5)}
+    torch.save(sd, tmp_path / "bad.pt")
+    assert main(["solve", str(tmp_path / "bad.pt"), "--arch", "mlp", "--out", str(tmp_path / "o")]) == 2
+    assert "'a.weight' has shape (4, 3) but 'b.weight' has shape (2, 5)" in capsys.readouterr().err
+
+
+def test_nan_weights_refused(tmp_path, capsys):
+    model = tiny_mlp()
+    with torch.no_grad():
+        model.fc2.weight[0, 0] = float("nan")
+    path = _save(tmp_path, model)
+    assert main(["solve", str(path), "--arch", "mlp", "--out", str(tmp_path / "o")]) == 2
+    assert "parameter 'fc2.weight' holds NaN or inf" in capsys.readouterr().err
+
+
+def test_safetensors_and_torchscript_targets(tmp_path):
+    from safetensors.torch import save_file
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).eval()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "t.safetensors"))
+    assert main(["solve", str(tmp_path / "t.safetensors"), "--arch", "mlp", "--n", "4",
+                 "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    torch.jit.script(model).save(str(tmp_path / "t.ts"))
+    assert main(["solve", str(tmp_path / "t.ts"), "--n", "4", "--input-shape", "6",
+                 "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    a = json.loads((tmp_path / "a" / "report.json").read_text())
+    b = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert a["max_output_error"] == b["max_output_error"]  # same weights, same seed
+    assert main(["verify", str(tmp_path / "b")]) == 0
+
+
+def test_cnn_target_via_module_arch(tmp_path):
+    path = _save(tmp_path, tiny_cnn())
+    out = tmp_path / "cnn"
+    assert main(["solve", str(path), "--arch", "module:tests.nets:TinyCNN", "--n", "5", "--input-shape", "2,8,8",
+                 "--variant", "dense", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert [l["folded_bn"] for l in r["layers"]] == ["bn1", None, None, None]
+    assert main(["verify", str(out)]) == 0
