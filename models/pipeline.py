@@ -206,6 +206,7 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
         "input_shape": list(c.input_shape),
         "input_domain": list(c.domain),
         "data": data_spec,
+        "random_network": random_network_description(c),
         "layers": rows,
     }
     if "accuracy" in check:
@@ -213,6 +214,20 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
     if "agreement" in check:
         report["agreement"] = check["agreement"]
     return report
+
+
+def random_network_description(c: Construction) -> dict[str, Any]:
+    """The distributions and scale policy of the random network, as recorded in the report."""
+    if c.options.layout == "paper":
+        dist = "every entry of A and B (weights and biases) i.i.d. U[-1, 1]; 2n fan-out units per input"
+        scale = "none (s = 1)"
+    else:
+        dist = ("A's kept entries |u| ~ U(0, 1], n positive units per input when the input is >= 0, else n "
+                "positive and n negative; constant units' bias beta ~ U(0, 1]; B ~ U[-s, s]; all other "
+                "entries U[-1, 1] and pruned")
+        scale = f"s = {c.options.scale_margin:g} x the layer's largest |weight or bias| (per-layer s in `layers`)"
+    return {"layout": c.options.layout, "variant": c.variant, "distributions": dist, "scale_policy": scale,
+            "seeds": "per layer: SeedSequence([seed, layer index]); float32 values drawn on the CPU"}
 
 
 def _fmt(x: float) -> str:
