@@ -66,6 +66,7 @@ def solve(
     chunk_size: int | None = None,
     memory_limit: int = 2 * 1024**3,
     progress: bool | None = None,
+    presolve: bool = True,
 ) -> SolveResult:
     """Solve a batch of subset-sum problems exactly.
 
@@ -102,6 +103,10 @@ def solve(
         Bytes mitm may use for its sum tables; larger problems are refused with advice.
     progress : bool or None
         Show a progress bar; None shows one on a terminal when there are several chunks.
+    presolve : bool
+        Exact presolve before the backend: ``min-size`` problems whose optimum has at most 2
+        ones are answered by enumerating those subsets; ``max_size=0`` gives the empty subset.
+        False sends every problem to the backend (to measure the backend alone).
 
     Returns
     -------
@@ -126,10 +131,10 @@ def solve(
     chosen.check(batch, options)
     options = chosen.prepare(batch, options)
 
-    presolved = _presolvable(batch, options)
     out = ChunkSolution.empty(batch.size, batch.width)
-    if presolved.any():
-        _presolve(batch.take(presolved), options, out, presolved)
+    presolved = np.zeros(batch.size, dtype=bool)
+    if presolve:
+        presolved = _presolve(batch, options, out)
     rest = np.flatnonzero(~presolved)
     if rest.size:
         part = run_chunks(chosen, batch.take(rest), options)
@@ -149,7 +154,8 @@ def solve(
         "workers": options.workers,
         "chunk_size": options.chunk_size,
         "certificate": chosen.certificate(options),
-        "presolve": "min-size with |t| <= eps -> empty subset; max_size = 0 -> empty subset",
+        "presolve": ("min-size: subsets of at most 2 ones enumerated exactly; max_size = 0: empty subset"
+                     if presolve else "off"),
     }
     return SolveResult(
         masks=out.masks,
@@ -166,22 +172,22 @@ def solve(
     )
 
 
-def _presolvable(batch: ProblemBatch, options: SolveOptions) -> np.ndarray:
-    """Problems whose exact answer is the empty subset, known without search."""
+def _presolve(batch: ProblemBatch, options: SolveOptions, out: ChunkSolution) -> np.ndarray:
+    """Answer exactly, without the backend, what enumeration of tiny subsets settles."""
     if options.max_size == 0:
+        fits = np.abs(batch.targets) <= (options.eps if options.eps is not None else -1.0)
+        out.bound[:] = np.abs(batch.targets)
+        if options.objective == "min-size":
+            out.status[:] = np.where(fits, Status.OPTIMAL, Status.INFEASIBLE)
+            out.fallback[:] = ~fits
+            out.bound[:] = np.where(fits, 0.0, np.abs(batch.targets))
         return np.ones(batch.size, dtype=bool)
-    if options.objective == "min-size":
-        return np.abs(batch.targets) <= options.eps
-    return np.zeros(batch.size, dtype=bool)
+    if options.objective != "min-size":
+        return np.zeros(batch.size, dtype=bool)
+    from .presolve import small_subsets
 
-
-def _presolve(batch: ProblemBatch, options: SolveOptions, out: ChunkSolution, rows: np.ndarray) -> None:
-    """The empty subset: optimal for min-size when |t| <= eps; the only choice when max_size = 0."""
-    fits = np.abs(batch.targets) <= (options.eps if options.eps is not None else -1.0)
-    if options.objective == "min-size":
-        out.status[rows] = np.where(fits, Status.OPTIMAL, Status.INFEASIBLE)
-        out.fallback[rows] = ~fits
-        out.bound[rows] = np.where(fits, 0.0, np.abs(batch.targets))
-    else:
-        out.bound[rows] = np.abs(batch.targets)
-    out.tolerance[rows] = 0.0
+    solved, masks = small_subsets(batch.targets, batch.coefficients, batch.lengths, options.eps, options.max_size)
+    out.masks[solved] = masks[solved]
+    out.bound[solved] = masks[solved].sum(axis=1)
+    out.tolerance[solved] = 0.0
+    return solved

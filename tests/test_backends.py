@@ -14,11 +14,12 @@ from .conftest import BACKEND_CONFIGS, requires_gurobi
 from .problems import KNOWN, random_instances
 
 
+@pytest.mark.parametrize("presolve", [False, True], ids=["backend", "presolve"])
 @pytest.mark.parametrize("problem", KNOWN, ids=lambda p: p.name)
-def test_known_problem(problem, backend_config):
+def test_known_problem(problem, backend_config, presolve):
     res = solver.solve(
         [problem.target], [problem.coefficients], problem.objective, eps=problem.eps,
-        max_size=problem.max_size, **backend_config, **problem.options,
+        max_size=problem.max_size, presolve=presolve, **backend_config, **problem.options,
     )
     assert res.errors[0] == pytest.approx(problem.error, abs=1e-6)
     assert Status(res.status[0]) == problem.status
@@ -54,8 +55,10 @@ def test_thousands_of_random_instances_mitm_matches_brute():
     t, c, _ = random_instances(rng, 3000, 1, 16)
     for objective, eps in (("min-error", None), ("min-size", 0.01), ("min-size", 0.001)):
         ref = solver.solve(t, c, objective, eps=eps, backend="brute")
-        res = solver.solve(t, c, objective, eps=eps, backend="mitm")
+        res = solver.solve(t, c, objective, eps=eps, backend="mitm", presolve=False)
         _check_against_reference(res, ref, objective, eps)
+        presolved = solver.solve(t, c, objective, eps=eps, backend="mitm")
+        _check_against_reference(presolved, ref, objective, eps)
 
 
 def test_m20_instances_all_installed_backends_match_brute(backend_config):
@@ -66,7 +69,7 @@ def test_m20_instances_all_installed_backends_match_brute(backend_config):
         if backend_config["backend"] == "gurobi" and objective == "min-error":
             continue  # exact min-error at m = 20 takes Gurobi ~1 s a problem; covered at m <= 12
         ref = solver.solve(t, c, objective, eps=eps, backend="brute")
-        res = solver.solve(t, c, objective, eps=eps, **backend_config)
+        res = solver.solve(t, c, objective, eps=eps, presolve=False, **backend_config)
         _check_against_reference(res, ref, objective, eps)
 
 
@@ -87,7 +90,7 @@ def test_property_backend_equals_brute(seed, m, objective, eps, max_size, scale,
     eps = eps * scale
     kwargs = dict(objective=objective, eps=eps, max_size=max_size)
     ref = solver.solve(t, c, backend="brute", **kwargs)
-    res = solver.solve(t, c, **kwargs, **BACKEND_CONFIGS[config])
+    res = solver.solve(t, c, presolve=False, **kwargs, **BACKEND_CONFIGS[config])
     _check_against_reference(res, ref, objective, eps)
     if max_size is not None:
         assert np.all(res.sizes <= max_size)
@@ -101,7 +104,7 @@ def test_property_gurobi_equals_brute(seed, m, objective):
     rng = np.random.default_rng(seed)
     t, c, _ = random_instances(rng, 4, m, m)
     ref = solver.solve(t, c, objective, eps=0.01, backend="brute")
-    res = solver.solve(t, c, objective, eps=0.01, backend="gurobi")
+    res = solver.solve(t, c, objective, eps=0.01, backend="gurobi", presolve=False)
     _check_against_reference(res, ref, objective, 0.01)
 
 
@@ -156,7 +159,25 @@ def test_auto_picks_mitm_for_small_m_and_cpsat_beyond():
     assert solver.backends.choose_backend("min-size", 33) == "cpsat"
 
 
-def test_presolve_marks_empty_subsets():
-    res = solver.solve([0.001, 0.5], [[0.3, 0.2], [0.3, 0.2]], "min-size", eps=0.01, backend="cpsat")
-    assert res.presolved.tolist() == [True, False]
-    assert res.sizes.tolist() == [0, 2]
+def test_presolve_settles_subsets_of_at_most_two():
+    c = [[0.3, 0.2, 0.1, 0.45]] * 4
+    res = solver.solve([0.001, 0.445, 0.5, 0.6], c, "min-size", eps=0.01, backend="cpsat")
+    assert res.presolved.tolist() == [True, True, True, False]
+    assert res.sizes.tolist() == [0, 1, 2, 3]
+    assert res.masks[2].tolist() == [True, True, False, False]  # 0.3 + 0.2: the only fitting pair
+    assert np.all(res.tolerance[:3] == 0.0)
+    capped = solver.solve([0.5], [[0.3, 0.2]], "min-size", eps=0.01, backend="mitm", max_size=1)
+    assert not capped.presolved[0] and capped.status[0] == Status.INFEASIBLE
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), m=st.integers(0, 10), eps=st.sampled_from([0.3, 0.05, 0.01]),
+       max_size=st.one_of(st.none(), st.integers(0, 3)))
+def test_property_presolve_equals_brute(seed, m, eps, max_size):
+    rng = np.random.default_rng(seed)
+    t, c, _ = random_instances(rng, 16, m, m)
+    ref = solver.solve(t, c, "min-size", eps=eps, max_size=max_size, backend="brute", presolve=False)
+    res = solver.solve(t, c, "min-size", eps=eps, max_size=max_size, backend="brute")
+    assert np.array_equal(res.sizes, ref.sizes)
+    assert np.array_equal(res.status, ref.status)
+    assert np.allclose(res.errors, ref.errors, atol=1e-15)
