@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run a benchmark (tables, JSON and plots)")
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    from benchmarks import backends
+    from benchmarks import backends, exp1
 
     p = bench_sub.add_parser(
         "backends",
@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backends.add_arguments(p)
     p.set_defaults(func=_benchmark(backends.run))
+    p = bench_sub.add_parser("exp1", help="the paper's Experiment 1 (784-500-10 MLP, n = 21, eps = 0.01) at full scale",
+                             description=exp1.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    exp1.add_arguments(p)
+    p.set_defaults(func=_benchmark(exp1.run))
     return parser
 
 

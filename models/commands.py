@@ -21,8 +21,8 @@ Construct the random network of the strong lottery ticket theorem for a target (
 n hidden units per input and per sign), solve one subset-sum problem per target weight and
 bias, assemble the pruned random network in torch, verify it against the target and write
 DIR/report.json, report.md, weight_errors.png, ticket.pt (rebuild with `lottery verify DIR`),
-pruned_state_dict.pt (plain weights) and pruned.pt2 (torch.export program:
-torch.export.load(path).module() needs torch alone).
+pruned_state_dict.pt (plain weights) and, with --export, pruned.pt2 (a torch.export
+program: torch.export.load(path).module() needs torch alone).
 
 With no TARGET it runs the embedded default: a 64-32-10 MLP trained (seconds, cached) on
 scikit-learn's digits, verified on the digits test split.
@@ -40,7 +40,8 @@ def add_solve_arguments(p: argparse.ArgumentParser) -> None:
                    help="min-error: closest subset; min-size: fewest kept weights within --eps (default min-error)")
     p.add_argument("--eps", type=float, help="weight error tolerance (required for min-size)")
     p.add_argument("--backend", default="auto", help="auto | mitm | cpsat | gurobi | brute (default auto)")
-    p.add_argument("--data", help="digits | mnist:DIR | none (default: digits for the embedded target, else none)")
+    p.add_argument("--data", help="digits | digits28 (digits upsampled to 28x28) | mnist:DIR | none "
+                                  "(default: digits for the embedded target, else none)")
     p.add_argument("--normalize", help="MEAN,STD applied to MNIST pixels after scaling to [0,1]")
     p.add_argument("--input-domain", help="nonneg (= [0,1]) | signed (= [-1,1]) | LO,HI: the box the certified "
                                           "bound covers (default: the data's range, else nonneg)")
@@ -52,12 +53,17 @@ def add_solve_arguments(p: argparse.ArgumentParser) -> None:
                    help="fixed-sign: n units per sign group, B scaled to the layer; paper: all i.i.d. U[-1,1]")
     p.add_argument("--variant", choices=["fanout", "dense"], default="fanout",
                    help="fanout: materialise only A's kept block; dense: the theorem's full random A")
-    p.add_argument("--scale-margin", type=float, default=1.5,
-                   help="B ~ U[-s,s] with s = margin * largest |weight or bias| of the layer (default 1.5)")
+    p.add_argument("--scale-policy", choices=["max", "rms"], default="max",
+                   help="B ~ U[-s,s] with s = margin * the layer's largest |weight or bias| (max, default) or "
+                        "their root mean square (rms: denser coefficients near typical weights, smaller tickets)")
+    p.add_argument("--scale-margin", type=float,
+                   help="the margin of --scale-policy (default 1.5 for max, 5 for rms)")
     p.add_argument("--workers", type=int, help="CPU cores for the solver (default all)")
     p.add_argument("--time-limit", type=float, help="seconds per problem for cpsat/gurobi")
     p.add_argument("--resolution", type=float, help="cpsat integer resolution (default from eps)")
     p.add_argument("--device", default="cpu", help="mitm device: cpu | cuda[:i]")
+    p.add_argument("--export", action="store_true",
+                   help="also write pruned.pt2, a torch.export program of the pruned network (adds seconds)")
     p.add_argument("--force", action="store_true", help="replace an output directory holding a different run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -147,7 +153,7 @@ def run_solve(args: argparse.Namespace) -> int:
     if args.device != "cpu":
         solver_options["device"] = args.device
     options = ConstructOptions(n=args.n, objective=args.objective, eps=args.eps, backend=args.backend, seed=args.seed,
-                               layout=args.layout, scale_margin=args.scale_margin, workers=args.workers,
+                               layout=args.layout, scale_policy=args.scale_policy, scale_margin=args.scale_margin, workers=args.workers,
                                solver_options=solver_options, progress=False if args.no_progress else None)
     out_dir = args.out or Path("runs") / name
     target_desc = {"name": name, "arch": arch, "source": str(target_file), "sha256": pipeline.file_sha256(Path(target_file))}
@@ -169,7 +175,7 @@ def run_solve(args: argparse.Namespace) -> int:
     report = pipeline.build_report(construction, check, target_desc=target_desc, data_spec=data_spec,
                                    total_seconds=time.perf_counter() - start)
     check_inputs = pipeline.check_inputs_for(data, input_shape, domain, args.seed)
-    pipeline.save_run(out_dir, construction, report, Path(target_file), config, check_inputs)
+    pipeline.save_run(out_dir, construction, report, Path(target_file), config, check_inputs, export=args.export)
     report["seconds"]["total"] = time.perf_counter() - start
     print_summary(json.loads((out_dir / "report.json").read_text()) | {"seconds": report["seconds"]})
     print(f"report: {out_dir / 'report.md'}  (ticket: {out_dir / 'ticket.pt'}; re-check with `lottery verify {out_dir}`)")

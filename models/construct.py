@@ -49,11 +49,22 @@ class ConstructOptions:
     backend: str = "auto"
     seed: int = 0
     layout: str = "fixed-sign"
-    scale_margin: float = 1.5
+    scale_policy: str = "max"  # "max": s = margin * max|w|; "rms": s = margin * rms(w)
+    scale_margin: float | None = None  # None: 1.5 for "max", 5 for "rms"
     scales: dict[str, float] = field(default_factory=dict)  # per-layer overrides of the B scale
     workers: int | None = None
     solver_options: dict[str, Any] = field(default_factory=dict)  # time_limit, resolution, device...
     progress: bool | None = None
+
+
+DEFAULT_MARGINS = {"max": 1.5, "rms": 5.0}
+
+
+def resolved_margin(options: "ConstructOptions") -> float:
+    """The scale margin in force: the given one, else the policy's default."""
+    if options.scale_margin is not None:
+        return float(options.scale_margin)
+    return DEFAULT_MARGINS.get(options.scale_policy, 1.0)
 
 
 def input_shapes(target: fx.GraphModule, example: torch.Tensor) -> dict[str, tuple[int, ...]]:
@@ -96,10 +107,16 @@ def make_spec(layer: TargetLayer, index: int, options: ConstructOptions, in_shap
     elif layer.name in options.scales:
         scale = float(options.scales[layer.name])
     else:
-        largest = float(layer.weight.abs().max())
+        values = layer.weight.reshape(-1)
         if layer.bias is not None:
-            largest = max(largest, float(layer.bias.abs().max()))
-        scale = options.scale_margin * largest if largest > 0 else 1.0
+            values = torch.cat([values, layer.bias])
+        if options.scale_policy == "max":
+            size = float(values.abs().max())
+        elif options.scale_policy == "rms":
+            size = float(values.pow(2).mean().sqrt())
+        else:
+            raise ValueError(f"`scale_policy` must be 'max' or 'rms'; got {options.scale_policy!r}")
+        scale = resolved_margin(options) * size if size > 0 else 1.0
     conv = layer.conv
     return LayerSpec(
         name=layer.name, kind=layer.kind, d_in=layer.d_in, d_out=layer.d_out, kernel=layer.kernel,

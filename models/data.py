@@ -27,18 +27,55 @@ DIGITS_TEST_FRACTION = 0.3
 DIGITS_SPLIT_SEED = 0
 
 
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits (1797 8x8 images, values 0..16), read straight from the file
+    that ``sklearn.datasets.load_digits`` reads: importing sklearn.datasets costs ~2 s, the file
+    a few milliseconds."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("--data digits needs scikit-learn (pip install scikit-learn)")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():  # a future layout: fall back to the public API
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.data.astype(np.float64), bunch.target.astype(np.int64)
+    raw = np.loadtxt(path, delimiter=",")
+    return raw[:, :-1], raw[:, -1].astype(np.int64)
+
+
+def digits_split(labels: np.ndarray, test_fraction: float = DIGITS_TEST_FRACTION,
+                 seed: int = DIGITS_SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed stratified split: per class, a seeded permutation, the first share goes to test."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        k = int(round(test_fraction * len(idx)))
+        test.append(idx[:k])
+        train.append(idx[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
 def digits(split: str = "test") -> Dataset:
     """scikit-learn's 8x8 digits, pixels scaled to [0, 1]; a fixed stratified 70/30 split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = load_digits()
-    x = (bunch.images / 16.0).astype(np.float32)[:, None]
-    idx = np.arange(len(x))
-    train, test = train_test_split(idx, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED,
-                                   stratify=bunch.target)
+    data, labels = _digits_arrays()
+    x = (data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    train, test = digits_split(labels)
     sel = test if split == "test" else train
-    return Dataset(f"digits-{split}", torch.from_numpy(x[sel]), torch.from_numpy(bunch.target[sel]).long(), (0.0, 1.0))
+    return Dataset(f"digits-{split}", torch.from_numpy(x[sel]), torch.from_numpy(labels[sel]), (0.0, 1.0))
+
+
+def digits28(split: str = "test") -> Dataset:
+    """The digits split bilinearly upsampled to MNIST's 28x28 (for 784-input targets such as the
+    paper's Experiment 1 network when MNIST itself is not at hand); pixels stay in [0, 1]."""
+    import torch.nn.functional as F
+
+    d = digits(split)
+    x = F.interpolate(d.x, size=(28, 28), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+    return Dataset(f"digits28-{split}", x, d.y, (0.0, 1.0))
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -91,13 +128,13 @@ def mnist(root: str | Path, normalize: tuple[float, float] | None = None) -> Dat
 
 
 def load_data(spec: str | None, normalize: tuple[float, float] | None = None) -> Dataset | None:
-    """``digits``, ``mnist:DIR`` or None."""
+    """``digits``, ``digits28``, ``mnist:DIR`` or None."""
     if spec is None or spec == "none":
         return None
-    if spec == "digits":
+    if spec in ("digits", "digits28"):
         if normalize is not None:
             raise DataError("--normalize applies to mnist:DIR only")
-        return digits("test")
+        return digits("test") if spec == "digits" else digits28("test")
     if spec.startswith("mnist:"):
         return mnist(spec[len("mnist:"):], normalize)
-    raise DataError(f"unknown --data {spec!r}; expected digits, mnist:DIR or none")
+    raise DataError(f"unknown --data {spec!r}; expected digits, digits28, mnist:DIR or none")

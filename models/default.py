@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .data import digits
+from .data import digits, digits28
 from .zoo import mlp
 
 DEFAULT_SIZES = [64, 32, 10]
@@ -21,28 +21,41 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def train_digits_mlp(sizes: list[int] = DEFAULT_SIZES, seed: int = TRAIN_SEED, epochs: int = EPOCHS) -> nn.Module:
-    """Full-batch Adam on the digits training split; deterministic for a given seed."""
+def train_digits_mlp(sizes: list[int] = DEFAULT_SIZES, seed: int = TRAIN_SEED, epochs: int = EPOCHS,
+                     biases: bool = True, upsample: bool = False, batch: int | None = None, lr: float = 1e-2) -> nn.Module:
+    """Adam on the digits training split (upsampled to 28x28 if asked); deterministic per seed.
+    ``batch`` None trains full-batch."""
     torch.manual_seed(seed)
-    model = mlp(sizes, biases=True)
-    train = digits("train")
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
+    model = mlp(sizes, biases=biases)
+    train = digits28("train") if upsample else digits("train")
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
-        opt.zero_grad()
-        loss = loss_fn(model(train.x), train.y)
-        loss.backward()
-        opt.step()
+        order = torch.randperm(len(train.x), generator=gen) if batch else torch.arange(len(train.x))
+        for i in range(0, len(order), batch or len(order)):
+            idx = order[i:i + (batch or len(order))]
+            opt.zero_grad()
+            loss = loss_fn(model(train.x[idx]), train.y[idx])
+            loss.backward()
+            opt.step()
     return model.eval()
 
 
-def default_target() -> Path:
-    """Path of the cached default target's state_dict (trained on first use)."""
-    path = cache_dir() / f"digits_mlp_{'-'.join(map(str, DEFAULT_SIZES))}_seed{TRAIN_SEED}.pt"
+def cached_digits_mlp(sizes: list[int], biases: bool, upsample: bool, epochs: int, batch: int | None, lr: float,
+                      seed: int = TRAIN_SEED) -> Path:
+    """Train once, then reuse: the state_dict file of a digits MLP with these settings."""
+    tag = f"v2_{'-'.join(map(str, sizes))}_{'bias' if biases else 'nobias'}_{'28' if upsample else '8'}_e{epochs}_b{batch}_lr{lr:g}_s{seed}"
+    path = cache_dir() / f"digits_mlp_{tag}.pt"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        model = train_digits_mlp()
+        model = train_digits_mlp(sizes, seed, epochs, biases, upsample, batch, lr)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, path)
     return path
+
+
+def default_target() -> Path:
+    """Path of the cached default target's state_dict (trained on first use)."""
+    return cached_digits_mlp(DEFAULT_SIZES, biases=True, upsample=False, epochs=EPOCHS, batch=None, lr=1e-2)

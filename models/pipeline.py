@@ -26,7 +26,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .bounds import certified_bound
-from .construct import ConstructOptions, LayerSolution, input_shapes, make_spec, solve_layer
+from .construct import ConstructOptions, LayerSolution, input_shapes, make_spec, resolved_margin, solve_layer
 from .data import DataError, Dataset
 from .graph import TargetLayer, trace_target
 from .pruned import assemble
@@ -202,7 +202,8 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
         "seed": c.options.seed,
         "layout": c.options.layout,
         "variant": c.variant,
-        "scale_margin": c.options.scale_margin,
+        "scale_policy": c.options.scale_policy,
+        "scale_margin": resolved_margin(c.options),
         "input_shape": list(c.input_shape),
         "input_domain": list(c.domain),
         "data": data_spec,
@@ -225,7 +226,8 @@ def random_network_description(c: Construction) -> dict[str, Any]:
         dist = ("A's kept entries |u| ~ U(0, 1], n positive units per input when the input is >= 0, else n "
                 "positive and n negative; constant units' bias beta ~ U(0, 1]; B ~ U[-s, s]; all other "
                 "entries U[-1, 1] and pruned")
-        scale = f"s = {c.options.scale_margin:g} x the layer's largest |weight or bias| (per-layer s in `layers`)"
+        what = "largest |weight or bias|" if c.options.scale_policy == "max" else "root mean square of its weights and biases"
+        scale = f"s = {resolved_margin(c.options):g} x the layer's {what} (per-layer s in `layers`)"
     return {"layout": c.options.layout, "variant": c.variant, "distributions": dist, "scale_policy": scale,
             "seeds": "per layer: SeedSequence([seed, layer index]); float32 values drawn on the CPU"}
 
@@ -381,7 +383,7 @@ def prepare_run_dir(out_dir: Path, config: dict[str, Any], force: bool) -> None:
 
 
 def save_run(out_dir: Path, c: Construction, report: dict[str, Any], target_file: Path, config: dict[str, Any],
-             check_inputs: torch.Tensor) -> None:
+             check_inputs: torch.Tensor, export: bool = False) -> None:
     """Write the run atomically: into a temporary sibling directory, then renamed into place."""
     out_dir = Path(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
@@ -398,7 +400,8 @@ def save_run(out_dir: Path, c: Construction, report: dict[str, Any], target_file
         plot_weight_errors(c, tmp / "weight_errors.png")
         torch.save(ticket_dict(c, desc, check_inputs), tmp / "ticket.pt")
         torch.save(plain_state_dict(c.pruned), tmp / "pruned_state_dict.pt")
-        export_program(c, check_inputs, tmp / "pruned.pt2")
+        if export:  # torch.export takes seconds (dynamo); opt-in
+            export_program(c, check_inputs, tmp / "pruned.pt2")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

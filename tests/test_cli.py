@@ -24,7 +24,7 @@ def _cache(tmp_path_factory, monkeypatch):
 
 def test_embedded_default_matches_target_accuracy_and_verifies(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["solve", "--out", str(out), "--no-progress"]) == 0
+    assert main(["solve", "--out", str(out), "--no-progress", "--export"]) == 0
     r = json.loads((out / "report.json").read_text())
     for key in ("target_params", "random_params", "kept_params", "max_weight_error", "accuracy", "agreement",
                 "max_output_error", "certified_bound", "status_counts", "seconds", "backend", "n", "objective",

@@ -103,7 +103,7 @@ def test_ticket_rebuilds_bit_exactly(tmp_path):
                                    data_spec=None, total_seconds=1.0)
     inputs = pipeline.check_inputs_for(None, (2, 8, 8), (0.0, 1.0), 0)
     out = tmp_path / "run"
-    pipeline.save_run(out, c, report, path, {"x": 1}, inputs)
+    pipeline.save_run(out, c, report, path, {"x": 1}, inputs, export=True)
     ticket = torch.load(out / "ticket.pt", weights_only=True)
     from models.target import load_target
 
