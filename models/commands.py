@@ -62,6 +62,8 @@ def add_solve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-limit", type=float, help="seconds per problem for cpsat/gurobi")
     p.add_argument("--resolution", type=float, help="cpsat integer resolution (default from eps)")
     p.add_argument("--device", default="cpu", help="mitm device: cpu | cuda[:i]")
+    p.add_argument("--no-presolve", action="store_true",
+                   help="send every problem to the backend (min-size otherwise settles subsets of <= 2 ones exactly first)")
     p.add_argument("--export", action="store_true",
                    help="also write pruned.pt2, a torch.export program of the pruned network (adds seconds)")
     p.add_argument("--force", action="store_true", help="replace an output directory holding a different run")
@@ -152,6 +154,8 @@ def run_solve(args: argparse.Namespace) -> int:
             solver_options[key] = getattr(args, key)
     if args.device != "cpu":
         solver_options["device"] = args.device
+    if args.no_presolve:
+        solver_options["presolve"] = False
     options = ConstructOptions(n=args.n, objective=args.objective, eps=args.eps, backend=args.backend, seed=args.seed,
                                layout=args.layout, scale_policy=args.scale_policy, scale_margin=args.scale_margin, workers=args.workers,
                                solver_options=solver_options, progress=False if args.no_progress else None)
@@ -199,7 +203,8 @@ def print_summary(r: dict[str, Any]) -> None:
     if "agreement" in r:
         rows.append(("argmax agreement", f"{100 * r['agreement']:.2f}%"))
     sc = r["status_counts"]
-    rows.append(("statuses", f"{sc['optimal']} optimal, {sc['feasible']} feasible, {sc['infeasible']} infeasible"))
+    rows.append(("statuses", f"{sc['optimal']} optimal, {sc['feasible']} feasible, {sc['infeasible']} infeasible "
+                             f"({r.get('presolved', 0)} by exact presolve)"))
     rows.append(("seconds", f"solve {r['seconds']['solve']:.2f}, total {r['seconds']['total']:.2f}"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

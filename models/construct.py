@@ -34,6 +34,7 @@ class LayerSolution:
     seconds: float
     backend: str
     problems: int
+    presolved: int = 0  # problems settled by the solver's exact presolve, not the backend
 
     def kept(self) -> int:
         return int(sum(int(m.sum()) for m in self.masks.values()))
@@ -220,4 +221,5 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions) 
     masks, weight_error, bias_error = masks_from_solutions(spec, scatter, res)
     return LayerSolution(masks=masks, weight_error=weight_error, bias_error=bias_error,
                          status_counts=res.status_counts(), seconds=time.perf_counter() - start,
+                         presolved=int(res.presolved.sum()),
                          backend=res.backend, problems=len(res))

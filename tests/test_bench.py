@@ -24,3 +24,23 @@ def test_bench_backends_quick(tmp_path, capsys):
             assert r["agree"] == r["problems"]
     assert payload["machine"]["cores"] >= 1
     assert "wrote" in capsys.readouterr().out
+
+
+def test_bench_exp1_small(tmp_path, monkeypatch):
+    """The Experiment 1 pipeline on a narrow 784-H-10 target: runs 1 and 3 and the scaling table."""
+    monkeypatch.setenv("LOTTERY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "exp1"
+    main(["bench", "exp1", "--hidden", "12", "--scaling-hidden", "6", "12", "--runs", "1", "3", "--n", "12",
+          "--out", str(out)])
+    payload = json.loads((out / "exp1.json").read_text())
+    runs = {r["run"][0]: r for r in payload["runs"]}
+    assert set(runs) == {"1", "3"}
+    for r in runs.values():
+        assert r["target_params"] == 784 * 12 + 12 * 10
+        assert r["problems"] == r["target_params"]
+        assert r["max_output_error"] <= r["certified_bound"]
+        assert r["peak_mb"] > 0 and r["total_s"] >= r["solve_s"]
+    assert runs["3"]["max_weight_error"] <= 0.01 or runs["3"]["status_counts"]["infeasible"] > 0
+    assert [s["target_params"] for s in payload["scaling"]] == [784 * 6 + 60, 784 * 12 + 120]
+    assert (out / "exp1.png").stat().st_size > 1000
+    assert "paper (official code)" in (out / "exp1.md").read_text()
