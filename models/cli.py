@@ -23,6 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_verify_arguments(p)
     p.set_defaults(func=commands.run_verify)
 
+    from benchmarks import claims
+
+    p = sub.add_parser("claims", help="test the paper's subset-sum, lower-bound and width claims",
+                       description=claims.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    claims.add_arguments(p)
+    p.set_defaults(func=_benchmark(claims.run))
+
     bench = sub.add_parser("bench", help="run a benchmark (tables, JSON and plots)")
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     from benchmarks import backends, exp1
