@@ -1,0 +1,86 @@
+"""A durable store of solved chunks: the run directory doubles as a job store.
+
+Each chunk's solution is one ``.npz`` file written atomically (to a temporary name, fsynced,
+then ``os.replace``), with the SHA-256 of its bytes in the file name's companion ``.sha256``
+written the same way *after* it. A chunk counts as done only when both exist and the checksum
+matches; a truncated or corrupted file is detected, deleted and recomputed. The store records
+the configuration it was made for and refuses to be reused with another one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SolverError
+from .result import ChunkSolution
+
+FIELDS = ("masks", "status", "bound", "fallback", "tolerance")
+
+
+class StoreConfigError(SolverError, ValueError):
+    """The store was made for a different configuration."""
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class ChunkStore:
+    """Solved chunks of one batch of problems, keyed by a name (e.g. ``layer3-000012``)."""
+
+    def __init__(self, root: str | Path, config: dict[str, Any]):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+        record = self.root / "config.json"
+        if record.is_file():
+            old = json.loads(record.read_text())
+            if old.get("hash") != self.config_hash:
+                raise StoreConfigError(
+                    f"the chunk store {str(self.root)!r} was made for another configuration "
+                    f"(hash {old.get('hash', '?')[:12]}, this run {self.config_hash[:12]}); "
+                    f"use another output directory or --force to start over"
+                )
+        else:
+            _atomic_write(record, json.dumps({"hash": self.config_hash, "config": config}, default=str, indent=1).encode())
+        self.recomputed: list[str] = []  # chunks found corrupted and solved again
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        return self.root / f"{key}.npz", self.root / f"{key}.sha256"
+
+    def load(self, key: str) -> ChunkSolution | None:
+        """The stored solution, or None if absent or corrupted (a corrupted one is deleted)."""
+        data_path, sum_path = self._paths(key)
+        if not data_path.is_file() or not sum_path.is_file():
+            return None
+        raw = data_path.read_bytes()
+        if hashlib.sha256(raw).hexdigest() != sum_path.read_text().strip():
+            self.recomputed.append(key)
+            data_path.unlink(missing_ok=True)
+            sum_path.unlink(missing_ok=True)
+            return None
+        with np.load(io.BytesIO(raw)) as npz:
+            return ChunkSolution(**{f: npz[f] for f in FIELDS})
+
+    def save(self, key: str, sol: ChunkSolution) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, **{f: getattr(sol, f) for f in FIELDS})
+        raw = buf.getvalue()
+        data_path, sum_path = self._paths(key)
+        _atomic_write(data_path, raw)
+        _atomic_write(sum_path, hashlib.sha256(raw).hexdigest().encode())
+
+    def done(self) -> list[str]:
+        return sorted(p.stem for p in self.root.glob("*.sha256"))
