@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -66,6 +67,13 @@ def add_solve_arguments(p: argparse.ArgumentParser) -> None:
                    help="send every problem to the backend (min-size otherwise settles subsets of <= 2 ones exactly first)")
     p.add_argument("--export", action="store_true",
                    help="also write pruned.pt2, a torch.export program of the pruned network (adds seconds)")
+    p.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="local worker processes (default) or a dask.distributed cluster (--scheduler)")
+    p.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--chunk-size", type=int, help="problems per unit of parallel work (default per backend)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out (rerunning into the same directory does too); "
+                        "refused if the configuration differs")
     p.add_argument("--force", action="store_true", help="replace an output directory holding a different run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -156,23 +164,35 @@ def run_solve(args: argparse.Namespace) -> int:
         solver_options["device"] = args.device
     if args.no_presolve:
         solver_options["presolve"] = False
+    if args.executor != "local":
+        solver_options["executor"] = args.executor
+        solver_options["scheduler"] = args.scheduler
+    if args.chunk_size is not None:
+        solver_options["chunk_size"] = args.chunk_size
     options = ConstructOptions(n=args.n, objective=args.objective, eps=args.eps, backend=args.backend, seed=args.seed,
                                layout=args.layout, scale_policy=args.scale_policy, scale_margin=args.scale_margin, workers=args.workers,
                                solver_options=solver_options, progress=False if args.no_progress else None)
     out_dir = args.out or Path("runs") / name
     target_desc = {"name": name, "arch": arch, "source": str(target_file), "sha256": pipeline.file_sha256(Path(target_file))}
-    config = {"target_sha256": target_desc["sha256"], "arch": arch, "options": {k: v for k, v in vars(options).items() if k != "progress"},
+    # what determines the result (not: workers, executor, progress: results are identical across them)
+    same_result = {k: v for k, v in vars(options).items() if k not in ("progress", "workers")}
+    same_result["solver_options"] = {k: v for k, v in options.solver_options.items() if k not in ("executor", "scheduler")}
+    config = {"target_sha256": target_desc["sha256"], "arch": arch, "options": same_result,
               "variant": args.variant, "input_domain": list(domain), "input_shape": list(input_shape), "data": data_spec,
               "normalize": normalize}
+    existed = out_dir.exists()
     try:
-        pipeline.prepare_run_dir(out_dir, config, args.force)
-        construction = pipeline.construct(model, input_shape, domain, options, args.variant)
+        pipeline.prepare_run_dir(out_dir, config, args.force, args.resume)
+        store = pipeline.open_store(out_dir, config)
+        construction = pipeline.construct(model, input_shape, domain, options, args.variant, store=store)
         check = pipeline.verify(construction, data)
     except Exception as exc:  # every library error carries a message meant for the user
         from solver import SolverError
 
         from .graph import UnsupportedModelError
 
+        if not existed and not any((out_dir / pipeline.CHUNKS_DIR).glob("*.sha256")):
+            shutil.rmtree(out_dir, ignore_errors=True)  # nothing solved yet: leave nothing behind
         if isinstance(exc, (SolverError, UnsupportedModelError, ValueError)):
             return _fail(str(exc))
         raise

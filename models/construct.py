@@ -54,7 +54,8 @@ class ConstructOptions:
     scale_margin: float | None = None  # None: 1.5 for "max", 5 for "rms"
     scales: dict[str, float] = field(default_factory=dict)  # per-layer overrides of the B scale
     workers: int | None = None
-    solver_options: dict[str, Any] = field(default_factory=dict)  # time_limit, resolution, device...
+    solver_options: dict[str, Any] = field(default_factory=dict)  # time_limit, resolution, device, executor...
+    block_problems: int = 1 << 17  # problems built and solved at once (bounds memory)
     progress: bool | None = None
 
 
@@ -129,23 +130,26 @@ def make_spec(layer: TargetLayer, index: int, options: ConstructOptions, in_shap
     )
 
 
-def build_problems(layer: TargetLayer, spec: LayerSpec, values: dict[str, torch.Tensor]):
-    """All subset-sum problems of one pair.
+def build_problems(layer: TargetLayer, spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice | None = None):
+    """The subset-sum problems of one pair for the target rows (outputs) ``rows``.
 
     Returns (targets (P,), coefficients (P, width), lengths (P,), scatter) where ``scatter``
     maps solution masks back to the pair's masks (see :func:`masks_from_solutions`).
+    Problems are built a block of rows at a time so memory is bounded by the block, not the layer.
     """
+    rows = rows or slice(0, spec.d_out)
+    d = rows.stop - rows.start
     upi = spec.units_per_input
     n_fan = spec.d_in * upi
     u = values["u"].double()
-    B = values["B"].double()
+    B = values["B"][rows].double()
     if spec.kind == "linear":
         B = B[:, :, None, None]
     kh, kw = spec.kernel
     # coefficients C[o, i, p, q, k] = B[o, (i, k), p, q] * u[i, k]
-    Bw = B[:, :n_fan].reshape(spec.d_out, spec.d_in, upi, kh, kw).permute(0, 1, 3, 4, 2)
+    Bw = B[:, :n_fan].reshape(d, spec.d_in, upi, kh, kw).permute(0, 1, 3, 4, 2)
     C = (Bw * u[None, :, None, None, :]).numpy()
-    W = layer.weight.reshape(spec.d_out, spec.d_in, kh, kw).numpy()
+    W = layer.weight[rows].reshape(d, spec.d_in, kh, kw).numpy()
     targets, coeffs, lengths, parts = [], [], [], []
     for g, member in enumerate(groups(spec, values["u"])):
         member = member.numpy()
@@ -158,29 +162,33 @@ def build_problems(layer: TargetLayer, spec: LayerSpec, values: dict[str, torch.
         coeffs.append(Cg.reshape(-1, width))
         lengths.append(np.broadcast_to(count[None, :, None, None], W.shape).reshape(-1))
         parts.append(("weight", g, perm))
+    del C
     if spec.has_bias:
         p, q = spec.const_tap
         beta = torch.relu(values["a_bias"][n_fan:].double())
-        targets.append(layer.bias.numpy())
+        targets.append(layer.bias[rows].numpy())
         coeffs.append((B[:, n_fan:, p, q] * beta[None, :]).numpy())
-        lengths.append(np.full(spec.d_out, spec.n_const))
+        lengths.append(np.full(d, spec.n_const))
         parts.append(("bias", 0, None))
     width = max(c.shape[1] for c in coeffs)
     coeffs = [np.pad(c, ((0, 0), (0, width - c.shape[1]))) for c in coeffs]
     sizes = [len(t) for t in targets]
     return (np.concatenate(targets), np.concatenate(coeffs), np.concatenate(lengths).astype(np.int64),
-            (parts, sizes))
+            (parts, sizes, d))
 
 
 def masks_from_solutions(spec: LayerSpec, scatter, res: solver.SolveResult):
-    """Pair masks (A block, A bias, B) and per-weight errors from the solver's masks."""
-    parts, sizes = scatter
+    """B's mask and the per-weight / per-bias errors for the block of rows the problems came from.
+
+    Returns (b_mask (d, hidden, kh, kw) bool, weight_error (d, d_in, kh, kw), bias_error (d,) or None).
+    """
+    parts, sizes, d = scatter
     upi = spec.units_per_input
     n_fan = spec.d_in * upi
     kh, kw = spec.kernel
-    b_mask = np.zeros((spec.d_out, spec.hidden, kh, kw), dtype=bool)
-    fan = np.zeros((spec.d_out, spec.d_in, kh, kw, upi), dtype=bool)
-    weight_error = np.zeros((spec.d_out, spec.d_in, kh, kw))
+    b_mask = np.zeros((d, spec.hidden, kh, kw), dtype=bool)
+    fan = np.zeros((d, spec.d_in, kh, kw, upi), dtype=bool)
+    weight_error = np.zeros((d, spec.d_in, kh, kw))
     bias_error = None
     start = 0
     for (kind, _, perm), size in zip(parts, sizes):
@@ -189,7 +197,7 @@ def masks_from_solutions(spec: LayerSpec, scatter, res: solver.SolveResult):
         start += size
         if kind == "weight":
             width = perm.shape[1]
-            sol = sol[:, :width].reshape(spec.d_out, spec.d_in, kh, kw, width)
+            sol = sol[:, :width].reshape(d, spec.d_in, kh, kw, width)
             scattered = np.zeros_like(fan)
             np.put_along_axis(scattered, np.broadcast_to(perm[None, :, None, None, :], sol.shape), sol, axis=-1)
             fan |= scattered
@@ -198,28 +206,64 @@ def masks_from_solutions(spec: LayerSpec, scatter, res: solver.SolveResult):
             p, q = spec.const_tap
             b_mask[:, n_fan:, p, q] = sol[:, :spec.n_const]
             bias_error = err
-    b_mask[:, :n_fan] = fan.transpose(0, 1, 4, 2, 3).reshape(spec.d_out, n_fan, kh, kw)
-    u_mask = fan.any(axis=(0, 2, 3))  # (d_in, upi): some output keeps unit (i, k)
+    b_mask[:, :n_fan] = fan.transpose(0, 1, 4, 2, 3).reshape(d, n_fan, kh, kw)
+    return b_mask, weight_error, bias_error
+
+
+def pair_masks(spec: LayerSpec, b_mask: np.ndarray) -> dict[str, torch.Tensor]:
+    """All masks of a pair from B's: unit (i, k) is kept in A iff some output keeps it."""
+    upi = spec.units_per_input
+    n_fan = spec.d_in * upi
+    kh, kw = spec.kernel
+    used = b_mask.any(axis=(0, 2, 3))  # (hidden,)
+    u_mask = used[:n_fan].reshape(spec.d_in, upi)
     a_bias_mask = np.zeros(spec.hidden, dtype=bool)
-    a_bias_mask[n_fan:] = b_mask[:, n_fan:].any(axis=(0, 2, 3))
+    a_bias_mask[n_fan:] = used[n_fan:]
     if spec.kind == "linear":
         b_mask = b_mask[:, :, 0, 0]
-        weight_error = weight_error[:, :, 0, 0]
-    masks = {"u": torch.from_numpy(u_mask), "a_bias": torch.from_numpy(a_bias_mask), "B": torch.from_numpy(b_mask)}
-    return masks, weight_error, bias_error
+    return {"u": torch.from_numpy(np.ascontiguousarray(u_mask)), "a_bias": torch.from_numpy(a_bias_mask),
+            "B": torch.from_numpy(np.ascontiguousarray(b_mask))}
 
 
-def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions) -> LayerSolution:
-    """Draw the pair's random values, solve every problem of the layer, return its masks."""
+def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, index: int = 0,
+                store=None) -> LayerSolution:
+    """Draw the pair's random values and solve every problem of the layer, a block of target rows
+    at a time (at most ``options.block_problems`` problems in memory); return the pair's masks.
+
+    With a :class:`solver.store.ChunkStore`, solved chunks are kept on disk (keys
+    ``layer{index}-rows{first row}-NNNNNN``) and read back on a rerun.
+    """
     start = time.perf_counter()
     values = generate(spec)
-    targets, coeffs, lengths, scatter = build_problems(layer, spec, values)
-    res = solver.solve(
-        targets, coeffs, options.objective, eps=options.eps, backend=options.backend, lengths=lengths,
-        workers=options.workers, progress=options.progress, **options.solver_options,
-    )
-    masks, weight_error, bias_error = masks_from_solutions(spec, scatter, res)
-    return LayerSolution(masks=masks, weight_error=weight_error, bias_error=bias_error,
-                         status_counts=res.status_counts(), seconds=time.perf_counter() - start,
-                         presolved=int(res.presolved.sum()),
-                         backend=res.backend, problems=len(res))
+    kh, kw = spec.kernel
+    per_row = spec.d_in * kh * kw * len(groups(spec, values["u"])) + (1 if spec.has_bias else 0)
+    rows_per_block = max(1, options.block_problems // max(per_row, 1))
+    b_mask = np.zeros((spec.d_out, spec.hidden, kh, kw), dtype=bool)
+    weight_error = np.zeros((spec.d_out, spec.d_in, kh, kw))
+    bias_error = np.zeros(spec.d_out) if spec.has_bias else None
+    counts = {"optimal": 0, "feasible": 0, "infeasible": 0}
+    problems = presolved = 0
+    backend = options.backend
+    for r0 in range(0, spec.d_out, rows_per_block):
+        rows = slice(r0, min(spec.d_out, r0 + rows_per_block))
+        targets, coeffs, lengths, scatter = build_problems(layer, spec, values, rows)
+        res = solver.solve(
+            targets, coeffs, options.objective, eps=options.eps, backend=options.backend, lengths=lengths,
+            workers=options.workers, progress=options.progress, store=store,
+            store_key=f"layer{index}-rows{r0:07d}", **options.solver_options,
+        )
+        del targets, coeffs, lengths
+        bm, we, be = masks_from_solutions(spec, scatter, res)
+        b_mask[rows], weight_error[rows] = bm, we
+        if be is not None:
+            bias_error[rows] = be
+        for key, value in res.status_counts().items():
+            counts[key] += value
+        problems += len(res)
+        presolved += int(res.presolved.sum())
+        backend = res.backend
+    if spec.kind == "linear":
+        weight_error = weight_error[:, :, 0, 0]
+    return LayerSolution(masks=pair_masks(spec, b_mask), weight_error=weight_error, bias_error=bias_error,
+                         status_counts=counts, seconds=time.perf_counter() - start, presolved=presolved,
+                         backend=backend, problems=problems)

@@ -57,8 +57,10 @@ class Construction:
 
 
 def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[float, float],
-              options: ConstructOptions, variant: str = "fanout") -> Construction:
-    """Trace the target, solve every layer's subset-sum problems, assemble the pruned network."""
+              options: ConstructOptions, variant: str = "fanout", store=None) -> Construction:
+    """Trace the target, solve every layer's subset-sum problems, assemble the pruned network.
+
+    ``store``: a :class:`solver.store.ChunkStore` that keeps solved chunks (resumable runs)."""
     from tqdm.auto import tqdm
 
     if options.n < 1:
@@ -76,7 +78,7 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
                disable=(not options.progress) if options.progress is not None else None)
     for layer, spec in bar:
         bar.set_postfix_str(f"{spec.name}: {layer.weight.numel()} weights")
-        solutions.append(solve_layer(layer, spec, options))
+        solutions.append(solve_layer(layer, spec, options, index=len(solutions), store=store))
     solve_s = time.perf_counter() - start
     t1 = time.perf_counter()
     values = [generate(s, dense=variant == "dense") for s in specs]
@@ -362,31 +364,61 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def prepare_run_dir(out_dir: Path, config: dict[str, Any], force: bool) -> None:
-    """Refuse a directory that holds a different run, unless ``force``."""
+CHUNKS_DIR = "chunks"
+
+
+def prepare_run_dir(out_dir: Path, config: dict[str, Any], force: bool, resume: bool = False) -> None:
+    """Check the output directory before any work.
+
+    A finished run with the same configuration, or an interrupted one (its chunk store) with the
+    same configuration, is continued: solved chunks are reused. A different run is refused
+    unless ``force``, which deletes it. ``resume`` insists that there is something to resume.
+    """
+    store_config = out_dir / CHUNKS_DIR / "config.json"
+    if resume and not store_config.is_file():
+        raise RunDirError(f"--resume: {str(out_dir)!r} holds no interrupted or finished run to resume")
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
         raise RunDirError(f"output path {str(out_dir)!r} exists and is not a directory")
-    if not any(out_dir.iterdir()) or force:
+    if force:
+        shutil.rmtree(out_dir)
         return
+    if not any(out_dir.iterdir()):
+        return
+    wanted = config_hash(config)
     report = out_dir / "report.json"
+    old = None
     if report.is_file():
         try:
             old = json.loads(report.read_text()).get("config_hash")
         except (OSError, json.JSONDecodeError):
             old = None
-        if old == config_hash(config):
-            return
+    elif store_config.is_file():
+        try:
+            old = json.loads(store_config.read_text()).get("config", {}).get("run_hash")
+        except (OSError, json.JSONDecodeError):
+            old = None
+    else:
+        raise RunDirError(f"output directory {str(out_dir)!r} is not empty and holds no lottery run; "
+                          f"choose another --out or pass --force")
+    if old != wanted:
         raise RunDirError(f"output directory {str(out_dir)!r} holds a different run (config {old}); "
                           f"choose another --out or pass --force to replace it")
-    raise RunDirError(f"output directory {str(out_dir)!r} is not empty and holds no lottery run; "
-                      f"choose another --out or pass --force")
+
+
+def open_store(out_dir: Path, config: dict[str, Any]):
+    """The run directory's chunk store (``DIR/chunks``), made for this configuration."""
+    from solver.store import ChunkStore
+
+    return ChunkStore(out_dir / CHUNKS_DIR, {"run_hash": config_hash(config)})
 
 
 def save_run(out_dir: Path, c: Construction, report: dict[str, Any], target_file: Path, config: dict[str, Any],
              check_inputs: torch.Tensor, export: bool = False) -> None:
-    """Write the run atomically: into a temporary sibling directory, then renamed into place."""
+    """Write the run's files into a temporary sibling directory, then move them into ``out_dir``
+    one by one (each move atomic), report.json last: a directory with a report.json is complete.
+    The chunk store in ``out_dir/chunks`` is kept, so a rerun reuses every solved chunk."""
     out_dir = Path(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     if tmp.exists():
@@ -397,16 +429,19 @@ def save_run(out_dir: Path, c: Construction, report: dict[str, Any], target_file
         shutil.copyfile(target_file, tmp / target_copy)
         desc = dict(report["target"], file=target_copy)
         report = dict(report, target=desc, config=_json_safe(config), config_hash=config_hash(config))
-        (tmp / "report.json").write_text(json.dumps(_json_safe(report), indent=2) + "\n")
         (tmp / "report.md").write_text(report_markdown(report))
         plot_weight_errors(c, tmp / "weight_errors.png")
         torch.save(ticket_dict(c, desc, check_inputs), tmp / "ticket.pt")
         torch.save(plain_state_dict(c.pruned), tmp / "pruned_state_dict.pt")
         if export:  # torch.export takes seconds (dynamo); opt-in
             export_program(c, check_inputs, tmp / "pruned.pt2")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        (tmp / "report.json").write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "report.json").unlink(missing_ok=True)  # the directory is incomplete until the end
+        names = sorted(p.name for p in tmp.iterdir())
+        for name in [n for n in names if n != "report.json"] + ["report.json"]:
+            os.replace(tmp / name, out_dir / name)
+        tmp.rmdir()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -67,6 +67,10 @@ def solve(
     memory_limit: int = 2 * 1024**3,
     progress: bool | None = None,
     presolve: bool = True,
+    executor: str = "local",
+    scheduler: str | None = None,
+    store: Any = None,
+    store_key: str = "chunks",
 ) -> SolveResult:
     """Solve a batch of subset-sum problems exactly.
 
@@ -107,6 +111,11 @@ def solve(
         Exact presolve before the backend: ``min-size`` problems whose optimum has at most 2
         ones are answered by enumerating those subsets; ``max_size=0`` gives the empty subset.
         False sends every problem to the backend (to measure the backend alone).
+    executor, scheduler : str
+        'local' (default) or 'dask' with the scheduler's address; results are identical.
+    store, store_key
+        A :class:`solver.store.ChunkStore`: finished chunks (named ``store_key-NNNNNN``) are read
+        back instead of solved, new ones are written atomically as they finish (resumable runs).
 
     Returns
     -------
@@ -125,6 +134,7 @@ def solve(
         objective=objective, eps=eps, max_size=max_size, time_limit=time_limit,
         resolution=resolution, device=device, engine=engine, workers=workers,
         chunk_size=chunk_size, memory_limit=memory_limit, progress=progress,
+        executor=executor, scheduler=scheduler,
     )
     name = choose_backend(options.objective, batch.max_length) if backend == "auto" else backend
     chosen = get_backend(name)
@@ -137,7 +147,7 @@ def solve(
         presolved = _presolve(batch, options, out)
     rest = np.flatnonzero(~presolved)
     if rest.size:
-        part = run_chunks(chosen, batch.take(rest), options)
+        part = run_chunks(chosen, batch.take(rest), options, store=store, store_key=store_key)
         out.masks[rest] = part.masks
         out.status[rest] = part.status
         out.bound[rest] = part.bound
@@ -152,6 +162,7 @@ def solve(
         "max_size": options.max_size,
         "time_limit": options.time_limit,
         "workers": options.workers,
+        "executor": options.executor,
         "chunk_size": options.chunk_size,
         "certificate": chosen.certificate(options),
         "presolve": ("min-size: subsets of at most 2 ones enumerated exactly; max_size = 0: empty subset"

@@ -1,27 +1,60 @@
 """Chunked execution: the batch is cut into chunks, each solved by a pure function.
 
 Chunks are independent and every backend is deterministic per problem, so the assembled
-result does not depend on the chunk size or the number of workers. Process-parallel
-backends (CP-SAT, Gurobi, brute) run chunks in a pool of worker processes; backends that
-parallelise themselves (mitm: numba threads or a GPU) run chunks one after another here.
+result does not depend on the chunk size, the number of workers or the executor:
+
+* ``local`` (default): process-parallel backends (CP-SAT, Gurobi, brute) run chunks in a pool of
+  worker processes, restarted (and the lost chunks resubmitted) if a worker dies; backends that
+  parallelise themselves (mitm: numba threads or a GPU) run chunks one after another here;
+* ``dask``: chunks are tasks on a dask.distributed cluster (``scheduler`` address), retried by
+  the scheduler when a worker dies.
+
+With a :class:`~solver.store.ChunkStore`, finished chunks are read back instead of solved, and
+each newly solved chunk is written atomically as soon as it arrives, so a killed run resumes
+where it stopped.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import signal
 import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
 from .backends import get_backend
 from .backends.base import Backend
+from .errors import SolverError
 from .problem import ProblemBatch, SolveOptions
 from .result import ChunkSolution
 
+#: Testing hook (fault injection): when this environment variable (read in the submitting
+#: process) names a file that does not exist yet, the first chunk solved in a worker process
+#: creates it and kills its own process.
+FAULT_KILL_ONCE = "LOTTERY_FAULT_KILL_WORKER_ONCE"
+MAX_POOL_RESTARTS = 3
+DASK_CONNECT_TIMEOUT = 10.0
 
-def solve_chunk(backend_name: str, batch: ProblemBatch, options: SolveOptions) -> ChunkSolution:
+
+class ExecutorError(SolverError, RuntimeError):
+    """The execution backend failed (unreachable scheduler, workers dying again and again)."""
+
+
+def solve_chunk(backend_name: str, batch: ProblemBatch, options: SolveOptions,
+                fault_marker: str | None = None) -> ChunkSolution:
     """The unit of parallel work: a pure function of (backend name, problems, options)."""
+    marker = fault_marker
+    if marker and mp.parent_process() is not None:
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGKILL)
     return get_backend(backend_name).solve_chunk(batch, options)
 
 
@@ -35,7 +68,8 @@ def _progress_bar(total: int, n_chunks: int, progress: bool | None, desc: str):
     return tqdm(total=total, unit="problem", desc=desc, disable=disable, file=sys.stderr, leave=False)
 
 
-def run_chunks(backend: Backend, batch: ProblemBatch, options: SolveOptions) -> ChunkSolution:
+def run_chunks(backend: Backend, batch: ProblemBatch, options: SolveOptions, store=None,
+               store_key: str = "chunks") -> ChunkSolution:
     """Solve ``batch`` chunk by chunk with ``backend``; returns the assembled solution."""
     size = options.chunk_size or backend.default_chunk_size
     slices = [slice(i, min(i + size, batch.size)) for i in range(0, batch.size, size)]
@@ -48,30 +82,111 @@ def run_chunks(backend: Backend, batch: ProblemBatch, options: SolveOptions) -> 
         out.fallback[sl] = part.fallback
         out.tolerance[sl] = part.tolerance
 
-    use_pool = backend.parallelism == "process" and options.workers > 1 and len(slices) > 1
-    with _progress_bar(batch.size, len(slices), options.progress, backend.name) as bar:
-        if not use_pool:
-            for sl in slices:
-                place(sl, backend.solve_chunk(batch.take(sl), options))
-                bar.update(sl.stop - sl.start)
-            return out
-        worker_options = options.with_(workers=1, progress=False)
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["solver"])
-        with ProcessPoolExecutor(max_workers=options.workers, mp_context=ctx) as pool:
-            pending: dict[Future, slice] = {}
-            queue = list(reversed(slices))
-            # at most 2 chunks per worker in flight: memory stays bounded by the chunk size
-            while queue or pending:
-                while queue and len(pending) < 2 * options.workers:
-                    sl = queue.pop()
-                    pending[pool.submit(solve_chunk, backend.name, batch.take(sl), worker_options)] = sl
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    sl = pending.pop(fut)
-                    place(sl, fut.result())
-                    bar.update(sl.stop - sl.start)
+    todo: list[tuple[str, slice]] = []
+    for index, sl in enumerate(slices):
+        key = f"{store_key}-{index:06d}"
+        stored = store.load(key) if store is not None else None
+        if stored is not None and stored.masks.shape == (sl.stop - sl.start, batch.width):
+            place(sl, stored)
+        else:
+            todo.append((key, sl))
+
+    def finished(key: str, sl: slice, part: ChunkSolution) -> None:
+        if store is not None:
+            store.save(key, part)
+        place(sl, part)
+        bar.update(sl.stop - sl.start)
+
+    with _progress_bar(sum(sl.stop - sl.start for _, sl in todo), len(todo), options.progress, backend.name) as bar:
+        if options.executor == "dask":
+            _run_dask(backend, batch, options, todo, finished)
+        elif backend.parallelism == "process" and options.workers > 1 and len(todo) > 1:
+            _run_pool(backend, batch, options, todo, finished)
+        else:
+            for key, sl in todo:
+                finished(key, sl, backend.solve_chunk(batch.take(sl), options))
     return out
+
+
+def _run_pool(backend, batch, options, todo, finished) -> None:
+    """A local process pool; a dead worker breaks the pool, which is restarted with the chunks
+    that were lost (at most MAX_POOL_RESTARTS times)."""
+    worker_options = options.with_(workers=1, progress=False)
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["solver"])
+    queue = list(reversed(todo))
+    restarts = 0
+    while queue:
+        pending: dict[Future, tuple[str, slice]] = {}
+        try:
+            with ProcessPoolExecutor(max_workers=options.workers, mp_context=ctx) as pool:
+                # at most 2 chunks per worker in flight: memory stays bounded by the chunk size
+                while queue or pending:
+                    while queue and len(pending) < 2 * options.workers:
+                        key, sl = queue.pop()
+                        pending[pool.submit(solve_chunk, backend.name, batch.take(sl), worker_options,
+                                            os.environ.get(FAULT_KILL_ONCE))] = (key, sl)
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        key, sl = pending[fut]
+                        part = fut.result()  # raises BrokenProcessPool if its worker died
+                        del pending[fut]
+                        finished(key, sl, part)
+        except BrokenProcessPool as exc:
+            restarts += 1
+            if restarts > MAX_POOL_RESTARTS:
+                raise ExecutorError(f"worker processes died {restarts} times; last: {exc}") from exc
+            print(f"a worker process died ({exc}); restarting the pool and resubmitting "
+                  f"{len(pending)} chunk(s)", file=sys.stderr)
+            queue.extend(reversed(list(pending.values())))
+
+
+_CLIENTS: dict[str, object] = {}
+
+
+def dask_client(address: str, timeout: float = DASK_CONNECT_TIMEOUT):
+    """A (cached) dask.distributed client; a clear error if the scheduler cannot be reached."""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ExecutorError("executor 'dask' requires dask.distributed: pip install 'lottery-tickets[dask]'") from exc
+    client = _CLIENTS.get(address)
+    if client is None or client.status not in ("running", "connecting"):
+        try:
+            client = Client(address, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            raise ExecutorError(
+                f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s ({type(exc).__name__}: {exc}); "
+                f"start one with `dask scheduler` or check the address"
+            ) from exc
+        _CLIENTS[address] = client
+    return client
+
+
+def close_clients() -> None:
+    """Close the cached dask clients (e.g. before their cluster shuts down)."""
+    while _CLIENTS:
+        _, client = _CLIENTS.popitem()
+        try:
+            client.close()
+        except Exception:  # closing a client of a vanished cluster may fail; nothing to keep
+            pass
+
+
+def _run_dask(backend, batch, options, todo, finished) -> None:
+    from distributed import as_completed
+
+    if not options.scheduler:
+        raise ExecutorError("executor 'dask' needs a scheduler address (--scheduler tcp://host:8786)")
+    client = dask_client(options.scheduler)
+    worker_options = options.with_(workers=1, progress=False, executor="local", scheduler=None)
+    futures = {}
+    for key, sl in todo:
+        fut = client.submit(solve_chunk, backend.name, batch.take(sl), worker_options, pure=False, retries=3)
+        futures[fut] = (key, sl)
+    for fut in as_completed(futures):
+        key, sl = futures[fut]
+        finished(key, sl, fut.result())
 
 
 def recompute_errors(batch: ProblemBatch, masks: np.ndarray) -> np.ndarray:

@@ -32,6 +32,8 @@ class SolveOptions:
     chunk_size: int | None = None  # problems per unit of parallel work; None = backend default
     memory_limit: int = 2 * 1024**3  # bytes mitm may use for its sum tables at once
     progress: bool | None = None  # tqdm bar; None = only on a terminal and for long batches
+    executor: str = "local"  # "local" (processes / in-process) or "dask"
+    scheduler: str | None = None  # dask scheduler address, e.g. "tcp://10.0.0.1:8786"
 
     def with_(self, **changes: Any) -> "SolveOptions":
         return replace(self, **changes)
@@ -167,6 +169,8 @@ def make_options(
     chunk_size: int | None = None,
     memory_limit: int = 2 * 1024**3,
     progress: bool | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
 ) -> SolveOptions:
     """Check the options of :func:`solver.solve` (see there for their meaning)."""
     if objective not in OBJECTIVES:
@@ -191,6 +195,10 @@ def make_options(
     if chunk_size is not None:
         chunk_size = _check_int("chunk_size", chunk_size, low=1)
     memory_limit = _check_int("memory_limit", memory_limit, low=1)
+    if executor not in ("local", "dask"):
+        raise SolverInputError(f"`executor` must be 'local' or 'dask'; got {executor!r} instead")
+    if executor == "dask" and not scheduler:
+        raise SolverInputError("`executor='dask'` needs `scheduler`, the address of a dask.distributed scheduler")
     return SolveOptions(
         objective=objective,
         eps=eps,
@@ -203,6 +211,8 @@ def make_options(
         chunk_size=chunk_size,
         memory_limit=memory_limit,
         progress=progress,
+        executor=executor,
+        scheduler=scheduler,
     )
 
 

@@ -1,0 +1,159 @@
+"""Durable, resumable, fault-tolerant runs: chunk store, SIGKILL and resume, corrupted chunks,
+dead workers, Dask executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import solver
+from solver.execution import FAULT_KILL_ONCE, ExecutorError, close_clients
+from solver.store import ChunkStore, StoreConfigError
+
+from .nets import tiny_mlp
+from .problems import random_instances
+
+
+def _batch(seed=0, count=300, m=10):
+    rng = np.random.default_rng(seed)
+    t, c, _ = random_instances(rng, count, m, m)
+    return t, c
+
+
+def test_store_reuses_chunks_and_recomputes_corrupted_ones(tmp_path):
+    t, c = _batch()
+    ref = solver.solve(t, c, "min-size", eps=0.01, backend="cpsat", presolve=False)
+    store = ChunkStore(tmp_path / "s", {"run": 1})
+    first = solver.solve(t, c, "min-size", eps=0.01, backend="cpsat", presolve=False, chunk_size=40, store=store)
+    assert np.array_equal(first.masks, ref.masks)
+    files = sorted((tmp_path / "s").glob("chunks-*.npz"))
+    assert len(files) == 8
+    files[3].write_bytes(files[3].read_bytes()[:50])  # truncated
+    raw = bytearray(files[5].read_bytes())
+    raw[-20] ^= 0xFF  # corrupted
+    files[5].write_bytes(bytes(raw))
+    store = ChunkStore(tmp_path / "s", {"run": 1})
+    again = solver.solve(t, c, "min-size", eps=0.01, backend="cpsat", presolve=False, chunk_size=40, store=store)
+    assert sorted(store.recomputed) == ["chunks-000003", "chunks-000005"]
+    assert np.array_equal(again.masks, ref.masks) and np.array_equal(again.status, ref.status)
+
+
+def test_store_refuses_another_configuration(tmp_path):
+    ChunkStore(tmp_path / "s", {"n": 21})
+    with pytest.raises(StoreConfigError, match="made for another configuration"):
+        ChunkStore(tmp_path / "s", {"n": 22})
+
+
+def test_store_is_used_instead_of_solving(tmp_path, monkeypatch):
+    t, c = _batch(count=100)
+    store = ChunkStore(tmp_path / "s", {})
+    solver.solve(t, c, backend="brute", chunk_size=25, store=store)
+    from solver.backends.brute import BruteBackend
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a stored chunk was solved again")
+
+    monkeypatch.setattr(BruteBackend, "solve_chunk", boom)
+    res = solver.solve(t, c, backend="brute", chunk_size=25, store=ChunkStore(tmp_path / "s", {}))
+    assert res.success
+
+
+def test_local_pool_survives_a_killed_worker(tmp_path, monkeypatch):
+    t, c = _batch(count=200)
+    ref = solver.solve(t, c, "min-size", eps=0.01, backend="cpsat", presolve=False)
+    monkeypatch.setenv(FAULT_KILL_ONCE, str(tmp_path / "killed"))
+    res = solver.solve(t, c, "min-size", eps=0.01, backend="cpsat", presolve=False, workers=2, chunk_size=20)
+    assert (tmp_path / "killed").exists()  # a worker really died
+    assert np.array_equal(res.masks, ref.masks)
+
+
+def _solve_cmd(target, out, extra=()):
+    return [sys.executable, "-m", "models.cli", "solve", str(target), "--arch", "module:tests.nets:TinyMLP",
+            "--n", "8", "--objective", "min-size", "--eps", "0.02", "--backend", "cpsat", "--no-presolve",
+            "--workers", "2", "--chunk-size", "4", "--input-domain", "signed", "--out", str(out), "--no-progress", *extra]
+
+
+def _masks(run_dir):
+    ticket = torch.load(run_dir / "ticket.pt", weights_only=True)
+    return [{k: v["bits"] for k, v in m.items()} for m in ticket["masks"]], ticket["check"]["outputs"]
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    target = tmp_path / "t.pt"
+    torch.save(tiny_mlp().state_dict(), target)
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    clean = tmp_path / "clean"
+    subprocess.run(_solve_cmd(target, clean), check=True, env=env, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_solve_cmd(target, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    rng = np.random.default_rng()
+    deadline = time.monotonic() + 120
+    want = int(rng.integers(2, 12))  # kill after a random number of stored chunks
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((killed / "chunks").glob("*.sha256"))) >= want:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "report.json").exists()
+    stored = len(list((killed / "chunks").glob("*.sha256")))
+    assert stored >= 1
+    res = subprocess.run(_solve_cmd(target, killed, ["--resume"]), env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    a_masks, a_out = _masks(clean)
+    b_masks, b_out = _masks(killed)
+    assert torch.equal(a_out, b_out)
+    for a, b in zip(a_masks, b_masks):
+        for key in a:
+            assert torch.equal(a[key], b[key])
+    ra = json.loads((clean / "report.json").read_text())
+    rb = json.loads((killed / "report.json").read_text())
+    assert ra["max_weight_error"] == rb["max_weight_error"] and ra["kept_params"] == rb["kept_params"]
+
+
+def test_resume_refuses_a_different_configuration(tmp_path, capsys):
+    from models.cli import main
+
+    target = tmp_path / "t.pt"
+    torch.save(tiny_mlp().state_dict(), target)
+    args = ["solve", str(target), "--arch", "module:tests.nets:TinyMLP", "--n", "4", "--out", str(tmp_path / "o"),
+            "--no-progress"]
+    assert main(args) == 0
+    assert main(args + ["--resume", "--workers", "1"]) == 0  # workers do not change the result
+    assert main(args[:4] + ["--n", "5"] + args[6:] + ["--resume"]) == 2
+    assert "holds a different run" in capsys.readouterr().err
+    assert main(["solve", str(target), "--arch", "mlp", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "holds no interrupted or finished run to resume" in capsys.readouterr().err
+
+
+def test_unreachable_scheduler_fails_fast():
+    pytest.importorskip("distributed")
+    start = time.monotonic()
+    with pytest.raises(ExecutorError, match=r"cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'"):
+        solver.solve(*_batch(count=10), backend="brute", executor="dask", scheduler="tcp://127.0.0.1:1")
+    assert time.monotonic() - start < 30
+
+
+def test_dask_local_cluster_equals_local_run(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    t, c = _batch(count=120)
+    ref = solver.solve(t, c, "min-size", eps=0.01, backend="cpsat", presolve=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        res = solver.solve(t, c, "min-size", eps=0.01, backend="cpsat", presolve=False, chunk_size=15,
+                           executor="dask", scheduler=cluster.scheduler_address)
+        store = ChunkStore(tmp_path / "s", {})
+        stored = solver.solve(t, c, backend="mitm", chunk_size=30, executor="dask",
+                              scheduler=cluster.scheduler_address, store=store)
+        close_clients()
+    assert np.array_equal(res.masks, ref.masks) and np.array_equal(res.status, ref.status)
+    assert np.array_equal(stored.masks, solver.solve(t, c, backend="mitm").masks)
+    assert len(store.done()) == 4
