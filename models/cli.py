@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run a benchmark (tables, JSON and plots)")
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    from benchmarks import backends, exp1
+    from benchmarks import backends, exp1, scale
 
     p = bench_sub.add_parser(
         "backends",
@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                              description=exp1.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     exp1.add_arguments(p)
     p.set_defaults(func=_benchmark(exp1.run))
+    p = bench_sub.add_parser("scale", help="bounded memory on a 10M-weight target; Dask overhead on Experiment 1",
+                             description=scale.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    scale.add_arguments(p)
+    p.set_defaults(func=_benchmark(scale.run))
     return parser
 
 

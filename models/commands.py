@@ -71,6 +71,9 @@ def add_solve_arguments(p: argparse.ArgumentParser) -> None:
                    help="local worker processes (default) or a dask.distributed cluster (--scheduler)")
     p.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://10.0.0.5:8786")
     p.add_argument("--chunk-size", type=int, help="problems per unit of parallel work (default per backend)")
+    p.add_argument("--block-problems", type=int, default=1 << 17,
+                   help="problems built and held in memory at once per layer (default 131072): memory is "
+                        "bounded by this, not by the network")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out (rerunning into the same directory does too); "
                         "refused if the configuration differs")
@@ -171,7 +174,8 @@ def run_solve(args: argparse.Namespace) -> int:
         solver_options["chunk_size"] = args.chunk_size
     options = ConstructOptions(n=args.n, objective=args.objective, eps=args.eps, backend=args.backend, seed=args.seed,
                                layout=args.layout, scale_policy=args.scale_policy, scale_margin=args.scale_margin, workers=args.workers,
-                               solver_options=solver_options, progress=False if args.no_progress else None)
+                               solver_options=solver_options, progress=False if args.no_progress else None,
+                               block_problems=args.block_problems)
     out_dir = args.out or Path("runs") / name
     target_desc = {"name": name, "arch": arch, "source": str(target_file), "sha256": pipeline.file_sha256(Path(target_file))}
     # what determines the result (not: workers, executor, progress: results are identical across them)
