@@ -142,6 +142,7 @@ def row_of(label: str, res: dict[str, Any]) -> dict[str, Any]:
         "peak_mb": res["peak_rss_mb"],
         "peak_tree_mb": res["peak_tree_rss_mb"],
         "presolved": r.get("presolved", 0),
+        "peak_after_solve_mb": r.get("memory", {}).get("peak_rss_mb_after_solve", float("nan")),
         "problems": problems,
         "problems_per_s": problems / r["seconds"]["solve"],
         "max_weight_error": r["max_weight_error"],

@@ -54,6 +54,16 @@ class Construction:
     options: ConstructOptions
     variant: str
     seconds: dict[str, float]
+    memory: dict[str, float] = None  # peak resident memory (MB) after the solve phase
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (ru_maxrss; Linux reports kB)."""
+    import resource
+    import sys as _sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if _sys.platform == "darwin" else 2**10)
 
 
 def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[float, float],
@@ -80,12 +90,14 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
         bar.set_postfix_str(f"{spec.name}: {layer.weight.numel()} weights")
         solutions.append(solve_layer(layer, spec, options, index=len(solutions), store=store))
     solve_s = time.perf_counter() - start
+    solve_peak_mb = _peak_rss_mb()  # peak so far: problems, solver and masks, before assembly
     t1 = time.perf_counter()
     values = [generate(s, dense=variant == "dense") for s in specs]
     pruned = assemble(folded, specs, values, [s.masks for s in solutions], variant)
     return Construction(target=target, folded=folded, layers=layers, specs=specs, solutions=solutions,
                         pruned=pruned, input_shape=tuple(input_shape), domain=tuple(domain), options=options,
-                        variant=variant, seconds={"solve": solve_s, "assemble": time.perf_counter() - t1})
+                        variant=variant, seconds={"solve": solve_s, "assemble": time.perf_counter() - t1},
+                        memory={"peak_rss_mb_after_solve": solve_peak_mb})
 
 
 def _batched(model: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
@@ -118,8 +130,8 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512) -> dict[st
         x = domain_samples(c.input_shape, c.domain, samples, c.options.seed)
     target64 = copy.deepcopy(c.target).double().eval()
     f = _batched(target64, x.double())
-    # pruned modules cannot be deep-copied (prune's pre-hook leaves a non-leaf `weight`): convert
-    # in place; float32 -> float64 -> float32 is exact, so the network is unchanged afterwards
+    # convert in place rather than copy (memory); float32 -> float64 -> float32 is exact, so the
+    # network is unchanged afterwards (bool masks are not converted)
     try:
         g = _batched(c.pruned.double(), x.double())
     finally:
@@ -194,6 +206,7 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
         "bound_holds": check["bound_holds"],
         "bound_method": check["bound_method"],
         "verified_on": check["inputs"],
+        "memory": dict(c.memory or {}, peak_rss_mb=_peak_rss_mb()),
         "status_counts": _count_statuses(c),
         "presolved": sum(s.presolved for s in c.solutions),
         "seconds": {"solve": c.seconds["solve"], "assemble": c.seconds["assemble"], "verify": check["seconds"],
@@ -448,16 +461,10 @@ def save_run(out_dir: Path, c: Construction, report: dict[str, Any], target_file
 
 
 def plain_module(c: Construction) -> fx.GraphModule:
-    """The pruned network with masks made permanent (``prune.remove``): plain weights, zeros."""
-    from torch.nn.utils import prune
+    """The pruned network with masks made permanent: plain Linear/Conv2d layers with zeros."""
+    from .pruned import to_plain
 
-    values = [generate(s, dense=c.variant == "dense") for s in c.specs]
-    gm = assemble(c.folded, c.specs, values, [s.masks for s in c.solutions], c.variant)
-    for mod in gm.modules():
-        for pname in ("weight", "bias"):
-            if prune.is_pruned(mod) and hasattr(mod, pname + "_mask"):
-                prune.remove(mod, pname)
-    return gm
+    return to_plain(c.pruned)
 
 
 def export_program(c: Construction, example: torch.Tensor, path: Path) -> None:

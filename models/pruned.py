@@ -1,9 +1,12 @@
 """The pruned random network as torch modules.
 
 Each target layer becomes a :class:`TicketPair`: fan-out layer A, ReLU, combine layer B. Kept
-weights follow ``torch.nn.utils.prune``'s convention: the random values live in ``weight_orig``
-/ ``bias_orig`` and a bool-valued ``weight_mask`` / ``bias_mask`` buffer multiplies them in a
-forward pre-hook (``prune.custom_from_mask``), so ``prune.remove`` makes the ticket permanent.
+weights follow ``torch.nn.utils.prune``'s naming: the random values live in ``weight_orig`` /
+``bias_orig`` and a ``weight_mask`` / ``bias_mask`` buffer multiplies them. The masks are bool
+and the product is formed inside ``forward`` (torch's prune stores float masks and the product
+as an attribute: three copies of every weight, which for a 10M-weight target with n = 12 is
+gigabytes). :func:`to_torch_prune` converts a network to torch's own convention (then
+``prune.remove`` makes the ticket permanent); :func:`to_plain` gives plain modules with zeros.
 
 Variants (identical outputs, tested): ``dense`` materialises the theorem's full random A
 (hidden x d_in; a 1x1 conv for Conv2d targets) and prunes all but the block entries;
@@ -21,6 +24,54 @@ from torch.nn.utils import prune
 from .random_net import LayerSpec
 
 
+class _Masked:
+    """Mixin: ``weight_orig``/``bias_orig`` parameters times bool ``weight_mask``/``bias_mask``."""
+
+    def _init_masked(self, weight: torch.Tensor, bias: torch.Tensor, weight_mask: torch.Tensor, bias_mask: torch.Tensor):
+        del self.weight, self.bias
+        self.weight_orig = nn.Parameter(weight.detach().clone())
+        self.bias_orig = nn.Parameter(bias.detach().clone())
+        self.register_buffer("weight_mask", weight_mask.to(torch.bool).reshape(weight.shape).clone())
+        self.register_buffer("bias_mask", bias_mask.to(torch.bool).reshape(bias.shape).clone())
+
+    def masked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.weight_orig * self.weight_mask, self.bias_orig * self.bias_mask
+
+
+class MaskedLinear(_Masked, nn.Linear):
+    def __init__(self, weight, bias, weight_mask, bias_mask):
+        nn.Linear.__init__(self, weight.shape[1], weight.shape[0], device="meta")
+        self._init_masked(weight, bias, weight_mask, bias_mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.masked()
+        return F.linear(x, w, b)
+
+    def plain(self) -> nn.Linear:
+        w, b = self.masked()
+        out = nn.Linear(self.in_features, self.out_features, device="meta").to_empty(device=w.device)
+        out.weight, out.bias = nn.Parameter(w.detach().clone()), nn.Parameter(b.detach().clone())
+        return out
+
+
+class MaskedConv2d(_Masked, nn.Conv2d):
+    def __init__(self, weight, bias, weight_mask, bias_mask, stride=1, padding=0, dilation=1):
+        nn.Conv2d.__init__(self, weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), stride=stride,
+                           padding=padding, dilation=dilation, device="meta")
+        self._init_masked(weight, bias, weight_mask, bias_mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.masked()
+        return self._conv_forward(x, w, b)
+
+    def plain(self) -> nn.Conv2d:
+        w, b = self.masked()
+        out = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
+                        padding=self.padding, dilation=self.dilation, device="meta").to_empty(device=w.device)
+        out.weight, out.bias = nn.Parameter(w.detach().clone()), nn.Parameter(b.detach().clone())
+        return out
+
+
 class FanOut(nn.Module):
     """The fan-out variant of A: unit (i, k) outputs u[i, k] * x_i (before the ReLU); the constant
     units output their bias. Same pruning convention as torch (``*_orig`` times ``*_mask``)."""
@@ -32,8 +83,8 @@ class FanOut(nn.Module):
         self.d_in, self.upi, self.n_const = spec.d_in, spec.units_per_input, spec.n_const
         self.weight_orig = nn.Parameter(u.clone())  # (d_in, units_per_input)
         self.bias_orig = nn.Parameter(a_bias.clone())  # (hidden,)
-        self.register_buffer("weight_mask", u_mask.to(u.dtype))
-        self.register_buffer("bias_mask", a_bias_mask.to(a_bias.dtype))
+        self.register_buffer("weight_mask", u_mask.to(torch.bool).clone())
+        self.register_buffer("bias_mask", a_bias_mask.to(torch.bool).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight_orig * self.weight_mask
@@ -60,34 +111,21 @@ class TicketPair(nn.Module):
             a_mask = torch.zeros(spec.hidden, spec.d_in, dtype=torch.bool)
             a_mask[rows, rows // spec.units_per_input] = masks["u"].reshape(-1)
             if spec.kind == "linear":
-                fan = nn.Linear(spec.d_in, spec.hidden)
-                weight = values["A"]
+                self.fan_out = MaskedLinear(values["A"], values["a_bias"], a_mask, masks["a_bias"])
             else:
-                fan = nn.Conv2d(spec.d_in, spec.hidden, 1)
-                weight = values["A"].reshape(spec.hidden, spec.d_in, 1, 1)
-                a_mask = a_mask.reshape(spec.hidden, spec.d_in, 1, 1)
-            with torch.no_grad():
-                fan.weight.copy_(weight)
-                fan.bias.copy_(values["a_bias"])
-            prune.custom_from_mask(fan, "weight", a_mask)
-            prune.custom_from_mask(fan, "bias", masks["a_bias"])
-            self.fan_out = fan
+                A = values["A"].reshape(spec.hidden, spec.d_in, 1, 1)
+                self.fan_out = MaskedConv2d(A, values["a_bias"], a_mask, masks["a_bias"])
         elif variant == "fanout":
             self.fan_out = FanOut(spec, values["u"], values["a_bias"], masks["u"], masks["a_bias"])
         else:
             raise ValueError(f"`variant` must be 'fanout' or 'dense'; got {variant!r}")
         self.relu = nn.ReLU()
+        no_bias = torch.zeros(spec.d_out, dtype=torch.bool)  # B's biases are all pruned
         if spec.kind == "linear":
-            comb = nn.Linear(spec.hidden, spec.d_out)
+            self.combine = MaskedLinear(values["B"], values["b_bias"], masks["B"], no_bias)
         else:
-            comb = nn.Conv2d(spec.hidden, spec.d_out, spec.kernel, stride=spec.stride,
-                             padding=spec.padding, dilation=spec.dilation)
-        with torch.no_grad():
-            comb.weight.copy_(values["B"])
-            comb.bias.copy_(values["b_bias"])
-        prune.custom_from_mask(comb, "weight", masks["B"])
-        prune.custom_from_mask(comb, "bias", torch.zeros(spec.d_out, dtype=torch.bool))  # all pruned
-        self.combine = comb
+            self.combine = MaskedConv2d(values["B"], values["b_bias"], masks["B"], no_bias, stride=spec.stride,
+                                        padding=spec.padding, dilation=spec.dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.combine(self.relu(self.fan_out(x)))
@@ -112,3 +150,34 @@ def assemble(target: fx.GraphModule, specs: list[LayerSpec], values: list[dict[s
         set_submodule(gm, spec.name, TicketPair(spec, vals, mk, variant))
     gm.recompile()
     return gm.float().eval()
+
+
+def _swap(root: nn.Module, make) -> nn.Module:
+    for name, mod in list(root.named_modules()):
+        if isinstance(mod, (MaskedLinear, MaskedConv2d)):
+            set_submodule(root, name, make(mod))
+    return root
+
+
+def to_plain(pruned: nn.Module) -> nn.Module:
+    """A copy with every masked layer replaced by a plain Linear/Conv2d holding weight * mask."""
+    import copy
+
+    return _swap(copy.deepcopy(pruned), lambda m: m.plain())
+
+
+def to_torch_prune(pruned: nn.Module) -> nn.Module:
+    """A copy in torch.nn.utils.prune's own convention (``prune.custom_from_mask``), so that
+    ``prune.remove`` and other torch pruning tools apply."""
+    import copy
+
+    def convert(m):
+        plain = m.plain()
+        with torch.no_grad():
+            plain.weight.copy_(m.weight_orig)
+            plain.bias.copy_(m.bias_orig)
+        prune.custom_from_mask(plain, "weight", m.weight_mask)
+        prune.custom_from_mask(plain, "bias", m.bias_mask)
+        return plain
+
+    return _swap(copy.deepcopy(pruned), convert)

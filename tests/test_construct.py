@@ -161,3 +161,27 @@ def test_errors_recomputed_from_masks_match_solver_errors():
         assert np.allclose(we, sol.weight_error, atol=1e-12)
         if be is not None:
             assert np.allclose(be, sol.bias_error, atol=1e-12)
+
+
+def test_masks_are_bool_and_convert_to_torch_prune_and_plain():
+    from torch.nn.utils import prune
+
+    from models.pruned import MaskedLinear, to_plain, to_torch_prune
+
+    c = _construct(tiny_cnn, (2, 8, 8), (-1.0, 1.0), 4, variant="dense")
+    masked = [m for m in c.pruned.modules() if hasattr(m, "weight_mask")]
+    assert masked and all(m.weight_mask.dtype == torch.bool for m in masked)
+    x = pipeline.domain_samples((2, 8, 8), (-1.0, 1.0), 16, seed=0)
+    torch_pruned = to_torch_prune(c.pruned)
+    plain = to_plain(c.pruned)
+    assert not any(isinstance(m, MaskedLinear) for m in plain.modules())
+    with torch.no_grad():
+        ref = c.pruned(x)
+        assert torch.equal(torch_pruned(x), ref)
+        assert torch.equal(plain(x), ref)
+    for m in torch_pruned.modules():
+        if prune.is_pruned(m) and isinstance(m, torch.nn.Linear):
+            prune.remove(m, "weight")
+            break
+    with torch.no_grad():
+        assert torch.equal(torch_pruned(x), ref)
