@@ -182,7 +182,8 @@ def _run_dask(backend, batch, options, todo, finished) -> None:
     worker_options = options.with_(workers=1, progress=False, executor="local", scheduler=None)
     futures = {}
     for key, sl in todo:
-        fut = client.submit(solve_chunk, backend.name, batch.take(sl), worker_options, pure=False, retries=3)
+        fut = client.submit(solve_chunk, backend.name, batch.take(sl), worker_options, os.environ.get(FAULT_KILL_ONCE),
+                            pure=False, retries=3)
         futures[fut] = (key, sl)
     for fut in as_completed(futures):
         key, sl = futures[fut]

@@ -157,3 +157,16 @@ def test_dask_local_cluster_equals_local_run(tmp_path):
     assert np.array_equal(res.masks, ref.masks) and np.array_equal(res.status, ref.status)
     assert np.array_equal(stored.masks, solver.solve(t, c, backend="mitm").masks)
     assert len(store.done()) == 4
+
+
+def test_dask_run_survives_a_killed_worker(tmp_path, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    t, c = _batch(count=120)
+    ref = solver.solve(t, c, "min-size", eps=0.01, backend="cpsat", presolve=False)
+    monkeypatch.setenv(FAULT_KILL_ONCE, str(tmp_path / "killed"))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        res = solver.solve(t, c, "min-size", eps=0.01, backend="cpsat", presolve=False, chunk_size=15,
+                           executor="dask", scheduler=cluster.scheduler_address)
+        close_clients()
+    assert (tmp_path / "killed").exists()  # a dask worker process really died mid-run
+    assert np.array_equal(res.masks, ref.masks)
