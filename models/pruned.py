@@ -29,13 +29,19 @@ class _Masked:
 
     def _init_masked(self, weight: torch.Tensor, bias: torch.Tensor, weight_mask: torch.Tensor, bias_mask: torch.Tensor):
         del self.weight, self.bias
-        self.weight_orig = nn.Parameter(weight.detach().clone())
-        self.bias_orig = nn.Parameter(bias.detach().clone())
-        self.register_buffer("weight_mask", weight_mask.to(torch.bool).reshape(weight.shape).clone())
-        self.register_buffer("bias_mask", bias_mask.to(torch.bool).reshape(bias.shape).clone())
+        # the tensors are taken over, not copied: a pair's random values exist once in memory
+        self.weight_orig = nn.Parameter(weight.detach())
+        self.bias_orig = nn.Parameter(bias.detach())
+        self.register_buffer("weight_mask", weight_mask.to(torch.bool).reshape(weight.shape))
+        self.register_buffer("bias_mask", bias_mask.to(torch.bool).reshape(bias.shape))
 
-    def masked(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.weight_orig * self.weight_mask, self.bias_orig * self.bias_mask
+    def masked(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """weight * mask and bias * mask, cast to ``dtype`` (exact: the mask is 0/1), so a float32
+        network evaluates float64 inputs in float64 without a float64 copy of itself."""
+        w, b = self.weight_orig * self.weight_mask, self.bias_orig * self.bias_mask
+        if dtype is not None and w.dtype != dtype:
+            w, b = w.to(dtype), b.to(dtype)
+        return w, b
 
 
 class MaskedLinear(_Masked, nn.Linear):
@@ -44,7 +50,7 @@ class MaskedLinear(_Masked, nn.Linear):
         self._init_masked(weight, bias, weight_mask, bias_mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.masked()
+        w, b = self.masked(x.dtype)
         return F.linear(x, w, b)
 
     def plain(self) -> nn.Linear:
@@ -61,7 +67,7 @@ class MaskedConv2d(_Masked, nn.Conv2d):
         self._init_masked(weight, bias, weight_mask, bias_mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.masked()
+        w, b = self.masked(x.dtype)
         return self._conv_forward(x, w, b)
 
     def plain(self) -> nn.Conv2d:
@@ -81,14 +87,14 @@ class FanOut(nn.Module):
         super().__init__()
         self.conv = spec.kind == "conv2d"
         self.d_in, self.upi, self.n_const = spec.d_in, spec.units_per_input, spec.n_const
-        self.weight_orig = nn.Parameter(u.clone())  # (d_in, units_per_input)
-        self.bias_orig = nn.Parameter(a_bias.clone())  # (hidden,)
-        self.register_buffer("weight_mask", u_mask.to(torch.bool).clone())
-        self.register_buffer("bias_mask", a_bias_mask.to(torch.bool).clone())
+        self.weight_orig = nn.Parameter(u.detach())  # (d_in, units_per_input), taken over
+        self.bias_orig = nn.Parameter(a_bias.detach())  # (hidden,)
+        self.register_buffer("weight_mask", u_mask.to(torch.bool))
+        self.register_buffer("bias_mask", a_bias_mask.to(torch.bool))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight_orig * self.weight_mask
-        b = self.bias_orig * self.bias_mask
+        w = (self.weight_orig * self.weight_mask).to(x.dtype)  # exact cast, see _Masked.masked
+        b = (self.bias_orig * self.bias_mask).to(x.dtype)
         n_fan = self.d_in * self.upi
         if self.conv:  # x: (N, c_in, H, W) -> (N, c_in * upi, H, W) as a grouped 1x1 conv
             h = F.conv2d(x, w.reshape(n_fan, 1, 1, 1), b[:n_fan], groups=self.d_in)
