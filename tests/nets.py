@@ -81,3 +81,12 @@ class LoneBatchNorm(nn.Module):
 
     def forward(self, x):
         return self.fc(self.bn(x))
+
+
+def dilated_cnn(seed: int = 0) -> nn.Sequential:
+    """Dilation and stride with zero padding, biases everywhere, average pooling."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=2, dilation=2), nn.ReLU(),
+        nn.Conv2d(3, 2, 3, stride=2, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 2),
+    ).eval()

@@ -11,13 +11,14 @@ from models import pipeline
 from models.construct import ConstructOptions
 from models.graph import UnsupportedModelError, trace_target
 
-from .nets import LoneBatchNorm, WithSigmoid, WithTanh, tiny_cnn, tiny_mlp
+from .nets import LoneBatchNorm, WithSigmoid, WithTanh, dilated_cnn, tiny_cnn, tiny_mlp
 
 CASES = {
     "mlp-signed": (tiny_mlp, (5,), (-1.0, 1.0)),
     "mlp-nonneg": (tiny_mlp, (5,), (0.0, 1.0)),
     "cnn-nonneg": (tiny_cnn, (2, 8, 8), (0.0, 1.0)),
     "cnn-signed": (tiny_cnn, (2, 8, 8), (-0.5, 1.0)),
+    "cnn-dilated": (dilated_cnn, (2, 8, 8), (-1.0, 1.0)),
 }
 
 
