@@ -25,6 +25,7 @@ import solver
 from solver import Status
 
 from .common import (
+    cli_main,
     command_line,
     format_seconds,
     machine_info,
@@ -252,9 +253,7 @@ def goal_lines(rows: list[dict[str, Any]], cores: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="lottery bench backends", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    run(p.parse_args(argv))
+    cli_main("lottery bench backends", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import numpy as np
 
 from solver.theory import sup_error
 
-from .common import command_line, machine_info, markdown_table, write_outputs
+from .common import cli_main, command_line, machine_info, markdown_table, write_outputs
 
 EPSILONS = [1e-1, 1e-2, 1e-3, 1e-4]
 DISTRIBUTIONS = ("uniform", "product")
@@ -49,6 +49,15 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, axes, path: Path) -> None:
+    """Grid on every axis, tight layout, write the PNG, free the figure."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- subset-sum
@@ -117,11 +126,7 @@ def claim_subset_sum(args: argparse.Namespace) -> dict[str, Any]:
     axes[1].set_xlabel("m (coefficients)")
     axes[1].set_ylabel("sup error over [-1,1]")
     axes[1].legend(fontsize=8)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(args.out / "subset-sum.png", dpi=110)
-    plt.close(fig)
+    _save(plt, fig, axes, args.out / "subset-sum.png")
 
     parts = []
     for dist in DISTRIBUTIONS:
@@ -132,7 +137,7 @@ def claim_subset_sum(args: argparse.Namespace) -> dict[str, Any]:
                          f"{f['m_needed'].get('0.01')} at eps = 0.01")
         else:
             parts.append(f"{dist}: too few eps reached for a fit ({f['m_needed']})")
-    verdict = ("subset-sum: " + "; ".join(parts) + f"; the paper's Experiment 1 used m = 21 at eps = 0.01")
+    verdict = ("subset-sum: " + "; ".join(parts) + "; the paper's Experiment 1 used m = 21 at eps = 0.01")
     headers = ["distribution", "m", "seeds", "median sup error"] + [f"P(<= {e:g})" for e in epsilons]
     md = _doc("Claim 1: random subset sum", args, verdict,
               "Exact sup error over targets in [-1, 1]: all 2^m subset sums sorted; the sup of the distance to "
@@ -246,11 +251,7 @@ def claim_lower_bound(args: argparse.Namespace) -> dict[str, Any]:
     axes[1].set_xscale("log", base=2)
     axes[1].set_xlabel("d (d x d layer)")
     axes[1].legend(fontsize=7)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(args.out / "lower-bound.png", dpi=110)
-    plt.close(fig)
+    _save(plt, fig, axes, args.out / "lower-bound.png")
 
     tot = [l["total_ratio"] for l in layers if l["n"]]
     verdict = (f"lower-bound: over m = {ms[0]}..{ms[-1]}, {len(ms) * (2 * seeds + 1)} coefficient sets plus searched "
@@ -335,11 +336,8 @@ def claim_width(args: argparse.Namespace) -> dict[str, Any]:
             ax.plot(xs, fits[key]["slope"] * xs + fits[key]["intercept"], "--")
     ax.set_xlabel("log2(d l / eps)")
     ax.set_ylabel("smallest n (units per input and sign)")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(args.out / "width.png", dpi=110)
-    plt.close(fig)
+    _save(plt, fig, [ax], args.out / "width.png")
     missing = [(r["d"], r["depth"], r["eps"]) for r in results if r["n_bound"] is None]
     verdict = ("width: smallest n against log2(d l / eps) over d in {ds}, l in {depths}, eps in {eps}: ".format(ds=ds, depths=depths, eps=epsilons)
                + "; ".join(f"{k.split('_')[1]} criterion slope {v['slope']:.2f}, intercept {v['intercept']:.2f}" for k, v in fits.items())
@@ -389,9 +387,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="lottery claims", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    run(p.parse_args(argv))
+    cli_main("lottery claims", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,16 @@ def weight_like_targets(rng: np.random.Generator, count: int, std: float = 0.25)
     return np.clip(rng.normal(0.0, std, count), -1.0, 1.0)
 
 
+def cli_main(prog: str, doc: str, add_arguments, run, argv: list[str] | None = None) -> None:
+    """Entry point of a benchmark script run as ``python -m benchmarks.NAME`` (same options as
+    ``lottery PROG``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+
+
 def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
 

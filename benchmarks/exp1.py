@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import command_line, machine_info, markdown_table, write_outputs
+from .common import cli_main, command_line, machine_info, markdown_table, write_outputs
 
 HIDDEN = 500
 SCALING_HIDDEN = [250, 500, 1000]
@@ -272,9 +272,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="lottery bench exp1", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    run(p.parse_args(argv))
+    cli_main("lottery bench exp1", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

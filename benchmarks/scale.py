@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import command_line, machine_info, markdown_table, write_outputs
+from .common import cli_main, command_line, machine_info, markdown_table, write_outputs
 from .exp1 import row_of, solve_once, target_for
 
 SYNTHETIC = [2000, 2500, 2000, 10]
@@ -110,9 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="lottery bench scale", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    run(p.parse_args(argv))
+    cli_main("lottery bench scale", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

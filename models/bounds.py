@@ -24,7 +24,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .graph import TargetLayer
+from .graph import TargetLayer, set_submodule
 
 ROUNDING_SLACK = 1e-9
 
@@ -83,8 +83,7 @@ def certified_bound(target: fx.GraphModule, layers: list[TargetLayer], errors: l
 
     gm = copy.deepcopy(target)
     for layer, (we, be) in zip(layers, errors):
-        parent, _, leaf = layer.name.rpartition(".")
-        setattr(gm.get_submodule(parent) if parent else gm, leaf, _BoundLayer(layer, we, be))
+        set_submodule(gm, layer.name, _BoundLayer(layer, we, be))
     gm.recompile()
     lo = torch.full((1, *input_shape), float(domain[0]), dtype=torch.float64)
     hi = torch.full((1, *input_shape), float(domain[1]), dtype=torch.float64)

@@ -250,15 +250,15 @@ def run_verify(args: argparse.Namespace) -> int:
     report = json.loads((run_dir / "report.json").read_text())
     target_file = run_dir / ticket["target"]["file"]
     model = load_target(target_file, ticket["target"]["arch"])
-    pruned, specs = pipeline.rebuild(ticket, model)
+    rebuilt = pipeline.rebuild(ticket, model)
     with torch.no_grad():
-        outputs = pruned(ticket["check"]["inputs"])
+        outputs = rebuilt.pruned(ticket["check"]["inputs"])
     exact = torch.equal(outputs, ticket["check"]["outputs"])
-    print(f"rebuilt {len(specs)} pairs from {ticket_path}; outputs on {len(outputs)} stored inputs bit-exact: {exact}")
+    print(f"rebuilt {len(rebuilt.specs)} pairs from {ticket_path}; outputs on {len(outputs)} stored inputs bit-exact: {exact}")
     data_spec = args.data if args.data is not None else report.get("data")
     normalize = report.get("config", {}).get("normalize")
     data = load_data(data_spec, tuple(normalize) if normalize else None)
-    construction = _rebuilt_construction(model, pruned, specs, ticket, ConstructOptions(**ticket["options"]))
+    construction = _rebuilt_construction(model, rebuilt, ticket, ConstructOptions(**ticket["options"]))
     check = pipeline.verify(construction, data)
     same = abs(check["max_output_error"] - report["max_output_error"]) <= 1e-12 * (1 + report["max_output_error"])
     print(f"max output error {check['max_output_error']:.3g} (report: {report['max_output_error']:.3g}), "
@@ -270,23 +270,19 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _rebuilt_construction(model, pruned, specs, ticket, options):
+def _rebuilt_construction(model, rebuilt, ticket, options):
     """A Construction whose layer errors are recomputed from the rebuilt masks (not the report)."""
     from .construct import LayerSolution
-    from .graph import trace_target
-    from .random_net import generate
 
-    domain = tuple(ticket["input_domain"])
-    folded, layers = trace_target(model, input_nonneg=domain[0] >= 0)
     sols = []
-    for layer, spec, packed in zip(layers, specs, ticket["masks"]):
-        masks = {k: pipeline._unpack(v) for k, v in packed.items()}
-        we, be = recompute_errors(layer, spec, generate(spec), masks)
+    for layer, spec, values, masks in zip(rebuilt.layers, rebuilt.specs, rebuilt.values, rebuilt.masks):
+        we, be = recompute_errors(layer, spec, values, masks)
         sols.append(LayerSolution(masks=masks, weight_error=we, bias_error=be, status_counts={}, seconds=0.0,
                                   backend="ticket", problems=0))
-    return pipeline.Construction(target=model, folded=folded, layers=layers, specs=specs, solutions=sols, pruned=pruned,
-                                 input_shape=tuple(ticket["input_shape"]), domain=domain, options=options,
-                                 variant=ticket["variant"], seconds={})
+    return pipeline.Construction(target=model, folded=rebuilt.folded, layers=rebuilt.layers, specs=rebuilt.specs,
+                                 solutions=sols, pruned=rebuilt.pruned, input_shape=tuple(ticket["input_shape"]),
+                                 domain=tuple(ticket["input_domain"]), options=options, variant=ticket["variant"],
+                                 seconds={})
 
 
 def recompute_errors(layer, spec, values, masks):

@@ -96,7 +96,8 @@ def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module, nam
     return w, (b0 - bn.running_mean.double()) * scale + beta
 
 
-def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule at dotted path ``name``."""
     parent, _, leaf = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, leaf, module)
 
@@ -209,8 +210,8 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
             if layer.bias is not None:
                 new.bias.copy_(layer.bias)
         del old
-        _set_module(gm, layer.name, new)
+        set_submodule(gm, layer.name, new)
         if layer.folded_bn:
-            _set_module(gm, layer.folded_bn, nn.Identity())
+            set_submodule(gm, layer.folded_bn, nn.Identity())
     gm.recompile()
     return gm.eval(), layers

@@ -4,7 +4,7 @@
     check = verify(construction, data)                                # torch, float64
     save_run(out_dir, construction, check, ...)                       # report + ticket
 
-and back: ``load_ticket(dir)`` rebuilds the identical pruned network with no solver.
+and back: ``rebuild(ticket, target)`` gives the identical pruned network with no solver.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -347,7 +346,19 @@ def _json_safe(x: Any) -> Any:
     return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-def rebuild(ticket: dict[str, Any], target: nn.Module) -> tuple[fx.GraphModule, list[LayerSpec]]:
+@dataclass
+class Rebuilt:
+    """A ticket's pruned network and what it was assembled from."""
+
+    pruned: fx.GraphModule
+    specs: list[LayerSpec]
+    folded: fx.GraphModule
+    layers: list[TargetLayer]
+    values: list[dict[str, torch.Tensor]]  # the random values (now also the network's parameters)
+    masks: list[dict[str, torch.Tensor]]
+
+
+def rebuild(ticket: dict[str, Any], target: nn.Module) -> Rebuilt:
     """The pruned network of a ticket: random values regenerated from the seeds, masks applied."""
     if ticket.get("format") != TICKET_FORMAT:
         raise ValueError(f"not a lottery ticket (format {ticket.get('format')!r})")
@@ -359,7 +370,7 @@ def rebuild(ticket: dict[str, Any], target: nn.Module) -> tuple[fx.GraphModule, 
     variant = ticket["variant"]
     values = [generate(s, dense=variant == "dense") for s in specs]
     masks = [{k: _unpack(v) for k, v in m.items()} for m in ticket["masks"]]
-    return assemble(folded, specs, values, masks, variant), specs
+    return Rebuilt(assemble(folded, specs, values, masks, variant), specs, folded, layers, values, masks)
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -492,7 +503,3 @@ def check_inputs_for(data: Dataset | None, input_shape: tuple[int, ...], domain:
     if data is not None:
         return data.x[:CHECK_INPUTS].clone()
     return domain_samples(input_shape, domain, CHECK_INPUTS - 2, seed)
-
-
-def finite_or_none(x: float) -> float | None:
-    return x if math.isfinite(x) else None

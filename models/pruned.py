@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import prune
 
+from .graph import set_submodule
 from .random_net import LayerSpec
 
 
@@ -135,11 +136,6 @@ class TicketPair(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.combine(self.relu(self.fan_out(x)))
-
-
-def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, module)
 
 
 def assemble(target: fx.GraphModule, specs: list[LayerSpec], values: list[dict[str, torch.Tensor]],

@@ -148,11 +148,7 @@ def solve(
     rest = np.flatnonzero(~presolved)
     if rest.size:
         part = run_chunks(chosen, batch.take(rest), options, store=store, store_key=store_key)
-        out.masks[rest] = part.masks
-        out.status[rest] = part.status
-        out.bound[rest] = part.bound
-        out.fallback[rest] = part.fallback
-        out.tolerance[rest] = part.tolerance
+        out.put(rest, part)
 
     errors = recompute_errors(batch, out.masks)
     info = {

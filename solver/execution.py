@@ -75,26 +75,19 @@ def run_chunks(backend: Backend, batch: ProblemBatch, options: SolveOptions, sto
     slices = [slice(i, min(i + size, batch.size)) for i in range(0, batch.size, size)]
     out = ChunkSolution.empty(batch.size, batch.width)
 
-    def place(sl: slice, part: ChunkSolution) -> None:
-        out.masks[sl] = part.masks
-        out.status[sl] = part.status
-        out.bound[sl] = part.bound
-        out.fallback[sl] = part.fallback
-        out.tolerance[sl] = part.tolerance
-
     todo: list[tuple[str, slice]] = []
     for index, sl in enumerate(slices):
         key = f"{store_key}-{index:06d}"
         stored = store.load(key) if store is not None else None
         if stored is not None and stored.masks.shape == (sl.stop - sl.start, batch.width):
-            place(sl, stored)
+            out.put(sl, stored)
         else:
             todo.append((key, sl))
 
     def finished(key: str, sl: slice, part: ChunkSolution) -> None:
         if store is not None:
             store.save(key, part)
-        place(sl, part)
+        out.put(sl, part)
         bar.update(sl.stop - sl.start)
 
     with _progress_bar(sum(sl.stop - sl.start for _, sl in todo), len(todo), options.progress, backend.name) as bar:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,11 @@ class ChunkSolution:
     fallback: np.ndarray  # (b,) bool: min-size infeasible, min-error subset returned
     tolerance: np.ndarray  # (b,) float64 optimality tolerance of this backend's certificate
 
+    def put(self, index, part: "ChunkSolution") -> None:
+        """Write ``part``'s rows into rows ``index`` (a slice or an index array) of this one."""
+        for f in FIELDS:
+            getattr(self, f)[index] = getattr(part, f)
+
     @classmethod
     def empty(cls, b: int, m: int) -> "ChunkSolution":
         return cls(
@@ -51,6 +56,9 @@ class ChunkSolution:
             fallback=np.zeros(b, dtype=bool),
             tolerance=np.zeros(b),
         )
+
+
+FIELDS = tuple(f.name for f in fields(ChunkSolution))
 
 
 @dataclass

@@ -19,9 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import SolverError
-from .result import ChunkSolution
-
-FIELDS = ("masks", "status", "bound", "fallback", "tolerance")
+from .result import FIELDS, ChunkSolution
 
 
 class StoreConfigError(SolverError, ValueError):

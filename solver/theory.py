@@ -19,7 +19,10 @@ MAX_M = 26
 
 @njit(cache=True, nogil=True)
 def _sorted_sums(c, n, a, b):
-    """All 2^n subset sums of c[:n], sorted, using buffers a and b (size 2^n + 1)."""
+    """All 2^n subset sums of c[:n], sorted, using buffers a and b (size 2^n + 1).
+
+    The same sentinel merge as ``backends._mitm_numba._sorted_subset_sums`` without the subset
+    masks that one carries: at m = 26 the masks alone would be 1 GiB per thread."""
     a[0] = 0.0
     size = 1
     src, dst = a, b

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-import solver
 from solver.backends.gurobi import license_problem
 
 _GUROBI_PROBLEM = license_problem()
@@ -31,12 +30,4 @@ def backend_config(request) -> dict:
     return dict(BACKEND_CONFIGS[request.param])
 
 
-def gurobi_usable() -> bool:
-    return _GUROBI_PROBLEM is None
-
-
 requires_gurobi = pytest.mark.skipif(_GUROBI_PROBLEM is not None, reason=f"gurobi unusable here: {_GUROBI_PROBLEM}")
-
-
-def installed() -> list[str]:
-    return solver.available_backends()

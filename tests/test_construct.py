@@ -108,7 +108,7 @@ def test_ticket_rebuilds_bit_exactly(tmp_path):
     ticket = torch.load(out / "ticket.pt", weights_only=True)
     from models.target import load_target
 
-    rebuilt, _ = pipeline.rebuild(ticket, load_target(out / ticket["target"]["file"], "module:tests.nets:TinyCNN"))
+    rebuilt = pipeline.rebuild(ticket, load_target(out / ticket["target"]["file"], "module:tests.nets:TinyCNN")).pruned
     with torch.no_grad():
         assert torch.equal(rebuilt(inputs), c.pruned(inputs))
         assert torch.equal(rebuilt(inputs), ticket["check"]["outputs"])
