@@ -16,11 +16,10 @@ where it stopped.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import signal
 import sys
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
@@ -33,21 +32,28 @@ from .result import ChunkSolution
 
 #: Testing hook (fault injection): when this environment variable (read in the submitting
 #: process) names a file that does not exist yet, the first chunk solved in a worker process
-#: creates it and kills its own process.
+#: (any process but the submitting one) creates it and kills its own process.
 FAULT_KILL_ONCE = "LOTTERY_FAULT_KILL_WORKER_ONCE"
 MAX_POOL_RESTARTS = 3
 DASK_CONNECT_TIMEOUT = 10.0
+#: seconds an idle local worker process is kept for the next solve before it exits
+POOL_IDLE_TIMEOUT = 60
 
 
 class ExecutorError(SolverError, RuntimeError):
     """The execution backend failed (unreachable scheduler, workers dying again and again)."""
 
 
+def _fault_hook() -> tuple[str, int] | None:
+    marker = os.environ.get(FAULT_KILL_ONCE)
+    return (marker, os.getpid()) if marker else None
+
+
 def solve_chunk(backend_name: str, batch: ProblemBatch, options: SolveOptions,
-                fault_marker: str | None = None) -> ChunkSolution:
+                fault: tuple[str, int] | None = None) -> ChunkSolution:
     """The unit of parallel work: a pure function of (backend name, problems, options)."""
-    marker = fault_marker
-    if marker and mp.parent_process() is not None:
+    if fault is not None and os.getpid() != fault[1]:
+        marker = fault[0]
         try:
             fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -102,34 +108,36 @@ def run_chunks(backend: Backend, batch: ProblemBatch, options: SolveOptions, sto
 
 
 def _run_pool(backend, batch, options, todo, finished) -> None:
-    """A local process pool; a dead worker breaks the pool, which is restarted with the chunks
-    that were lost (at most MAX_POOL_RESTARTS times)."""
+    """A local pool of worker processes (loky: a dead worker is detected and the remaining
+    workers are killed rather than waited on, which the standard library's pool can deadlock on).
+    A dead worker breaks the pool; a fresh one is started and the lost chunks are resubmitted,
+    at most MAX_POOL_RESTARTS times."""
+    from loky import get_reusable_executor
+
     worker_options = options.with_(workers=1, progress=False)
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["solver"])
     queue = list(reversed(todo))
     restarts = 0
     while queue:
         pending: dict[Future, tuple[str, slice]] = {}
+        pool = get_reusable_executor(max_workers=options.workers, timeout=POOL_IDLE_TIMEOUT)
         try:
-            with ProcessPoolExecutor(max_workers=options.workers, mp_context=ctx) as pool:
-                # at most 2 chunks per worker in flight: memory stays bounded by the chunk size
-                while queue or pending:
-                    while queue and len(pending) < 2 * options.workers:
-                        key, sl = queue.pop()
-                        pending[pool.submit(solve_chunk, backend.name, batch.take(sl), worker_options,
-                                            os.environ.get(FAULT_KILL_ONCE))] = (key, sl)
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        key, sl = pending[fut]
-                        part = fut.result()  # raises BrokenProcessPool if its worker died
-                        del pending[fut]
-                        finished(key, sl, part)
+            # at most 2 chunks per worker in flight: memory stays bounded by the chunk size
+            while queue or pending:
+                while queue and len(pending) < 2 * options.workers:
+                    key, sl = queue[-1]
+                    fut = pool.submit(solve_chunk, backend.name, batch.take(sl), worker_options, _fault_hook())
+                    pending[fut] = queue.pop()  # popped only once submitted: a refused chunk stays queued
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    part = fut.result()  # raises BrokenProcessPool if a worker died
+                    key, sl = pending.pop(fut)
+                    finished(key, sl, part)
         except BrokenProcessPool as exc:
             restarts += 1
             if restarts > MAX_POOL_RESTARTS:
                 raise ExecutorError(f"worker processes died {restarts} times; last: {exc}") from exc
-            print(f"a worker process died ({exc}); restarting the pool and resubmitting "
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"a worker process died ({reason}); restarting the pool and resubmitting "
                   f"{len(pending)} chunk(s)", file=sys.stderr)
             queue.extend(reversed(list(pending.values())))
 
@@ -175,7 +183,7 @@ def _run_dask(backend, batch, options, todo, finished) -> None:
     worker_options = options.with_(workers=1, progress=False, executor="local", scheduler=None)
     futures = {}
     for key, sl in todo:
-        fut = client.submit(solve_chunk, backend.name, batch.take(sl), worker_options, os.environ.get(FAULT_KILL_ONCE),
+        fut = client.submit(solve_chunk, backend.name, batch.take(sl), worker_options, _fault_hook(),
                             pure=False, retries=3)
         futures[fut] = (key, sl)
     for fut in as_completed(futures):

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pytest
@@ -73,6 +75,31 @@ def test_local_pool_survives_a_killed_worker(tmp_path, monkeypatch):
     res = solver.solve(t, c, "min-size", eps=0.01, backend="cpsat", presolve=False, workers=2, chunk_size=20)
     assert (tmp_path / "killed").exists()  # a worker really died
     assert np.array_equal(res.masks, ref.masks)
+
+
+class _BreaksOnSubmit:
+    """A pool whose worker dies while chunks are in flight: the in-flight futures fail and the
+    next submit is refused, as a real broken pool does."""
+
+    def __init__(self, after: int):
+        self.after, self.futures = after, []
+
+    def submit(self, fn, *args):
+        if len(self.futures) == self.after:
+            for fut in self.futures:
+                fut.set_exception(BrokenProcessPool("a worker died"))
+            raise BrokenProcessPool("the pool is not usable anymore")
+        self.futures.append(Future())
+        return self.futures[-1]
+
+
+def test_chunks_in_flight_or_refused_by_a_broken_pool_are_resubmitted(monkeypatch):
+    t, c = _batch(count=120)
+    ref = solver.solve(t, c, backend="brute", presolve=False)
+    pools = iter([_BreaksOnSubmit(after=2), ThreadPoolExecutor(2)])
+    monkeypatch.setattr("loky.get_reusable_executor", lambda **kwargs: next(pools))
+    res = solver.solve(t, c, backend="brute", presolve=False, workers=2, chunk_size=10)
+    assert np.array_equal(res.masks, ref.masks) and np.array_equal(res.errors, ref.errors)
 
 
 def _solve_cmd(target, out, extra=()):
