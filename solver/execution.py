@@ -4,7 +4,8 @@ Chunks are independent and every backend is deterministic per problem, so the as
 result does not depend on the chunk size, the number of workers or the executor:
 
 * ``local`` (default): process-parallel backends (CP-SAT, Gurobi, brute) run chunks in a pool of
-  worker processes, restarted (and the lost chunks resubmitted) if a worker dies; backends that
+  worker processes (loky, reused across solves), restarted (and the lost chunks resubmitted) if a
+  worker dies; workers exit by themselves if the main process is killed; backends that
   parallelise themselves (mitm: numba threads or a GPU) run chunks one after another here;
 * ``dask``: chunks are tasks on a dask.distributed cluster (``scheduler`` address), retried by
   the scheduler when a worker dies.
@@ -19,6 +20,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -38,6 +41,8 @@ MAX_POOL_RESTARTS = 3
 DASK_CONNECT_TIMEOUT = 10.0
 #: seconds an idle local worker process is kept for the next solve before it exits
 POOL_IDLE_TIMEOUT = 60
+#: how often a local worker checks that the submitting process is still alive
+ORPHAN_POLL_S = 0.5
 
 
 class ExecutorError(SolverError, RuntimeError):
@@ -107,6 +112,19 @@ def run_chunks(backend: Backend, batch: ProblemBatch, options: SolveOptions, sto
     return out
 
 
+def _exit_when_orphaned(parent: int) -> None:
+    """Worker initializer: exit as soon as the submitting process ``parent`` is gone, even when it
+    was SIGKILLed (or OOM-killed) and could not shut its pool down, instead of idling as an
+    orphan. ``parent`` is passed in, not read here: it may already be dead when this runs."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lottery-orphan-watch", daemon=True).start()
+
+
 def _run_pool(backend, batch, options, todo, finished) -> None:
     """A local pool of worker processes (loky: a dead worker is detected and the remaining
     workers are killed rather than waited on, which the standard library's pool can deadlock on).
@@ -119,7 +137,8 @@ def _run_pool(backend, batch, options, todo, finished) -> None:
     restarts = 0
     while queue:
         pending: dict[Future, tuple[str, slice]] = {}
-        pool = get_reusable_executor(max_workers=options.workers, timeout=POOL_IDLE_TIMEOUT)
+        pool = get_reusable_executor(max_workers=options.workers, timeout=POOL_IDLE_TIMEOUT,
+                                      initializer=_exit_when_orphaned, initargs=(os.getpid(),))
         try:
             # at most 2 chunks per worker in flight: memory stays bounded by the chunk size
             while queue or pending:

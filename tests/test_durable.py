@@ -3,6 +3,7 @@ dead workers, Dask executor."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -100,6 +101,38 @@ def test_chunks_in_flight_or_refused_by_a_broken_pool_are_resubmitted(monkeypatc
     monkeypatch.setattr("loky.get_reusable_executor", lambda **kwargs: next(pools))
     res = solver.solve(t, c, backend="brute", presolve=False, workers=2, chunk_size=10)
     assert np.array_equal(res.masks, ref.masks) and np.array_equal(res.errors, ref.errors)
+
+
+_LONG_SOLVE = """
+import numpy as np, solver
+if __name__ == "__main__":
+    rng = np.random.default_rng(0)
+    c = rng.uniform(-1, 1, (200000, 21)) * rng.uniform(0, 1, (200000, 21))
+    solver.solve(rng.normal(0, 0.1, 200000), c, "min-size", eps=0.01, backend="cpsat", presolve=False,
+                 workers=2, chunk_size=200, progress=False)
+"""
+
+
+def test_workers_exit_when_the_main_process_is_sigkilled(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    script = tmp_path / "long.py"
+    script.write_text(_LONG_SOLVE)
+    proc = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
+    try:
+        main = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 120
+        workers = []
+        while time.monotonic() < deadline and len(workers) < 2:
+            workers = [p for p in main.children() if "loky" in " ".join(p.cmdline()) and "process-name" in " ".join(p.cmdline())]
+            time.sleep(0.2)
+        assert len(workers) == 2, "the solve never started its worker processes"
+        os.kill(proc.pid, signal.SIGKILL)  # the main process only: its pool cannot shut down
+        proc.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=20)
+        assert not alive, f"orphaned workers still running: {[p.pid for p in alive]}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of its process group
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _solve_cmd(target, out, extra=()):
