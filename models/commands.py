@@ -32,7 +32,7 @@ scikit-learn's digits, verified on the digits test split.
 
 def add_solve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", nargs="?", type=Path,
-                   help="target file: state_dict (.pt/.pth/.safetensors, with --arch) or TorchScript; "
+                   help="target file: state_dict (.pt/.pth/.safetensors, with --arch) or TorchScript (scripted or traced); "
                         "omitted: the embedded digits default")
     p.add_argument("--arch", help="mlp | lenet5 | module:pkg.mod:Class | full (pickled module you trust); "
                                   "omit for TorchScript")

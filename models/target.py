@@ -92,39 +92,24 @@ def _strict_load(model: nn.Module, sd: dict[str, torch.Tensor], arch: str) -> nn
 def _from_torchscript(path: Path) -> nn.Module:
     import warnings
 
+    from .torchscript import TorchScriptError, graph_module_from_script
+
     with warnings.catch_warnings():  # torch 2.9+ deprecates TorchScript; reading users' files is still wanted
         warnings.simplefilter("ignore", DeprecationWarning)
-        scripted = torch.jit.load(str(path), map_location="cpu")
-    if scripted.original_name != "Sequential":
-        raise TargetError(
-            f"TorchScript target {str(path)!r} is a scripted {scripted.original_name}; only a scripted "
-            f"nn.Sequential can be rebuilt for tracing. Save the state_dict and pass --arch "
-            f"module:pkg.mod:Class instead"
-        )
-    layers: list[nn.Module] = []
-    for name, child in scripted.named_children():
-        kind = child.original_name
-        if kind == "Linear":
-            w = child.weight
-            lin = nn.Linear(w.shape[1], w.shape[0], bias=child.bias is not None)
-            layers.append(lin)
-        elif kind == "Conv2d":
-            w = child.weight
-            if child.groups != 1:
-                raise TargetError(f"TorchScript layer {name!r}: Conv2d groups={child.groups} is not supported")
-            layers.append(nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=tuple(child.stride),
-                                    padding=tuple(child.padding), dilation=tuple(child.dilation),
-                                    bias=child.bias is not None))
-        elif kind in ("ReLU", "Flatten", "Identity", "Dropout"):
-            layers.append({"ReLU": nn.ReLU, "Flatten": nn.Flatten, "Identity": nn.Identity, "Dropout": nn.Dropout}[kind]())
-        elif kind in ("MaxPool2d", "AvgPool2d"):
-            cls = getattr(nn, kind)
-            layers.append(cls(child.kernel_size, child.stride, child.padding))
-        else:
-            raise TargetError(f"TorchScript layer {name!r} is a {kind}; not supported in a scripted Sequential")
-    model = nn.Sequential(*layers)
-    sd = {k: v for k, v in scripted.state_dict().items()}
-    return _strict_load(model, sd, "torchscript")
+        try:
+            scripted = torch.jit.load(str(path), map_location="cpu")
+        except RuntimeError as exc:
+            raise TargetError(
+                f"{str(path)!r} is not a TorchScript file; a state_dict needs --arch mlp | lenet5 | "
+                f"module:pkg.mod:Class"
+            ) from exc
+    try:
+        module = graph_module_from_script(scripted)
+    except TorchScriptError as exc:
+        raise TargetError(f"TorchScript target {str(path)!r}: {exc}. Alternatively save the state_dict and pass "
+                          f"--arch module:pkg.mod:Class") from exc
+    _check_finite(module.state_dict(), path)
+    return module
 
 
 def load_target(path: str | Path, arch: str | None) -> nn.Module:
@@ -140,10 +125,7 @@ def load_target(path: str | Path, arch: str | None) -> nn.Module:
     is_zip = zipfile.is_zipfile(path)
     if arch is None:
         if is_zip:
-            try:
-                return _from_torchscript(path).eval()
-            except RuntimeError:
-                pass
+            return _from_torchscript(path).eval()
         raise TargetError(
             f"{str(path)!r} is not a TorchScript file; a state_dict needs --arch mlp | lenet5 | "
             f"module:pkg.mod:Class"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class TinyCNN(nn.Module):
@@ -90,3 +91,69 @@ def dilated_cnn(seed: int = 0) -> nn.Sequential:
         nn.Conv2d(2, 3, 3, padding=2, dilation=2), nn.ReLU(),
         nn.Conv2d(3, 2, 3, stride=2, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 2),
     ).eval()
+
+
+class BasicBlock(nn.Module):
+    """A ResNet basic block written the usual way: functional relu, in-place residual add."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.conv2(out)
+        out += x
+        return F.relu(out)
+
+
+class TinyResNet(nn.Module):
+    """Nested modules (Sequential stem, a residual block), functional pooling and flatten."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.ReLU())
+        self.block = BasicBlock(3)
+        self.drop = nn.Dropout(0.1)
+        self.fc = nn.Linear(3 * 2 * 2, 3)
+
+    def forward(self, x):
+        h = F.max_pool2d(self.block(self.stem(x)), 2)
+        return self.fc(self.drop(torch.flatten(h, 1)))
+
+
+def tiny_resnet(seed: int = 0) -> TinyResNet:
+    torch.manual_seed(seed)
+    net = TinyResNet().eval()
+    with torch.no_grad():
+        net.block.bn1.running_mean.uniform_(-0.3, 0.3)
+        net.block.bn1.running_var.uniform_(0.5, 1.5)
+    return net
+
+
+class ScaledOutput(nn.Module):
+    """Uses a parameter outside Linear/Conv2d/BatchNorm (refused for TorchScript targets)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+        self.scale = nn.Parameter(torch.ones(2))
+
+    def forward(self, x):
+        return self.fc(x) * self.scale
+
+
+class Repeated(nn.Module):
+    """A loop in forward (refused for TorchScript targets)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+        self.times = 2
+
+    def forward(self, x):
+        for _ in range(self.times):
+            x = torch.relu(self.fc(x))
+        return x
