@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -150,7 +151,9 @@ def test_safetensors_and_torchscript_targets(tmp_path):
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "t.safetensors"))
     assert main(["solve", str(tmp_path / "t.safetensors"), "--arch", "mlp", "--n", "4",
                  "--out", str(tmp_path / "a"), "--no-progress"]) == 0
-    torch.jit.script(model).save(str(tmp_path / "t.ts"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated upstream; users still have such files
+        torch.jit.script(model).save(str(tmp_path / "t.ts"))
     assert main(["solve", str(tmp_path / "t.ts"), "--n", "4", "--input-shape", "6",
                  "--out", str(tmp_path / "b"), "--no-progress"]) == 0
     a = json.loads((tmp_path / "a" / "report.json").read_text())
