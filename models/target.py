@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import zipfile
 from pathlib import Path
 
 import torch
@@ -122,14 +121,8 @@ def load_target(path: str | Path, arch: str | None) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise TargetError(f"target file {str(path)!r} does not exist")
-    is_zip = zipfile.is_zipfile(path)
     if arch is None:
-        if is_zip:
-            return _from_torchscript(path).eval()
-        raise TargetError(
-            f"{str(path)!r} is not a TorchScript file; a state_dict needs --arch mlp | lenet5 | "
-            f"module:pkg.mod:Class"
-        )
+        return _from_torchscript(path).eval()
     if arch == "full":
         model = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(model, nn.Module):

@@ -116,6 +116,7 @@ class _Builder:
     def call_module(self, sub: torch.jit.ScriptModule, qualname: str, args: list[Any]) -> Any:
         leaf = _leaf(sub)
         if leaf is not None:
+            qualname = qualname or "layer"  # the file is a single scripted layer
             self.used.add(qualname)
             _put(self.root, qualname, leaf)
             return self.graph.call_module(qualname, tuple(args))
@@ -126,8 +127,11 @@ class _Builder:
         if len(inputs) - 1 != len(args):
             raise TorchScriptError(f"{module.original_name} {prefix or '(root)'}: forward takes {len(inputs) - 1} "
                                    f"inputs, got {len(args)}")
-        env: dict[torch._C.Value, Any] = {inputs[0]: (module, prefix)}
-        env.update(zip(inputs[1:], args))
+        return self.run(graph, [(module, prefix), *args])
+
+    def run(self, graph: torch._C.Graph, args: list[Any]) -> Any:
+        """Translate ``graph`` with its inputs bound to ``args``; returns its output value(s)."""
+        env: dict[torch._C.Value, Any] = dict(zip(graph.inputs(), args))
         self.block(graph.nodes(), env)
         outputs = [env[v] for v in graph.return_node().inputs()]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
@@ -220,7 +224,6 @@ class _Builder:
         if kind in ("aten::relu_", "aten::add_", "aten::dropout_"):
             env[node.inputsAt(0)] = env[outs[0]]  # later uses of the mutated input see the new value
 
-
     def call_function(self, node: torch._C.Node, args: list[Any]) -> Any:
         """A call of a scripted function (e.g. ``F.relu``): followed into its graph."""
         qualname = str(node.inputsAt(0).type()).removeprefix("__torch__.")
@@ -235,10 +238,7 @@ class _Builder:
         inputs = list(graph.inputs())
         if len(inputs) != len(args):
             raise TorchScriptError(f"{_where(node)}: {qualname} takes {len(inputs)} arguments, the call passes {len(args)}")
-        env = dict(zip(inputs, args))
-        self.block(graph.nodes(), env)
-        outputs = [env[v] for v in graph.return_node().inputs()]
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+        return self.run(graph, args)
 
     def param_op(self, node: torch._C.Node, kind: str, ins: list[Any], out: torch._C.Value) -> fx.Node:
         """A linear, convolution or batch-norm op of a traced module: the same nn module."""
@@ -289,11 +289,7 @@ def graph_module_from_script(scripted: torch.jit.ScriptModule) -> fx.GraphModule
     forward = scripted.graph
     args = [builder.graph.placeholder(v.debugName().split(".")[0] or f"input_{i}")
             for i, v in enumerate(list(forward.inputs())[1:])]
-    leaf = _leaf(scripted)
-    out = builder.call_module(scripted, "", args) if leaf is None else None
-    if leaf is not None:  # the file is a single scripted layer
-        _put(builder.root, "layer", leaf)
-        out = builder.graph.call_module("layer", tuple(args))
+    out = builder.call_module(scripted, "", args)
     if not isinstance(out, fx.Node):
         raise TorchScriptError(f"the TorchScript module returns {type(out).__name__}; one tensor is expected")
     builder.graph.output(out)
