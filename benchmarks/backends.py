@@ -30,7 +30,9 @@ from .common import (
     format_seconds,
     machine_info,
     markdown_table,
+    new_figure,
     product_coefficients,
+    save_figure,
     weight_like_targets,
     write_outputs,
 )
@@ -128,14 +130,11 @@ def run_cell(cfg: Config, objective: str, eps: float, t: np.ndarray, c: np.ndarr
     }
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(rows: list[dict[str, Any]], path: Path) -> dict[str, dict[str, list[float]]]:
+    """Seconds per problem against m, one line per configuration, one panel per objective; returns
+    the plotted series (:func:`benchmarks.common.plotted_series`)."""
     objectives = sorted({r["objective"] for r in rows}, key=OBJECTIVES.index)
-    fig, axes = plt.subplots(1, len(objectives), figsize=(6 * len(objectives), 4.5), squeeze=False)
+    plt, fig, axes = new_figure(1, len(objectives), figsize=(6 * len(objectives), 4.5), squeeze=False)
     for ax, objective in zip(axes[0], objectives):
         for label in dict.fromkeys(r["config"] for r in rows):
             pts = sorted((r["m"], r["seconds_per_problem"]) for r in rows
@@ -146,11 +145,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("m (coefficients per problem)")
         ax.set_ylabel("seconds per problem (median of repeats)")
         ax.set_title(objective)
-        ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return save_figure(plt, fig, path, dpi=120)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -220,8 +216,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     goals = goal_lines(rows, cores)
     md.append("\n## Goals\n" + "\n".join(f"- {g}" for g in goals) + "\n")
     payload = {"machine": info, "command": command_line(), "eps": args.eps, "seed": args.seed, "budget": budget, "rows": rows, "goals": goals}
+    args.out.mkdir(parents=True, exist_ok=True)
+    payload["figure"] = plot(rows, args.out / "backends.png")
     paths = write_outputs(args.out, "backends", payload, "".join(md))
-    plot(rows, args.out / "backends.png")
     print("".join(md))
     print(f"wrote {paths['md']}, {paths['json']}, {args.out / 'backends.png'}")
     return payload

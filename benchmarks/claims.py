@@ -1,4 +1,4 @@
-"""`lottery claims <name>`: test the paper's claims with exact computations (DESIGN.md 1.5).
+"""`lottery claims <name>`: test the paper's claims with exact computations (see the README, "Testing the theory").
 
 * ``subset-sum``: random subset sum. For m coefficients drawn U[-1,1] or as products of two
   U[-1,1], the exact sup error over targets in [-1, 1] (all 2^m sums sorted), the probability
@@ -29,7 +29,7 @@ import numpy as np
 
 from solver.theory import sup_error
 
-from .common import cli_main, command_line, machine_info, markdown_table, write_outputs
+from .common import cli_main, command_line, machine_info, markdown_table, save_figure, write_outputs
 
 EPSILONS = [1e-1, 1e-2, 1e-3, 1e-4]
 DISTRIBUTIONS = ("uniform", "product")
@@ -51,13 +51,9 @@ def _plt():
     return plt
 
 
-def _save(plt, fig, axes, path: Path) -> None:
-    """Grid on every axis, tight layout, write the PNG, free the figure."""
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _save(plt, fig, axes, path: Path) -> dict:
+    """Grid, tight layout, write the PNG, free the figure; returns the plotted series."""
+    return save_figure(plt, fig, path)
 
 
 # ----------------------------------------------------------------------------- subset-sum
@@ -188,8 +184,7 @@ def layer_params(d: int, eps: float, seed: int, n_max: int) -> dict[str, Any]:
     weight (min-error); then the dense random network's size and the min-size ticket's kept count."""
     import torch
 
-    from models import pipeline
-    from models.construct import ConstructOptions
+    from models.construct import ConstructOptions, construct
 
     gen = torch.Generator().manual_seed(seed)
     layer = torch.nn.Linear(d, d, bias=False)
@@ -197,15 +192,15 @@ def layer_params(d: int, eps: float, seed: int, n_max: int) -> dict[str, Any]:
         layer.weight.copy_(torch.rand(d, d, generator=gen) * 2 - 1)
     target = torch.nn.Sequential(layer).eval()
     for n in range(1, n_max + 1):
-        options = ConstructOptions(n=n, objective="min-error", seed=seed, workers=None, progress=False,
-                                   scale_policy="max", scale_margin=1.0)
-        c = pipeline.construct(target, (d,), (0.0, 1.0), options)
+        options = ConstructOptions.from_kwargs(n=n, objective="min-error", seed=seed, progress=False,
+                                               scale_policy="max", scale_margin=1.0)
+        c = construct(target, (d,), (0.0, 1.0), options)
         if c.solutions[0].weight_error.max() <= eps:
             break
     else:
         return {"d": d, "eps": eps, "n": None}
-    small = pipeline.construct(target, (d,), (0.0, 1.0), ConstructOptions(
-        n=n, objective="min-size", eps=eps, seed=seed, workers=None, progress=False, scale_policy="max", scale_margin=1.0))
+    small = construct(target, (d,), (0.0, 1.0), ConstructOptions.from_kwargs(
+        n=n, objective="min-size", eps=eps, seed=seed, progress=False, scale_policy="max", scale_margin=1.0))
     bits = d * d * math.log2(1 / eps)
     total = c.specs[0].dense_params()
     kept = small.solutions[0].kept()
@@ -294,15 +289,15 @@ def random_mlp(d: int, depth: int, seed: int):
 
 def smallest_width(d: int, depth: int, eps: float, seed: int, n_max: int, samples: int) -> dict[str, Any]:
     """Scan n upward; the first n whose certified bound (resp. observed error) is <= eps."""
-    from models import pipeline
-    from models.construct import ConstructOptions
+    from models.construct import ConstructOptions, construct
+    from models.verify import verify
 
     target = random_mlp(d, depth, seed)
     found: dict[str, int | None] = {"bound": None, "observed": None}
     trace = []
     for n in range(1, n_max + 1):
-        c = pipeline.construct(target, (d,), (0.0, 1.0), ConstructOptions(n=n, seed=seed, workers=None, progress=False))
-        check = pipeline.verify(c, None, samples=samples)
+        c = construct(target, (d,), (0.0, 1.0), ConstructOptions.from_kwargs(n=n, seed=seed, progress=False))
+        check = verify(c, None, samples=samples)
         trace.append((n, check["certified_bound"], check["max_output_error"]))
         if found["observed"] is None and check["max_output_error"] <= eps:
             found["observed"] = n

@@ -114,3 +114,39 @@ def format_seconds(s: float) -> str:
         if s >= scale:
             return f"{s / scale:.3g} {unit}"
     return f"{s / 1e-9:.3g} ns"
+
+
+def new_figure(*args: Any, **kwargs: Any):
+    """``plt.subplots`` on the non-interactive Agg backend; returns (plt, fig, axes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(*args, **kwargs)
+    return plt, fig, axes
+
+
+def plotted_series(fig) -> dict[str, dict[str, list[float]]]:
+    """The data of every labelled line of a figure, keyed "axes index: label": what the PNG shows,
+    so a test (and a reader of the JSON) can compare a plot with its table."""
+    out = {}
+    for i, ax in enumerate(fig.axes):
+        for line in ax.get_lines():
+            label = line.get_label()
+            if label and not label.startswith("_"):
+                x, y = line.get_data()
+                out[f"{i}: {label}"] = {"x": [float(v) for v in x], "y": [float(v) for v in y]}
+    return out
+
+
+def save_figure(plt, fig, path: Path, dpi: int = 110, grid: bool = True) -> dict[str, dict[str, list[float]]]:
+    """Grid on every axis, tight layout, write the PNG, free the figure; returns :func:`plotted_series`."""
+    if grid:
+        for ax in fig.axes:
+            ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    series = plotted_series(fig)
+    plt.close(fig)
+    return series

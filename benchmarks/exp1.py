@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import cli_main, command_line, machine_info, markdown_table, write_outputs
+from .common import cli_main, command_line, machine_info, markdown_table, new_figure, save_figure, write_outputs
 
 HIDDEN = 500
 SCALING_HIDDEN = [250, 500, 1000]
@@ -161,13 +161,9 @@ def row_of(label: str, res: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def plot(scaling: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+def plot(scaling: list[dict[str, Any]], path: Path) -> dict[str, dict[str, list[float]]]:
+    """Solve and end-to-end seconds against target weights, with the linear fit; returns the plotted series."""
+    plt, fig, ax = new_figure(figsize=(6, 4.2))
     w = np.array([s["target_params"] for s in scaling], dtype=float)
     for key, label in (("solve_s", "solve"), ("total_s", "end to end")):
         t = np.array([s[key] for s in scaling])
@@ -176,11 +172,8 @@ def plot(scaling: list[dict[str, Any]], path: Path) -> None:
     ax.plot(w, slope * w, "k--", linewidth=1, label=f"linear fit: {slope * 1e6:.1f} us/weight")
     ax.set_xlabel("target weights (784-H-10)")
     ax.set_ylabel("seconds (run 1: min-error, mitm, 2 workers)")
-    ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return save_figure(plt, fig, path, dpi=120)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -261,10 +254,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                    f"{1e6 * s['solve_s'] / s['target_params']:.1f}", f"{s['peak_mb']:.0f}"] for s in scaling]))
         ratio = (t[-1] / t[0]) / (w[-1] / w[0])
         md.append(f"\nSolve time ratio largest/smallest divided by weight ratio: {ratio:.2f} (1.00 = exactly linear).\n")
-        plot(scaling, args.out / "exp1.png")
+        args.out.mkdir(parents=True, exist_ok=True)
+        figure = plot(scaling, args.out / "exp1.png")
         md.append("\n![scaling](exp1.png)\n")
     payload = {"machine": info, "command": command_line(), "target": str(target), "data": data, "n": args.n, "eps": args.eps,
                "runs": rows, "skipped": skipped, "scaling": scaling, "reference": REFERENCE}
+    if scaling:
+        payload["figure"] = figure
     paths = write_outputs(args.out, "exp1", payload, "".join(md))
     print("".join(md))
     print(f"wrote {paths['md']}, {paths['json']}" + (f", {args.out / 'exp1.png'}" if scaling else ""))

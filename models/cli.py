@@ -1,9 +1,20 @@
-"""The `lottery` command line."""
+"""The `lottery` command line: `solve` and `verify` here, more commands from plug-ins.
+
+Other packages add subcommands through the ``lottery.commands`` entry-point group: each entry
+is a function ``register(subparsers)`` that adds its parsers and sets ``func`` (returning the
+exit status). This project's benchmarks package registers `lottery bench` and `lottery claims`
+that way, so the import graph stays one-way: benchmarks -> models -> solver.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import entry_points
+
+from . import commands
+
+PLUGIN_GROUP = "lottery.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -12,8 +23,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Strong lottery tickets, exactly: prune a random network to compute a target.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from . import commands
-
     p = sub.add_parser("solve", help="construct, verify and save the pruned random network for a target",
                        description=commands.SOLVE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands.add_solve_arguments(p)
@@ -22,51 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
                        description=commands.run_verify.__doc__)
     commands.add_verify_arguments(p)
     p.set_defaults(func=commands.run_verify)
-
-    from benchmarks import claims
-
-    p = sub.add_parser("claims", help="test the paper's subset-sum, lower-bound and width claims",
-                       description=claims.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    claims.add_arguments(p)
-    p.set_defaults(func=_benchmark(claims.run))
-
-    bench = sub.add_parser("bench", help="run a benchmark (tables, JSON and plots)")
-    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    from benchmarks import backends, exp1, scale
-
-    p = bench_sub.add_parser(
-        "backends",
-        help="time every installed solver backend on the same subset-sum instances",
-        description=backends.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    backends.add_arguments(p)
-    p.set_defaults(func=_benchmark(backends.run))
-    p = bench_sub.add_parser("exp1", help="the paper's Experiment 1 (784-500-10 MLP, n = 21, eps = 0.01) at full scale",
-                             description=exp1.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    exp1.add_arguments(p)
-    p.set_defaults(func=_benchmark(exp1.run))
-    p = bench_sub.add_parser("scale", help="bounded memory on a 10M-weight target; Dask overhead on Experiment 1",
-                             description=scale.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    scale.add_arguments(p)
-    p.set_defaults(func=_benchmark(scale.run))
+    for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        entry.load()(sub)
     return parser
 
 
-def _benchmark(run):
-    """Benchmarks return their payload; the command's exit status is 0 once the files are written."""
-
-    def command(args: argparse.Namespace) -> int:
-        run(args)
-        return 0
-
-    return command
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    code = args.func(args)
-    return int(code or 0)
+    """Run one command; returns its exit status (2 for bad arguments, as argparse)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or argparse's one-line error already printed
+        return int(exc.code or 0)
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,36 @@
-"""From target layers to subset-sum problems, through :func:`solver.solve`, to masks.
+"""The construction: trace the target, draw each pair's random values, solve every layer's
+subset-sum problems with :func:`solver.solve`, and assemble the pruned random network.
 
-For target weight W[o, i(, p, q)] and each sign group g of input i's units (DESIGN.md 1.1-1.2)
-the coefficients are ``c_k = B[o, (i, k)(, p, q)] * u[i, k]`` for k in g; for bias b[o] they are
-``B[o, const_k(, tap)] * relu(beta_k)``. The hidden units of input i are shared by every output
-o: each output picks its own subset, and unit (i, k) is kept in A iff some output keeps it.
+    construction = construct(target, input_shape, domain, options)
+
+Each parametrised layer of the target (Linear, Conv2d, BatchNorm folded in) becomes a pair
+(fan-out A, ReLU, combine B; :mod:`models.random_net`), its weights and biases become
+subset-sum problems (:mod:`models.problems`), and the solutions become the pair's masks
+(:mod:`models.pruned`). Every parameter-free op of the target stays where it is.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
 import torch.fx as fx
+import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 import solver
+from solver.options import SolveOptions, hashed_fields, option, validate
 
-from .graph import TargetLayer, UnsupportedModelError
-from .random_net import LayerSpec, generate, groups, layer_seed
+from .graph import TargetLayer, UnsupportedModelError, trace_target
+from .problems import build_problems, masks_from_solutions, pair_masks
+from .pruned import assemble
+from .random_net import LAYOUTS, VARIANTS, LayerSpec, generate, groups, layer_seed
+
+SCALE_POLICIES = ("max", "rms")
+DEFAULT_MARGINS = {"max": 1.5, "rms": 5.0}
 
 
 @dataclass
@@ -39,34 +49,101 @@ class LayerSolution:
     def kept(self) -> int:
         return int(sum(int(m.sum()) for m in self.masks.values()))
 
+    def errors(self) -> np.ndarray:
+        """Every weight's and bias's error, flat."""
+        errs = self.weight_error.reshape(-1)
+        return errs if self.bias_error is None else np.concatenate([errs, self.bias_error])
+
+
+def _all_cores() -> SolveOptions:
+    return SolveOptions(workers=None)
+
+
+@dataclass(frozen=True)
+class ConstructOptions:
+    """Settings of a construction, validated on construction (recorded in the report and ticket).
+
+    The solver's settings are the nested :class:`solver.SolveOptions` (all cores by default)."""
+
+    n: int = option(21, "coefficients per subset-sum problem (the paper's n; its experiment used 21)",
+                    kind=int, low=1, cli="--n")
+    backend: str = option("auto", "auto | mitm | cpsat | gurobi | brute", kind=str, cli="--backend")
+    seed: int = option(0, "random network seed", kind=int, cli="--seed")
+    layout: str = option("fixed-sign", "fixed-sign: n units per sign group, B scaled to the layer; paper: all "
+                         "i.i.d. U[-1,1]", choices=LAYOUTS, cli="--layout")
+    scale_policy: str = option("max", "B ~ U[-s,s] with s = margin * the layer's largest |weight or bias| (max) or "
+                               "their root mean square (rms: denser coefficients near typical weights, smaller "
+                               "tickets)", choices=SCALE_POLICIES, cli="--scale-policy")
+    scale_margin: float | None = option(None, "the margin of --scale-policy (default 1.5 for max, 5 for rms)",
+                                        kind=float, low=0.0, low_open=True, cli="--scale-margin")
+    scales: dict = option(doc="per-layer overrides of the B scale", default_factory=dict)
+    block_problems: int = option(1 << 17, "problems built and held in memory at once per layer: memory is bounded "
+                                 "by this, not by the network", kind=int, low=1, cli="--block-problems")
+    solve: SolveOptions = option(doc="the solver's settings", default_factory=_all_cores)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def objective(self) -> str:
+        return self.solve.objective
+
+    @property
+    def eps(self) -> float | None:
+        return self.solve.eps
+
+    @property
+    def margin(self) -> float:
+        """The scale margin in force: the given one, else the policy's default."""
+        return float(self.scale_margin) if self.scale_margin is not None else DEFAULT_MARGINS[self.scale_policy]
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "ConstructOptions":
+        """Options from flat keywords: the construction's fields and any :class:`SolveOptions` field
+        (``workers`` defaults to all cores)."""
+        own = {f.name for f in fields(cls)} - {"solve"}
+        solve_kwargs = {k: v for k, v in kwargs.items() if k not in own}
+        solve_kwargs.setdefault("workers", None)
+        return cls(**{k: v for k, v in kwargs.items() if k in own}, solve=SolveOptions.from_kwargs(**solve_kwargs))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ConstructOptions":
+        return cls(**{k: v for k, v in d.items() if k != "solve"}, solve=SolveOptions(**d["solve"]))
+
+    def hashed(self) -> dict[str, Any]:
+        """The fields that determine the result (for the run's configuration hash)."""
+        return dict(hashed_fields(self), solve=hashed_fields(self.solve))
+
 
 @dataclass
-class ConstructOptions:
-    """Settings of a construction (recorded in the report and the ticket)."""
+class Construction:
+    """Everything one construction produced: the target, its folded trace and layers, each pair's
+    spec and solution, the pruned network, and the settings and timings."""
 
-    n: int = 21  # coefficients per subset-sum problem
-    objective: str = "min-error"
-    eps: float | None = None
-    backend: str = "auto"
-    seed: int = 0
-    layout: str = "fixed-sign"
-    scale_policy: str = "max"  # "max": s = margin * max|w|; "rms": s = margin * rms(w)
-    scale_margin: float | None = None  # None: 1.5 for "max", 5 for "rms"
-    scales: dict[str, float] = field(default_factory=dict)  # per-layer overrides of the B scale
-    workers: int | None = None
-    solver_options: dict[str, Any] = field(default_factory=dict)  # time_limit, resolution, device, executor...
-    block_problems: int = 1 << 17  # problems built and solved at once (bounds memory)
-    progress: bool | None = None
-
-
-DEFAULT_MARGINS = {"max": 1.5, "rms": 5.0}
+    target: nn.Module  # the target as given (eval mode)
+    folded: fx.GraphModule  # float64 traced target with BatchNorm folded
+    layers: list[TargetLayer]
+    specs: list[LayerSpec]
+    solutions: list[LayerSolution]
+    pruned: fx.GraphModule  # float32 pruned random network
+    input_shape: tuple[int, ...]
+    domain: tuple[float, float]
+    options: ConstructOptions
+    variant: str
+    seconds: dict[str, float]
+    memory: dict[str, float] = field(default_factory=dict)  # peak resident memory (MB) after the solve phase
 
 
-def resolved_margin(options: "ConstructOptions") -> float:
-    """The scale margin in force: the given one, else the policy's default."""
-    if options.scale_margin is not None:
-        return float(options.scale_margin)
-    return DEFAULT_MARGINS.get(options.scale_policy, 1.0)
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (ru_maxrss; Linux reports kB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def input_shapes(target: fx.GraphModule, example: torch.Tensor) -> dict[str, tuple[int, ...]]:
@@ -114,11 +191,9 @@ def make_spec(layer: TargetLayer, index: int, options: ConstructOptions, in_shap
             values = torch.cat([values, layer.bias])
         if options.scale_policy == "max":
             size = float(values.abs().max())
-        elif options.scale_policy == "rms":
+        else:  # "rms"
             size = float(values.pow(2).mean().sqrt())
-        else:
-            raise ValueError(f"`scale_policy` must be 'max' or 'rms'; got {options.scale_policy!r}")
-        scale = resolved_margin(options) * size if size > 0 else 1.0
+        scale = options.margin * size if size > 0 else 1.0
     conv = layer.conv
     return LayerSpec(
         name=layer.name, kind=layer.kind, d_in=layer.d_in, d_out=layer.d_out, kernel=layer.kernel,
@@ -128,101 +203,6 @@ def make_spec(layer: TargetLayer, index: int, options: ConstructOptions, in_shap
         seed=layer_seed(options.seed, index),
         const_tap=const_tap(layer, in_shape) if layer.kind == "conv2d" and layer.bias is not None else (0, 0),
     )
-
-
-def build_problems(layer: TargetLayer, spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice | None = None):
-    """The subset-sum problems of one pair for the target rows (outputs) ``rows``.
-
-    Returns (targets (P,), coefficients (P, width), lengths (P,), scatter) where ``scatter``
-    maps solution masks back to the pair's masks (see :func:`masks_from_solutions`).
-    Problems are built a block of rows at a time so memory is bounded by the block, not the layer.
-    """
-    rows = rows or slice(0, spec.d_out)
-    d = rows.stop - rows.start
-    upi = spec.units_per_input
-    n_fan = spec.d_in * upi
-    u = values["u"].double()
-    B = values["B"][rows].double()
-    if spec.kind == "linear":
-        B = B[:, :, None, None]
-    kh, kw = spec.kernel
-    # coefficients C[o, i, p, q, k] = B[o, (i, k), p, q] * u[i, k]
-    Bw = B[:, :n_fan].reshape(d, spec.d_in, upi, kh, kw).permute(0, 1, 3, 4, 2)
-    C = (Bw * u[None, :, None, None, :]).numpy()
-    W = layer.weight[rows].reshape(d, spec.d_in, kh, kw).numpy()
-    targets, coeffs, lengths, parts = [], [], [], []
-    for g, member in enumerate(groups(spec, values["u"])):
-        member = member.numpy()
-        perm = np.argsort(~member, axis=1, kind="stable")  # group members first, in order
-        count = member.sum(axis=1)  # (d_in,)
-        width = int(count.max()) if count.size else 0
-        perm = perm[:, :width]
-        Cg = np.take_along_axis(C, perm[None, :, None, None, :], axis=-1)
-        targets.append(W.reshape(-1))
-        coeffs.append(Cg.reshape(-1, width))
-        lengths.append(np.broadcast_to(count[None, :, None, None], W.shape).reshape(-1))
-        parts.append(("weight", g, perm))
-    del C
-    if spec.has_bias:
-        p, q = spec.const_tap
-        beta = torch.relu(values["a_bias"][n_fan:].double())
-        targets.append(layer.bias[rows].numpy())
-        coeffs.append((B[:, n_fan:, p, q] * beta[None, :]).numpy())
-        lengths.append(np.full(d, spec.n_const))
-        parts.append(("bias", 0, None))
-    width = max(c.shape[1] for c in coeffs)
-    coeffs = [np.pad(c, ((0, 0), (0, width - c.shape[1]))) for c in coeffs]
-    sizes = [len(t) for t in targets]
-    return (np.concatenate(targets), np.concatenate(coeffs), np.concatenate(lengths).astype(np.int64),
-            (parts, sizes, d))
-
-
-def masks_from_solutions(spec: LayerSpec, scatter, res: solver.SolveResult):
-    """B's mask and the per-weight / per-bias errors for the block of rows the problems came from.
-
-    Returns (b_mask (d, hidden, kh, kw) bool, weight_error (d, d_in, kh, kw), bias_error (d,) or None).
-    """
-    parts, sizes, d = scatter
-    upi = spec.units_per_input
-    n_fan = spec.d_in * upi
-    kh, kw = spec.kernel
-    b_mask = np.zeros((d, spec.hidden, kh, kw), dtype=bool)
-    fan = np.zeros((d, spec.d_in, kh, kw, upi), dtype=bool)
-    weight_error = np.zeros((d, spec.d_in, kh, kw))
-    bias_error = None
-    start = 0
-    for (kind, _, perm), size in zip(parts, sizes):
-        sol = res.masks[start:start + size]
-        err = res.errors[start:start + size]
-        start += size
-        if kind == "weight":
-            width = perm.shape[1]
-            sol = sol[:, :width].reshape(d, spec.d_in, kh, kw, width)
-            scattered = np.zeros_like(fan)
-            np.put_along_axis(scattered, np.broadcast_to(perm[None, :, None, None, :], sol.shape), sol, axis=-1)
-            fan |= scattered
-            weight_error = np.maximum(weight_error, err.reshape(weight_error.shape))
-        else:
-            p, q = spec.const_tap
-            b_mask[:, n_fan:, p, q] = sol[:, :spec.n_const]
-            bias_error = err
-    b_mask[:, :n_fan] = fan.transpose(0, 1, 4, 2, 3).reshape(d, n_fan, kh, kw)
-    return b_mask, weight_error, bias_error
-
-
-def pair_masks(spec: LayerSpec, b_mask: np.ndarray) -> dict[str, torch.Tensor]:
-    """All masks of a pair from B's: unit (i, k) is kept in A iff some output keeps it."""
-    upi = spec.units_per_input
-    n_fan = spec.d_in * upi
-    kh, kw = spec.kernel
-    used = b_mask.any(axis=(0, 2, 3))  # (hidden,)
-    u_mask = used[:n_fan].reshape(spec.d_in, upi)
-    a_bias_mask = np.zeros(spec.hidden, dtype=bool)
-    a_bias_mask[n_fan:] = used[n_fan:]
-    if spec.kind == "linear":
-        b_mask = b_mask[:, :, 0, 0]
-    return {"u": torch.from_numpy(np.ascontiguousarray(u_mask)), "a_bias": torch.from_numpy(a_bias_mask),
-            "B": torch.from_numpy(np.ascontiguousarray(b_mask))}
 
 
 def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, index: int = 0,
@@ -247,11 +227,8 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
     for r0 in range(0, spec.d_out, rows_per_block):
         rows = slice(r0, min(spec.d_out, r0 + rows_per_block))
         targets, coeffs, lengths, scatter = build_problems(layer, spec, values, rows)
-        res = solver.solve(
-            targets, coeffs, options.objective, eps=options.eps, backend=options.backend, lengths=lengths,
-            workers=options.workers, progress=options.progress, store=store,
-            store_key=f"layer{index}-rows{r0:07d}", **options.solver_options,
-        )
+        res = solver.solve(targets, coeffs, backend=options.backend, lengths=lengths, store=store,
+                           store_key=f"layer{index}-rows{r0:07d}", **vars(options.solve))
         del targets, coeffs, lengths
         bm, we, be = masks_from_solutions(spec, scatter, res)
         b_mask[rows], weight_error[rows] = bm, we
@@ -267,3 +244,37 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
     return LayerSolution(masks=pair_masks(spec, b_mask), weight_error=weight_error, bias_error=bias_error,
                          status_counts=counts, seconds=time.perf_counter() - start, presolved=presolved,
                          backend=backend, problems=problems)
+
+
+def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[float, float],
+              options: ConstructOptions, variant: str = "fanout", store=None) -> Construction:
+    """Trace the target, solve every layer's subset-sum problems, assemble the pruned network.
+
+    ``store``: a :class:`solver.store.ChunkStore` that keeps solved chunks (resumable runs)."""
+    from tqdm.auto import tqdm
+
+    if variant not in VARIANTS:
+        raise ValueError(f"`variant` must be one of {list(VARIANTS)}; got {variant!r} instead")
+    if not domain[0] <= domain[1]:
+        raise ValueError(f"input domain must be an interval LO <= HI; got {domain}")
+    start = time.perf_counter()
+    folded, layers = trace_target(target, input_nonneg=domain[0] >= 0)
+    shapes = input_shapes(folded, torch.zeros(1, *input_shape))
+    specs = [make_spec(layer, i, options, shapes[layer.name]) for i, layer in enumerate(layers)]
+    solutions = []
+    bar = tqdm(list(zip(layers, specs)), desc="layers", unit="layer",
+               disable=(not options.solve.progress) if options.solve.progress is not None else None)
+    for layer, spec in bar:
+        bar.set_postfix_str(f"{spec.name}: {layer.weight.numel()} weights")
+        solutions.append(solve_layer(layer, spec, options, index=len(solutions), store=store))
+    solve_s = time.perf_counter() - start
+    solve_peak_mb = peak_rss_mb()  # peak so far: problems, solver and masks, before assembly
+    t1 = time.perf_counter()
+    pruned = assemble(folded, specs, [generate(s, dense=variant == "dense") for s in specs],
+                      [s.masks for s in solutions], variant)
+    return Construction(target=target, folded=folded, layers=layers, specs=specs, solutions=solutions,
+                        pruned=pruned, input_shape=tuple(input_shape), domain=tuple(domain), options=options,
+                        variant=variant, seconds={"solve": solve_s, "assemble": time.perf_counter() - t1},
+                        memory={"peak_rss_mb_after_solve": solve_peak_mb})
+
+

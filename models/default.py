@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from solver.files import atomic_write
+
 from .data import digits, digits28
 from .zoo import mlp
 
@@ -50,9 +52,7 @@ def cached_digits_mlp(sizes: list[int], biases: bool, upsample: bool, epochs: in
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         model = train_digits_mlp(sizes, seed, epochs, biases, upsample, batch, lr)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: torch.save(model.state_dict(), fh))
     return path
 
 

@@ -10,7 +10,11 @@ class SolverError(Exception):
 
 
 class SolverInputError(SolverError, ValueError):
-    """A target, coefficient or option has a wrong type, shape or value."""
+    """A target, coefficient or option has a wrong shape or value."""
+
+
+class SolverTypeError(SolverInputError, TypeError):
+    """An option has the wrong type (e.g. a float where an int is expected)."""
 
 
 class UnknownBackendError(SolverError, ValueError):

@@ -18,7 +18,6 @@ where it stopped.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
@@ -27,16 +26,12 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from .backends import get_backend
 from .backends.base import Backend
 from .errors import SolverError
-from .problem import ProblemBatch, SolveOptions
+from .options import SolveOptions
+from .problem import ProblemBatch
 from .result import ChunkSolution
 
-#: Testing hook (fault injection): when this environment variable (read in the submitting
-#: process) names a file that does not exist yet, the first chunk solved in a worker process
-#: (any process but the submitting one) creates it and kills its own process.
-FAULT_KILL_ONCE = "LOTTERY_FAULT_KILL_WORKER_ONCE"
 MAX_POOL_RESTARTS = 3
 DASK_CONNECT_TIMEOUT = 10.0
 #: seconds an idle local worker process is kept for the next solve before it exits
@@ -49,24 +44,10 @@ class ExecutorError(SolverError, RuntimeError):
     """The execution backend failed (unreachable scheduler, workers dying again and again)."""
 
 
-def _fault_hook() -> tuple[str, int] | None:
-    marker = os.environ.get(FAULT_KILL_ONCE)
-    return (marker, os.getpid()) if marker else None
-
-
-def solve_chunk(backend_name: str, batch: ProblemBatch, options: SolveOptions,
-                fault: tuple[str, int] | None = None) -> ChunkSolution:
-    """The unit of parallel work: a pure function of (backend name, problems, options)."""
-    if fault is not None and os.getpid() != fault[1]:
-        marker = fault[0]
-        try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pass
-        else:
-            os.close(fd)
-            os.kill(os.getpid(), signal.SIGKILL)
-    return get_backend(backend_name).solve_chunk(batch, options)
+def solve_chunk(backend: Backend, batch: ProblemBatch, options: SolveOptions) -> ChunkSolution:
+    """The unit of parallel work: a pure function of (backend, problems, options). The backend
+    object itself travels to the worker (it holds no state), so any Backend runs remotely."""
+    return backend.solve_chunk(batch, options)
 
 
 def _progress_bar(total: int, n_chunks: int, progress: bool | None, desc: str):
@@ -144,7 +125,7 @@ def _run_pool(backend, batch, options, todo, finished) -> None:
             while queue or pending:
                 while queue and len(pending) < 2 * options.workers:
                     key, sl = queue[-1]
-                    fut = pool.submit(solve_chunk, backend.name, batch.take(sl), worker_options, _fault_hook())
+                    fut = pool.submit(solve_chunk, backend, batch.take(sl), worker_options)
                     pending[fut] = queue.pop()  # popped only once submitted: a refused chunk stays queued
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -202,8 +183,7 @@ def _run_dask(backend, batch, options, todo, finished) -> None:
     worker_options = options.with_(workers=1, progress=False, executor="local", scheduler=None)
     futures = {}
     for key, sl in todo:
-        fut = client.submit(solve_chunk, backend.name, batch.take(sl), worker_options, _fault_hook(),
-                            pure=False, retries=3)
+        fut = client.submit(solve_chunk, backend, batch.take(sl), worker_options, pure=False, retries=3)
         futures[fut] = (key, sl)
     for fut in as_completed(futures):
         key, sl = futures[fut]

@@ -1,4 +1,7 @@
-"""Exact presolve for ``min-size``: enumerate every subset of at most ``PRESOLVE_SIZE`` ones.
+"""Exact presolve: what enumeration of tiny subsets settles, answered without the backend.
+
+``max_size = 0`` leaves only the empty subset. For ``min-size``, every subset of at most
+``PRESOLVE_SIZE`` ones is enumerated.
 
 If some subset of size k <= PRESOLVE_SIZE fits (|t - sum| <= eps) and none of a smaller size
 does, k is the optimal size, and the best-fitting subset of that size is the optimal answer
@@ -13,7 +16,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .options import SolveOptions
+from .problem import ProblemBatch
+from .result import ChunkSolution, Status
+
 PRESOLVE_SIZE = 2
+DESCRIPTION = "min-size: subsets of at most 2 ones enumerated exactly; max_size = 0: empty subset"
 
 
 @njit(cache=True, parallel=True)
@@ -62,3 +70,24 @@ def small_subsets(targets: np.ndarray, coeffs: np.ndarray, lengths: np.ndarray, 
     masks = np.zeros(coeffs.shape, dtype=bool)
     _small_subsets(targets, coeffs, lengths, eps, -1 if max_size is None else max_size, solved, masks)
     return solved, masks
+
+
+def presolve(batch: ProblemBatch, options: SolveOptions, out: ChunkSolution) -> np.ndarray:
+    """Answer exactly what tiny subsets settle, writing into ``out``; returns the (B,) bool mask of
+    the problems answered (the others go to the backend)."""
+    if options.max_size == 0:  # the empty subset is the only one
+        error = np.abs(batch.targets)
+        fits = error <= (options.eps if options.eps is not None else -1.0)
+        min_size = options.objective == "min-size"
+        if min_size:
+            out.status[:] = np.where(fits, Status.OPTIMAL, Status.INFEASIBLE)
+            out.fallback[:] = ~fits
+        out.set_objective(slice(None), np.where(min_size & fits, 0.0, error), min_size)
+        return np.ones(batch.size, dtype=bool)
+    if options.objective != "min-size":
+        return np.zeros(batch.size, dtype=bool)
+    solved, masks = small_subsets(batch.targets, batch.coefficients, batch.lengths, options.eps, options.max_size)
+    out.masks[solved] = masks[solved]
+    out.size_bound[solved] = masks[solved].sum(axis=1)
+    out.tolerance[solved] = 0.0
+    return solved

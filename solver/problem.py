@@ -1,42 +1,18 @@
-"""A validated batch of subset-sum problems and the options of one solve.
+"""A validated batch of subset-sum problems.
 
-All input checking happens here, before any solving, so every backend can assume clean data:
-finite float64 targets and coefficients, an int64 ``lengths`` array, padding set to zero.
+All checking of the problems happens here (of the options: :mod:`solver.options`), before any
+solving, so every backend can assume clean data: finite float64 targets and coefficients, an
+int64 ``lengths`` array, padding set to zero.
 """
 
 from __future__ import annotations
 
-import numbers
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .errors import SolverInputError
-
-OBJECTIVES = ("min-error", "min-size")
-
-
-@dataclass(frozen=True)
-class SolveOptions:
-    """Settings of one :func:`solver.solve` call (after validation)."""
-
-    objective: str = "min-error"  # "min-error" or "min-size"
-    eps: float | None = None  # min-size tolerance |t - c.s| <= eps (required for min-size)
-    max_size: int | None = None  # at most this many ones per subset (fixed-size subset sum)
-    time_limit: float | None = None  # seconds per problem for the search backends
-    resolution: float | None = None  # CP-SAT integer grid; None = chosen from eps / objective
-    device: str = "cpu"  # mitm: "cpu" or "cuda[:i]"
-    engine: str | None = None  # mitm on CPU: "numba" (default) or "torch"
-    workers: int = 1  # CPU cores: processes for search backends, threads for mitm
-    chunk_size: int | None = None  # problems per unit of parallel work; None = backend default
-    memory_limit: int = 2 * 1024**3  # bytes mitm may use for its sum tables at once
-    progress: bool | None = None  # tqdm bar; None = only on a terminal and for long batches
-    executor: str = "local"  # "local" (processes / in-process) or "dask"
-    scheduler: str | None = None  # dask scheduler address, e.g. "tcp://10.0.0.1:8786"
-
-    def with_(self, **changes: Any) -> "SolveOptions":
-        return replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -137,90 +113,3 @@ def make_batch(targets: Any, coefficients: Any, lengths: Any = None) -> ProblemB
         )
     c = np.where(used, c, 0.0)
     return ProblemBatch(np.ascontiguousarray(t), np.ascontiguousarray(c), lens)
-
-
-def _check_number(name: str, value: Any, *, low: float, low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise SolverInputError(f"`{name}` must be a real number; got {value!r} instead")
-    v = float(value)
-    if not np.isfinite(v) or v < low or (low_open and v == low):
-        bracket = "(" if low_open else "["
-        raise SolverInputError(f"`{name}` must be a finite number in the range {bracket}{low}, inf); got {value!r} instead")
-    return v
-
-
-def _check_int(name: str, value: Any, *, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise SolverInputError(f"`{name}` must be an int in the range [{low}, inf); got {value!r} instead")
-    if value < low:
-        raise SolverInputError(f"`{name}` must be an int in the range [{low}, inf); got {value} instead")
-    return int(value)
-
-
-def make_options(
-    objective: str = "min-error",
-    eps: float | None = None,
-    max_size: int | None = None,
-    time_limit: float | None = None,
-    resolution: float | None = None,
-    device: str = "cpu",
-    engine: str | None = None,
-    workers: int | None = 1,
-    chunk_size: int | None = None,
-    memory_limit: int = 2 * 1024**3,
-    progress: bool | None = None,
-    executor: str = "local",
-    scheduler: str | None = None,
-) -> SolveOptions:
-    """Check the options of :func:`solver.solve` (see there for their meaning)."""
-    if objective not in OBJECTIVES:
-        raise SolverInputError(f"`objective` must be one of {list(OBJECTIVES)}; got {objective!r} instead")
-    if eps is not None:
-        eps = _check_number("eps", eps, low=0.0)
-    elif objective == "min-size":
-        raise SolverInputError("`eps` is required for objective 'min-size' (the largest allowed |error|); got None")
-    if max_size is not None:
-        max_size = _check_int("max_size", max_size, low=0)
-    if time_limit is not None:
-        time_limit = _check_number("time_limit", time_limit, low=0.0, low_open=True)
-    if resolution is not None:
-        resolution = _check_number("resolution", resolution, low=0.0, low_open=True)
-    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
-        raise SolverInputError(f"`device` must be 'cpu' or 'cuda[:index]'; got {device!r} instead")
-    if engine not in (None, "numba", "torch"):
-        raise SolverInputError(f"`engine` must be None, 'numba' or 'torch'; got {engine!r} instead")
-    if workers is None:
-        workers = available_cores()
-    workers = _check_int("workers", workers, low=1)
-    if chunk_size is not None:
-        chunk_size = _check_int("chunk_size", chunk_size, low=1)
-    memory_limit = _check_int("memory_limit", memory_limit, low=1)
-    if executor not in ("local", "dask"):
-        raise SolverInputError(f"`executor` must be 'local' or 'dask'; got {executor!r} instead")
-    if executor == "dask" and not scheduler:
-        raise SolverInputError("`executor='dask'` needs `scheduler`, the address of a dask.distributed scheduler")
-    return SolveOptions(
-        objective=objective,
-        eps=eps,
-        max_size=max_size,
-        time_limit=time_limit,
-        resolution=resolution,
-        device=device,
-        engine=engine,
-        workers=workers,
-        chunk_size=chunk_size,
-        memory_limit=memory_limit,
-        progress=progress,
-        executor=executor,
-        scheduler=scheduler,
-    )
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (respects affinity masks and cgroup pinning)."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1

@@ -10,17 +10,21 @@ import numpy as np
 
 
 class Status(enum.IntEnum):
-    """Outcome of one subset-sum problem, shared by every backend.
+    """Whether the answer to one subset-sum problem is proved, shared by every backend.
+
+    A status says only what was proved; whether a min-size answer misses eps is the separate
+    ``fallback`` flag. Each backend maps its native statuses to these (its ``STATUS_MAP``).
 
     OPTIMAL
-        The backend proved the returned subset optimal (for CP-SAT: optimal for the problem
-        rounded at the recorded resolution, see ``SolveResult.tolerance``).
+        Proved optimal, within the backend's recorded ``tolerance`` (exact backends: float64
+        rounding; CP-SAT: the rounding grid; Gurobi: its tolerances).
     FEASIBLE
-        A time limit stopped the search; the subset is the best found, ``bound`` holds the
-        best proven bound so the gap can be read off.
+        A time limit stopped the search before a proof: the subset is the best found and the
+        bounds (``error_bound``, ``size_bound``) give the proven gap. For ``min-size`` it may be
+        a fallback (no subset within eps was found, none was proved absent either).
     INFEASIBLE
-        ``min-size`` only: no subset is within ``eps`` of the target. The returned subset is
-        the ``min-error`` solution instead (``fallback`` is True for that problem).
+        ``min-size`` only: proved that no subset is within ``eps``; the ``min-error`` subset is
+        returned instead (``fallback`` is True).
     """
 
     OPTIMAL = 0
@@ -38,8 +42,9 @@ class ChunkSolution:
 
     masks: np.ndarray  # (b, m) bool: kept coefficients
     status: np.ndarray  # (b,) int8 Status codes
-    bound: np.ndarray  # (b,) float64 proven lower bound on the objective, NaN if none
-    fallback: np.ndarray  # (b,) bool: min-size infeasible, min-error subset returned
+    error_bound: np.ndarray  # (b,) float64 proven lower bound on the smallest |error| (min-error, fallbacks); NaN if none
+    size_bound: np.ndarray  # (b,) float64 proven lower bound on the ones of a subset within eps (min-size); NaN if none
+    fallback: np.ndarray  # (b,) bool: min-size found no subset within eps, the min-error subset is returned
     tolerance: np.ndarray  # (b,) float64 optimality tolerance of this backend's certificate
 
     def put(self, index, part: "ChunkSolution") -> None:
@@ -47,12 +52,21 @@ class ChunkSolution:
         for f in FIELDS:
             getattr(self, f)[index] = getattr(part, f)
 
+    def set_objective(self, rows, value, min_size: bool) -> None:
+        """Record a proven optimal objective value: a size for min-size answers that fit eps, an
+        error for min-error answers and min-size fallbacks (``self.fallback`` must be set first)."""
+        value = np.asarray(value, dtype=np.float64)
+        sized = np.logical_and(min_size, ~self.fallback[rows])
+        self.size_bound[rows] = np.where(sized, value, np.nan)
+        self.error_bound[rows] = np.where(sized, np.nan, value)
+
     @classmethod
     def empty(cls, b: int, m: int) -> "ChunkSolution":
         return cls(
             masks=np.zeros((b, m), dtype=bool),
             status=np.full(b, Status.OPTIMAL, dtype=np.int8),
-            bound=np.full(b, np.nan),
+            error_bound=np.full(b, np.nan),
+            size_bound=np.full(b, np.nan),
             fallback=np.zeros(b, dtype=bool),
             tolerance=np.zeros(b),
         )
@@ -75,16 +89,19 @@ class SolveResult:
         Number of kept coefficients.
     status : (B,) int8
         :class:`Status` codes.
-    bound : (B,) float64
-        The backend's proven lower bound on the objective (error for ``min-error``, subset
-        size for ``min-size``); NaN where the backend gives none.
-    tolerance : (B,) float64
+    error_bound : (B,) float64, units of the targets
+        Proven lower bound on the smallest |error| of any subset (``min-error`` rows and
+        ``min-size`` fallbacks); NaN elsewhere.
+    size_bound : (B,) float64, a count of coefficients
+        Proven lower bound on the number of ones of any subset within ``eps`` (``min-size`` rows
+        that fit); NaN elsewhere.
+    tolerance : (B,) float64, units of the targets
         How far from the true optimum an ``optimal`` answer may be because of the backend's
         arithmetic: for ``min-error`` the error may exceed the true optimum by this much; for
         ``min-size`` the size is at most the smallest size achievable at ``eps - tolerance``.
     fallback : (B,) bool
-        ``min-size`` problems that had no subset within ``eps``; their mask is the
-        ``min-error`` subset.
+        ``min-size`` problems whose answer is not within ``eps`` (none exists: INFEASIBLE; none
+        was found before the time limit: FEASIBLE); their mask is the ``min-error`` subset.
     presolved : (B,) bool
         Problems answered by the exact presolve without calling the backend.
     seconds : float
@@ -99,7 +116,8 @@ class SolveResult:
     errors: np.ndarray
     sizes: np.ndarray
     status: np.ndarray
-    bound: np.ndarray
+    error_bound: np.ndarray
+    size_bound: np.ndarray
     tolerance: np.ndarray
     fallback: np.ndarray
     presolved: np.ndarray
@@ -126,7 +144,10 @@ class SolveResult:
         if counts["feasible"]:
             parts.append(f"{counts['feasible']} hit the time limit")
         if counts["infeasible"]:
-            parts.append(f"{counts['infeasible']} infeasible (min-error fallback)")
+            parts.append(f"{counts['infeasible']} infeasible")
+        misses = int(self.fallback.sum())
+        if misses:
+            parts.append(f"{misses} not within eps (min-error fallback)")
         max_err = float(self.errors.max()) if len(self) else 0.0
         return (
             f"{len(self)} problems with {self.backend}: {', '.join(parts)}; "

@@ -1,7 +1,7 @@
 """A durable store of solved chunks: the run directory doubles as a job store.
 
-Each chunk's solution is one ``.npz`` file written atomically (to a temporary name, fsynced,
-then ``os.replace``), with the SHA-256 of its bytes in the file name's companion ``.sha256``
+Each chunk's solution is one ``.npz`` file written atomically (:func:`solver.files.atomic_write`),
+with the SHA-256 of its bytes in the file name's companion ``.sha256``
 written the same way *after* it. A chunk counts as done only when both exist and the checksum
 matches; a truncated or corrupted file is detected, deleted and recomputed. The store records
 the configuration it was made for and refuses to be reused with another one.
@@ -9,30 +9,20 @@ the configuration it was made for and refuses to be reused with another one.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import SolverError
+from .files import atomic_write, config_hash, sha256_bytes
 from .result import FIELDS, ChunkSolution
 
 
 class StoreConfigError(SolverError, ValueError):
     """The store was made for a different configuration."""
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class ChunkStore:
@@ -41,7 +31,7 @@ class ChunkStore:
     def __init__(self, root: str | Path, config: dict[str, Any]):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+        self.config_hash = config_hash(config)
         record = self.root / "config.json"
         if record.is_file():
             old = json.loads(record.read_text())
@@ -52,7 +42,7 @@ class ChunkStore:
                     f"use another output directory or --force to start over"
                 )
         else:
-            _atomic_write(record, json.dumps({"hash": self.config_hash, "config": config}, default=str, indent=1).encode())
+            atomic_write(record, json.dumps({"hash": self.config_hash, "config": config}, default=str, indent=1).encode())
         self.recomputed: list[str] = []  # chunks found corrupted and solved again
 
     def _paths(self, key: str) -> tuple[Path, Path]:
@@ -64,7 +54,7 @@ class ChunkStore:
         if not data_path.is_file() or not sum_path.is_file():
             return None
         raw = data_path.read_bytes()
-        if hashlib.sha256(raw).hexdigest() != sum_path.read_text().strip():
+        if sha256_bytes(raw) != sum_path.read_text().strip():
             self.recomputed.append(key)
             data_path.unlink(missing_ok=True)
             sum_path.unlink(missing_ok=True)
@@ -77,8 +67,8 @@ class ChunkStore:
         np.savez(buf, **{f: getattr(sol, f) for f in FIELDS})
         raw = buf.getvalue()
         data_path, sum_path = self._paths(key)
-        _atomic_write(data_path, raw)
-        _atomic_write(sum_path, hashlib.sha256(raw).hexdigest().encode())
+        atomic_write(data_path, raw)
+        atomic_write(sum_path, sha256_bytes(raw).encode())
 
     def done(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*.sha256"))

@@ -157,3 +157,21 @@ class Repeated(nn.Module):
         for _ in range(self.times):
             x = torch.relu(self.fc(x))
         return x
+
+
+class ShiftedOutput(nn.Module):
+    """A constant added after a layer (the bound shifts the interval, not the error)."""
+
+    def __init__(self, shift: float):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 5)
+        self.fc2 = nn.Linear(5, 2)
+        self.shift = shift
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x))) + self.shift
+
+
+def shifted_output(shift: float, seed: int = 0) -> ShiftedOutput:
+    torch.manual_seed(seed)
+    return ShiftedOutput(shift).eval()

@@ -151,15 +151,64 @@ def test_lengths_array_ignores_entries_beyond():
     assert np.allclose(a.errors, b.errors, atol=1e-12)
 
 
-def test_time_limited_cpsat_never_claims_optimal_without_proof():
+def _cpsat_stopped_by_time_limit(monkeypatch, native: str):
+    """CP-SAT as a time limit leaves it: ``native`` status, the best subset found so far (the first
+    coefficient) and a weak objective bound. No timing involved, so the test is deterministic."""
+    from solver.backends import cpsat
+
+    def stopped(self, T, C, z_max, size_weight):
+        mask = np.zeros(self.n, dtype=bool)
+        if native == "UNKNOWN":  # nothing found
+            return native, mask, float("nan"), 0.0
+        mask[0] = True
+        return native, mask, float(abs(T - C[0]) + size_weight), 0.0
+
+    monkeypatch.setattr(cpsat._Template, "solve", stopped)
+
+
+def test_time_limited_cpsat_reports_feasible_with_a_proven_bound(monkeypatch):
+    _cpsat_stopped_by_time_limit(monkeypatch, "FEASIBLE")
     rng = np.random.default_rng(7)
-    c = rng.uniform(-1, 1, (3, 60))
-    t = rng.uniform(-3, 3, 3)
-    res = solver.solve(t, c, "min-error", backend="cpsat", time_limit=0.02, resolution=1e-12)
-    # an optimum of 60 coefficients at 1e-12 cannot be proved in 20 ms
-    assert np.all(res.status == Status.FEASIBLE)
-    assert np.all(res.bound <= res.errors + res.tolerance)
-    assert res.status_counts()["feasible"] == 3
+    t, c = rng.uniform(-1, 1, 3), rng.uniform(-1, 1, (3, 12))
+    res = solver.solve(t, c, "min-error", backend="cpsat", time_limit=1.0)
+    assert np.all(res.status == Status.FEASIBLE) and not res.fallback.any()
+    assert np.all(res.error_bound <= res.errors + res.tolerance) and np.all(np.isnan(res.size_bound))
+    assert res.status_counts()["feasible"] == 3 and "3 hit the time limit" in res.summary()
+
+
+def test_time_limited_min_size_without_a_fit_is_a_flagged_fallback_not_infeasible(monkeypatch):
+    _cpsat_stopped_by_time_limit(monkeypatch, "UNKNOWN")
+    res = solver.solve([0.3], [[0.1, 0.2, 0.25]], "min-size", eps=0.01, backend="cpsat", time_limit=1.0,
+                       presolve=False)
+    assert Status(res.status[0]) == Status.FEASIBLE  # nothing proved
+    assert res.fallback[0]  # and the answer is not within eps
+    assert "1 not within eps" in res.summary()
+
+
+def test_an_unknown_native_status_is_an_error_naming_it(monkeypatch):
+    _cpsat_stopped_by_time_limit(monkeypatch, "MODEL_SAT_WEIRD")
+    with pytest.raises(solver.SolverError, match=r"backend 'cpsat' ended with native status 'MODEL_SAT_WEIRD'"):
+        solver.solve([0.3], [[0.1, 0.2]], backend="cpsat")
+
+
+@requires_gurobi
+def test_gurobi_status_map_matches_gurobipy():
+    from gurobipy import GRB
+
+    from solver.backends.gurobi import GurobiBackend
+
+    expected = {GRB.OPTIMAL: Status.OPTIMAL, GRB.INFEASIBLE: Status.INFEASIBLE, GRB.INF_OR_UNBD: Status.INFEASIBLE,
+                GRB.TIME_LIMIT: Status.FEASIBLE}
+    assert GurobiBackend.STATUS_MAP == expected
+
+
+def test_bounds_have_one_unit_each():
+    c = [[0.3, 0.2, 0.1, 0.45]] * 2
+    res = solver.solve([0.6, 5.0], c, "min-size", eps=0.01, backend="brute", presolve=False)
+    assert res.size_bound[0] == res.sizes[0] == 3 and np.isnan(res.error_bound[0])  # a size
+    assert res.fallback[1] and res.error_bound[1] == pytest.approx(res.errors[1]) and np.isnan(res.size_bound[1])
+    res = solver.solve([0.6], [c[0]], backend="mitm")
+    assert res.error_bound[0] == pytest.approx(res.errors[0], abs=1e-12) and np.isnan(res.size_bound[0])
 
 
 def test_result_summary_and_counts():
@@ -170,12 +219,15 @@ def test_result_summary_and_counts():
     assert not res.success
 
 
-def test_auto_picks_mitm_for_small_m_and_cpsat_beyond():
-    res = solver.solve([0.3], [[0.1, 0.2]])
-    assert res.backend == "mitm" and res.info["requested_backend"] == "auto"
-    assert solver.backends.choose_backend("min-error", 40) == "mitm"
-    assert solver.backends.choose_backend("min-error", 41) == "cpsat"
-    assert solver.backends.choose_backend("min-size", 33) == "cpsat"
+def test_auto_dispatches_by_objective_and_m():
+    """auto solves exactly as the backend it names: mitm up to its crossover m, cpsat beyond."""
+    rng = np.random.default_rng(3)
+    for m, expected in ((12, "mitm"), (solver.AUTO_MITM_MAX_M["min-size"] + 1, "cpsat")):
+        t, c = rng.normal(0, 0.3, 4), rng.uniform(-1, 1, (4, m)) * rng.uniform(-1, 1, (4, m))
+        res = solver.solve(t, c, "min-size", eps=0.01, presolve=False)
+        assert res.backend == expected and res.info["requested_backend"] == "auto"
+        same = solver.solve(t, c, "min-size", eps=0.01, backend=expected, presolve=False)
+        assert np.array_equal(res.masks, same.masks)
 
 
 def test_presolve_settles_subsets_of_at_most_two():

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from models.cli import main
 
 
+@pytest.mark.slow
 def test_bench_backends_quick(tmp_path, capsys):
     out = tmp_path / "bench"
     main(["bench", "backends", "--quick", "--m", "6", "10", "--backends", "mitm", "brute", "cpsat",
@@ -24,8 +27,16 @@ def test_bench_backends_quick(tmp_path, capsys):
             assert r["agree"] == r["problems"]
     assert payload["machine"]["cores"] >= 1
     assert "wrote" in capsys.readouterr().out
+    # the plot shows the table: every row is a point of its configuration's line in its objective's panel
+    figure = payload["figure"]
+    objectives = sorted({r["objective"] for r in rows}, key=["min-error", "min-size"].index)
+    assert sum(len(line["x"]) for line in figure.values()) == len(rows)
+    for r in rows:
+        line = figure[f"{objectives.index(r['objective'])}: {r['config']}"]
+        assert r["seconds_per_problem"] == line["y"][line["x"].index(r["m"])]
 
 
+@pytest.mark.slow
 def test_bench_exp1_small(tmp_path, monkeypatch):
     """The Experiment 1 pipeline on a narrow 784-H-10 target: runs 1 and 3 and the scaling table."""
     monkeypatch.setenv("LOTTERY_CACHE", str(tmp_path / "cache"))
@@ -40,7 +51,13 @@ def test_bench_exp1_small(tmp_path, monkeypatch):
         assert r["problems"] == r["target_params"]
         assert r["max_output_error"] <= r["certified_bound"]
         assert r["peak_mb"] > 0 and r["total_s"] >= r["solve_s"]
-    assert runs["3"]["max_weight_error"] <= 0.01 or runs["3"]["status_counts"]["infeasible"] > 0
+    # min-size: every weight within eps unless some problem had no subset within eps (and then not)
+    misses = runs["3"]["status_counts"]["infeasible"] + runs["3"]["status_counts"]["feasible"]
+    assert (runs["3"]["max_weight_error"] > 0.01) == (misses > 0)
     assert [s["target_params"] for s in payload["scaling"]] == [784 * 6 + 60, 784 * 12 + 120]
     assert (out / "exp1.png").stat().st_size > 1000
+    lines = payload["figure"]  # the plot shows the scaling table
+    assert lines["0: solve"] == {"x": [s["target_params"] for s in payload["scaling"]],
+                                 "y": [s["solve_s"] for s in payload["scaling"]]}
+    assert lines["0: end to end"]["y"] == [s["total_s"] for s in payload["scaling"]]
     assert "paper (official code)" in (out / "exp1.md").read_text()

@@ -13,6 +13,7 @@ from solver import (
     BackendUnavailableError,
     ProblemTooLargeError,
     SolverInputError,
+    SolverTypeError,
     UnknownBackendError,
 )
 
@@ -49,7 +50,7 @@ def test_lengths_out_of_range():
 
 
 def test_negative_eps():
-    with pytest.raises(SolverInputError, match=r"`eps` must be a finite number in the range \[0.0, inf\); got -0.1 instead"):
+    with pytest.raises(SolverInputError, match=r"`eps` must be a real number in the range \[0.0, inf\); got -0.1 instead"):
         solver.solve([0.1], [[0.1]], "min-size", eps=-0.1)
 
 
@@ -63,8 +64,16 @@ def test_unknown_objective_and_options():
         solver.solve([0.1], [[0.1]], "fast")
     with pytest.raises(SolverInputError, match=r"`workers` must be an int in the range \[1, inf\); got 0"):
         solver.solve([0.1], [[0.1]], workers=0)
-    with pytest.raises(SolverInputError, match=r"`max_size` must be an int"):
+    with pytest.raises(SolverTypeError, match=r"`max_size` must be an int in the range \[0, inf\); got 1.5 \(float\)"):
         solver.solve([0.1], [[0.1]], max_size=1.5)
+    with pytest.raises(SolverTypeError, match=r"`time_limit` must be a real number .* got True \(bool\)"):
+        solver.solve([0.1], [[0.1]], time_limit=True)
+    with pytest.raises(SolverInputError, match=r"`time_limit` must be a real number in the range \(0.0, inf\); got nan"):
+        solver.solve([0.1], [[0.1]], time_limit=float("nan"))
+    with pytest.raises(SolverInputError, match=r"`executor` must be one of \['local', 'dask'\]; got 'spark'"):
+        solver.solve([0.1], [[0.1]], executor="spark")
+    with pytest.raises(SolverInputError, match=r"unknown option\(s\) \['workres'\]; the options of solver.solve are"):
+        solver.solve([0.1], [[0.1]], workres=2)
     with pytest.raises(SolverInputError, match=r"`device` must be 'cpu' or 'cuda\[:index\]'; got 'tpu'"):
         solver.solve([0.1], [[0.1]], device="tpu")
 

@@ -6,9 +6,10 @@ import importlib.util
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from ..errors import BackendCapabilityError, BackendUnavailableError
-from ..problem import OBJECTIVES, ProblemBatch, SolveOptions
-from ..result import ChunkSolution
+from ..errors import BackendCapabilityError, BackendUnavailableError, SolverError
+from ..options import OBJECTIVES, SolveOptions
+from ..problem import ProblemBatch
+from ..result import ChunkSolution, Status
 
 
 class Backend(ABC):
@@ -30,6 +31,16 @@ class Backend(ABC):
     #: itself (threads or a GPU) and receives ``options.workers``.
     parallelism: ClassVar[str] = "process"
     default_chunk_size: ClassVar[int] = 256
+    #: the solver's native statuses -> :class:`Status` (cvxpy's STATUS_MAP); an unlisted one is an error
+    STATUS_MAP: ClassVar[dict[Any, Status]] = {}
+
+    def map_status(self, native: Any, name: str | None = None) -> Status:
+        """The common status of a native one; an unknown native status raises, naming it."""
+        try:
+            return self.STATUS_MAP[native]
+        except KeyError:
+            raise SolverError(f"backend {self.name!r} ended with native status {name or native!r}, which it does "
+                              f"not know how to report (known: {list(self.STATUS_MAP)})") from None
 
     @classmethod
     def is_installed(cls) -> bool:

@@ -7,7 +7,8 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import ProblemTooLargeError
-from ..problem import ProblemBatch, SolveOptions
+from ..options import SolveOptions
+from ..problem import ProblemBatch
 from ..result import ChunkSolution, Status
 from .base import Backend
 from .mitm import float_tolerance
@@ -48,13 +49,13 @@ class BruteBackend(Backend):
             if options.max_size is not None:
                 err = np.where(sizes <= options.max_size, err, np.inf)
             best = int(np.argmin(err))
-            out.bound[p] = err[best]
+            out.error_bound[p] = err[best]
             if options.objective == "min-size":
                 fits = err <= options.eps
                 if fits.any():
                     smallest = sizes[fits].min()
                     best = int(np.argmin(np.where(fits & (sizes == smallest), err, np.inf)))
-                    out.bound[p] = smallest
+                    out.size_bound[p], out.error_bound[p] = smallest, np.nan
                 else:
                     out.status[p] = Status.INFEASIBLE
                     out.fallback[p] = True

@@ -8,7 +8,7 @@ Writing t = delta T + r_t and c_k = delta C_k + r_k with |r| <= delta / 2, for a
 which gives the certificates (tolerance = (m + 1) delta):
 
 * ``min-error``: minimise z >= |T - C.s|. The returned subset's true error is within
-  (m + 1) delta of the true optimum; ``bound`` = delta * (CP-SAT bound) - (m + 1) delta / 2.
+  (m + 1) delta of the true optimum; ``error_bound`` = delta * (CP-SAT bound) - (m + 1) delta / 2.
 * ``min-size``: minimise (E + 1) |s| + z with z = |T - C.s| <= E = floor(eps / delta - (m + 1) / 2)
   (z <= E makes the objective lexicographic: fewest ones, then smallest error). Every subset
   this accepts has true error <= eps, and every subset with true error <= eps - (m + 1) delta is
@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SolverError, SolverInputError
-from ..problem import ProblemBatch, SolveOptions
+from ..options import SolveOptions
+from ..problem import ProblemBatch
 from ..result import ChunkSolution, Status
 from .base import Backend
 
@@ -102,6 +103,9 @@ class CpsatBackend(Backend):
     required_modules = ("ortools",)
     install_hint = "Install it with `pip install ortools`."
     default_chunk_size = 128
+    #: CP-SAT status names; UNKNOWN: the time limit struck before any proof (or any solution)
+    STATUS_MAP = {"OPTIMAL": Status.OPTIMAL, "FEASIBLE": Status.FEASIBLE, "INFEASIBLE": Status.INFEASIBLE,
+                  "UNKNOWN": Status.FEASIBLE}
 
     def prepare(self, batch: ProblemBatch, options: SolveOptions) -> SolveOptions:
         if options.resolution is None and options.objective == "min-size" and options.eps == 0:
@@ -163,15 +167,17 @@ class CpsatBackend(Backend):
                     delta /= 16
                 if found is not None:
                     mask, status, bound = found
+                    out.size_bound[p] = bound
                 else:
                     out.fallback[p] = True
                     proved = proved_none and status == Status.OPTIMAL
                     status = Status.INFEASIBLE if proved else Status.FEASIBLE
+                    out.error_bound[p] = bound
             else:
                 mask, status, bound = self._min_error(template(n, "min-error"), t, c, delta)
+                out.error_bound[p] = bound
             out.masks[p, :n] = mask
             out.status[p] = status
-            out.bound[p] = bound
             out.tolerance[p] = (n + 1) * delta
         return out
 
@@ -193,8 +199,7 @@ class CpsatBackend(Backend):
         name, mask, value, bound = tpl.solve(T, C, z_max, 0)
         n = len(c)
         true_bound = max(0.0, delta * bound - (n + 1) * delta / 2) if math.isfinite(bound) else math.nan
-        status = Status.OPTIMAL if name == "OPTIMAL" else Status.FEASIBLE
-        return mask, status, true_bound
+        return mask, self.map_status(name), true_bound
 
     def _min_size(self, tpl: _Template, t: float, c: np.ndarray, delta: float, eps: float):
         """Fewest ones with |error| <= eps at resolution delta.
@@ -211,8 +216,9 @@ class CpsatBackend(Backend):
             )
         T, C = self._integers(t, c, delta)
         name, mask, value, bound = tpl.solve(T, C, E, E + 1)
-        if name == "OPTIMAL":
-            return (mask, Status.OPTIMAL, float(int(value) // (E + 1))), False
-        if name == "FEASIBLE":
-            return (mask, Status.FEASIBLE, float(math.ceil(bound) // (E + 1))), False
-        return None, name == "INFEASIBLE"
+        status = self.map_status(name)
+        if status == Status.OPTIMAL:
+            return (mask, status, float(int(value) // (E + 1))), False
+        if name == "FEASIBLE":  # a fitting subset, not proved smallest
+            return (mask, status, float(math.ceil(bound) // (E + 1))), False
+        return None, status == Status.INFEASIBLE  # UNKNOWN: nothing found, nothing proved

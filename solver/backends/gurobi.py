@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import LicenseError, SolverError
-from ..problem import ProblemBatch, SolveOptions
+from ..options import SolveOptions
+from ..problem import ProblemBatch
 from ..result import ChunkSolution, Status
 from .base import Backend
 
@@ -79,6 +80,8 @@ class GurobiBackend(Backend):
     required_modules = ("gurobipy",)
     install_hint = "Install it with `pip install 'lottery-tickets[gurobi]'` (or `pip install gurobipy`)."
     default_chunk_size = 16
+    #: Gurobi's status codes (gurobipy.GRB.Status): OPTIMAL 2, INFEASIBLE 3, INF_OR_UNBD 4, TIME_LIMIT 9
+    STATUS_MAP = {2: Status.OPTIMAL, 3: Status.INFEASIBLE, 4: Status.INFEASIBLE, 9: Status.FEASIBLE}
 
     def check_available(self) -> None:
         super().check_available()
@@ -109,11 +112,12 @@ class GurobiBackend(Backend):
                 if options.objective == "min-size":
                     out.fallback[p] = True
                     status = Status.INFEASIBLE if proved_none and status == Status.OPTIMAL else Status.FEASIBLE
+                out.error_bound[p] = bound
             else:
                 mask, status, bound = found
+                out.size_bound[p] = bound
             out.masks[p, :n] = mask
             out.status[p] = status
-            out.bound[p] = bound
             out.tolerance[p] = 2 * tol
         return out
 
@@ -147,16 +151,13 @@ class GurobiBackend(Backend):
                     weight = 2 * size_eps + 1.0
                     model.setObjective(weight * s.sum() + z, GRB.MINIMIZE)
                 model.optimize()
-                status = model.Status
-                if status in (GRB.INFEASIBLE, GRB.INF_OR_UNBD):
+                st = self.map_status(model.Status, f"code {model.Status}")
+                if st == Status.INFEASIBLE:
                     return None, True
-                if model.SolCount == 0:
-                    if status == GRB.TIME_LIMIT:
-                        return None, False
-                    raise SolverError(f"Gurobi ended with status code {status} and no solution")
+                if model.SolCount == 0:  # the time limit struck before any solution
+                    return None, False
                 mask = np.asarray(s.X) > 0.5
                 native_bound = model.ObjBound
-                st = Status.OPTIMAL if status == GRB.OPTIMAL else Status.FEASIBLE
         except gp.GurobiError as exc:
             if exc.errno == SIZE_LIMITED_LICENSE:
                 raise LicenseError(

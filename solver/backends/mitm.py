@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendUnavailableError, ProblemTooLargeError
-from ..problem import ProblemBatch, SolveOptions
+from ..options import SolveOptions
+from ..problem import ProblemBatch
 from ..result import ChunkSolution, Status
 from .base import Backend
 
@@ -119,7 +120,7 @@ class MitmBackend(Backend):
             out.masks, out.status, objective,
         )
         out.fallback = out.status == Status.INFEASIBLE
-        out.bound = objective
+        out.set_objective(slice(None), objective, options.objective == "min-size")
         return out
 
     def _solve_torch(self, batch: ProblemBatch, options: SolveOptions) -> ChunkSolution:
@@ -139,5 +140,5 @@ class MitmBackend(Backend):
             infeasible = infeasible.cpu().numpy()
             out.status[rows] = np.where(infeasible, Status.INFEASIBLE, Status.OPTIMAL)
             out.fallback[rows] = infeasible
-            out.bound[rows] = obj.cpu().numpy()
+            out.set_objective(rows, obj.cpu().numpy(), options.objective == "min-size")
         return out

@@ -1,0 +1,34 @@
+"""`lottery bench ...` and `lottery claims ...`, registered with the `lottery` command through the
+``lottery.commands`` entry-point group (see pyproject.toml), so ``models`` never imports this package."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _command(run):
+    """Benchmarks return their payload; the command's exit status is 0 once the files are written."""
+
+    def command(args: argparse.Namespace) -> int:
+        run(args)
+        return 0
+
+    return command
+
+
+def _add(sub, name: str, module, help: str) -> None:
+    p = sub.add_parser(name, help=help, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(p)
+    p.set_defaults(func=_command(module.run))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `claims` and `bench BENCHMARK` to the `lottery` command's subparsers."""
+    from . import backends, claims, exp1, scale
+
+    _add(sub, "claims", claims, "test the paper's subset-sum, lower-bound and width claims")
+    bench = sub.add_parser("bench", help="run a benchmark (tables, JSON and plots)")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    _add(bench_sub, "backends", backends, "time every installed solver backend on the same subset-sum instances")
+    _add(bench_sub, "exp1", exp1, "the paper's Experiment 1 (784-500-10 MLP, n = 21, eps = 0.01) at full scale")
+    _add(bench_sub, "scale", scale, "bounded memory on a 10M-weight target; Dask overhead on Experiment 1")

@@ -1,0 +1,148 @@
+"""The per-weight subset-sum problems of one pair, and the pair's masks back from their solutions.
+
+For target weight W[o, i(, p, q)] and each sign group g of input i's fan-out units the
+coefficients are ``c_k = B[o, (i, k)(, p, q)] * u[i, k]`` for k in g; for bias b[o] they are
+``B[o, const_k(, tap)] * relu(beta_k)`` (see :mod:`models.random_net` for the units). The hidden
+units of input i are shared by every output o: each output picks its own subset, and unit
+(i, k) is kept in A iff some output keeps it. :func:`coefficients` is the one place this
+formula is written; :func:`errors_from_masks` evaluates it again on saved masks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import solver
+
+from .graph import TargetLayer
+from .random_net import LayerSpec, groups
+
+
+def coefficients(spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
+    """Float64 products ``C[o, i, p, q, k] = B[o, (i, k), p, q] * u[i, k]`` for the output rows ``rows``."""
+    d = rows.stop - rows.start
+    upi, (kh, kw) = spec.units_per_input, spec.kernel
+    B = values["B"][rows].double()
+    if spec.kind == "linear":
+        B = B[:, :, None, None]
+    Bw = B[:, :spec.d_in * upi].reshape(d, spec.d_in, upi, kh, kw).permute(0, 1, 3, 4, 2)
+    return Bw * values["u"].double()[None, :, None, None, :]
+
+
+def bias_coefficients(spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
+    """Float64 products ``B[o, const_k, tap] * relu(beta_k)`` (d, n_const) for the output rows ``rows``."""
+    n_fan = spec.d_in * spec.units_per_input
+    B = values["B"][rows].double()
+    if spec.kind == "linear":
+        B = B[:, :, None, None]
+    p, q = spec.const_tap
+    return B[:, n_fan:, p, q] * torch.relu(values["a_bias"][n_fan:].double())[None, :]
+
+
+def build_problems(layer: TargetLayer, spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice | None = None):
+    """The subset-sum problems of one pair for the target rows (outputs) ``rows``.
+
+    Returns (targets (P,), coefficients (P, width), lengths (P,), scatter) where ``scatter``
+    maps solution masks back to the pair's masks (see :func:`masks_from_solutions`).
+    Problems are built a block of rows at a time so memory is bounded by the block, not the layer.
+    """
+    rows = rows or slice(0, spec.d_out)
+    d = rows.stop - rows.start
+    kh, kw = spec.kernel
+    C = coefficients(spec, values, rows).numpy()
+    W = layer.weight[rows].reshape(d, spec.d_in, kh, kw).numpy()
+    targets, coeffs, lengths, parts = [], [], [], []
+    for g, member in enumerate(groups(spec, values["u"])):
+        member = member.numpy()
+        perm = np.argsort(~member, axis=1, kind="stable")  # group members first, in order
+        count = member.sum(axis=1)  # (d_in,)
+        width = int(count.max()) if count.size else 0
+        perm = perm[:, :width]
+        Cg = np.take_along_axis(C, perm[None, :, None, None, :], axis=-1)
+        targets.append(W.reshape(-1))
+        coeffs.append(Cg.reshape(-1, width))
+        lengths.append(np.broadcast_to(count[None, :, None, None], W.shape).reshape(-1))
+        parts.append(("weight", g, perm))
+    del C
+    if spec.has_bias:
+        targets.append(layer.bias[rows].numpy())
+        coeffs.append(bias_coefficients(spec, values, rows).numpy())
+        lengths.append(np.full(d, spec.n_const))
+        parts.append(("bias", 0, None))
+    width = max(c.shape[1] for c in coeffs)
+    coeffs = [np.pad(c, ((0, 0), (0, width - c.shape[1]))) for c in coeffs]
+    sizes = [len(t) for t in targets]
+    return (np.concatenate(targets), np.concatenate(coeffs), np.concatenate(lengths).astype(np.int64),
+            (parts, sizes, d))
+
+
+def masks_from_solutions(spec: LayerSpec, scatter, res: solver.SolveResult):
+    """B's mask and the per-weight / per-bias errors for the block of rows the problems came from.
+
+    Returns (b_mask (d, hidden, kh, kw) bool, weight_error (d, d_in, kh, kw), bias_error (d,) or None).
+    """
+    parts, sizes, d = scatter
+    upi = spec.units_per_input
+    n_fan = spec.d_in * upi
+    kh, kw = spec.kernel
+    b_mask = np.zeros((d, spec.hidden, kh, kw), dtype=bool)
+    fan = np.zeros((d, spec.d_in, kh, kw, upi), dtype=bool)
+    weight_error = np.zeros((d, spec.d_in, kh, kw))
+    bias_error = None
+    start = 0
+    for (kind, _, perm), size in zip(parts, sizes):
+        sol = res.masks[start:start + size]
+        err = res.errors[start:start + size]
+        start += size
+        if kind == "weight":
+            width = perm.shape[1]
+            sol = sol[:, :width].reshape(d, spec.d_in, kh, kw, width)
+            scattered = np.zeros_like(fan)
+            np.put_along_axis(scattered, np.broadcast_to(perm[None, :, None, None, :], sol.shape), sol, axis=-1)
+            fan |= scattered
+            weight_error = np.maximum(weight_error, err.reshape(weight_error.shape))
+        else:
+            p, q = spec.const_tap
+            b_mask[:, n_fan:, p, q] = sol[:, :spec.n_const]
+            bias_error = err
+    b_mask[:, :n_fan] = fan.transpose(0, 1, 4, 2, 3).reshape(d, n_fan, kh, kw)
+    return b_mask, weight_error, bias_error
+
+
+def pair_masks(spec: LayerSpec, b_mask: np.ndarray) -> dict[str, torch.Tensor]:
+    """All masks of a pair from B's: unit (i, k) is kept in A iff some output keeps it."""
+    upi = spec.units_per_input
+    n_fan = spec.d_in * upi
+    used = b_mask.any(axis=(0, 2, 3))  # (hidden,)
+    u_mask = used[:n_fan].reshape(spec.d_in, upi)
+    a_bias_mask = np.zeros(spec.hidden, dtype=bool)
+    a_bias_mask[n_fan:] = used[n_fan:]
+    if spec.kind == "linear":
+        b_mask = b_mask[:, :, 0, 0]
+    return {"u": torch.from_numpy(np.ascontiguousarray(u_mask)), "a_bias": torch.from_numpy(a_bias_mask),
+            "B": torch.from_numpy(np.ascontiguousarray(b_mask))}
+
+
+def errors_from_masks(layer: TargetLayer, spec: LayerSpec, values: dict[str, torch.Tensor],
+                      masks: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-weight errors (max over the sign groups) and per-bias errors, in float64, from a pair's
+    masks and random values alone: what a ticket's network really computes, whatever solved it."""
+    all_rows = slice(0, spec.d_out)
+    kh, kw = spec.kernel
+    n_fan = spec.d_in * spec.units_per_input
+    C = coefficients(spec, values, all_rows)
+    Bm = masks["B"] if spec.kind == "conv2d" else masks["B"][:, :, None, None]
+    kept = Bm[:, :n_fan].reshape(spec.d_out, spec.d_in, spec.units_per_input, kh, kw).permute(0, 1, 3, 4, 2)
+    W = layer.weight.reshape(spec.d_out, spec.d_in, kh, kw)
+    err = torch.zeros_like(W)
+    for member in groups(spec, values["u"]):
+        sel = kept & member[None, :, None, None, :]
+        err = torch.maximum(err, (W - (C * sel).sum(dim=-1)).abs())
+    bias_error = None
+    if spec.has_bias:
+        p, q = spec.const_tap
+        sums = (bias_coefficients(spec, values, all_rows) * Bm[:, n_fan:, p, q]).sum(dim=1)
+        bias_error = (layer.bias - sums).abs().numpy()
+    we = err.numpy()
+    return (we[:, :, 0, 0] if spec.kind == "linear" else we), bias_error

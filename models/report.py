@@ -1,0 +1,180 @@
+"""The run's report: report.json (a dict), report.md, weight_errors.png and the console summary.
+
+Everything is derived from the report dict that :func:`build_report` makes, so the markdown
+table and the console summary always show the same figures (:func:`headline`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .construct import Construction, peak_rss_mb
+
+
+def _count_statuses(c: Construction) -> dict[str, int]:
+    total = {"optimal": 0, "feasible": 0, "infeasible": 0}
+    for s in c.solutions:
+        for k, v in s.status_counts.items():
+            total[k] += v
+    return total
+
+
+def layer_rows(c: Construction) -> list[dict[str, Any]]:
+    rows = []
+    for layer, spec, sol in zip(c.layers, c.specs, c.solutions):
+        errs = sol.errors()
+        rows.append({
+            "layer": spec.name, "kind": spec.kind, "shape": list(layer.weight.shape),
+            "bias": spec.has_bias, "folded_bn": layer.folded_bn, "input_nonneg": spec.input_nonneg,
+            "weights": layer.num_params(), "n": spec.n, "problems": sol.problems,
+            "random_params": spec.dense_params(), "random_params_fanout": spec.fanout_params(),
+            "kept_params": sol.kept(), "scale": spec.scale,
+            "max_weight_error": float(errs.max()), "mean_weight_error": float(errs.mean()),
+            "status_counts": sol.status_counts, "presolved": sol.presolved, "seconds": sol.seconds, "backend": sol.backend,
+        })
+    return rows
+
+
+def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[str, Any], data_spec: str | None,
+                 total_seconds: float) -> dict[str, Any]:
+    rows = layer_rows(c)
+    all_errs = np.concatenate([s.errors() for s in c.solutions])
+    report = {
+        "target": target_desc,
+        "target_params": sum(l.num_params() for l in c.layers),
+        "random_params": sum(r["random_params"] for r in rows),
+        "random_params_materialized": sum((r["random_params"] if c.variant == "dense" else r["random_params_fanout"]) for r in rows),
+        "kept_params": sum(r["kept_params"] for r in rows),
+        "max_weight_error": float(all_errs.max()),
+        "mean_weight_error": float(all_errs.mean()),
+        "max_output_error": check["max_output_error"],
+        "mean_output_error": check["mean_output_error"],
+        "certified_bound": check["certified_bound"],
+        "bound_holds": check["bound_holds"],
+        "bound_method": check["bound_method"],
+        "verified_on": check["inputs"],
+        "memory": dict(c.memory or {}, peak_rss_mb=peak_rss_mb()),
+        "status_counts": _count_statuses(c),
+        "presolved": sum(s.presolved for s in c.solutions),
+        "seconds": {"solve": c.seconds["solve"], "assemble": c.seconds["assemble"], "verify": check["seconds"],
+                    "total": total_seconds},
+        "backend": sorted({r["backend"] for r in rows}) if len({r["backend"] for r in rows}) > 1 else rows[0]["backend"],
+        "n": c.options.n,
+        "objective": c.options.objective,
+        "eps": c.options.eps,
+        "seed": c.options.seed,
+        "layout": c.options.layout,
+        "variant": c.variant,
+        "scale_policy": c.options.scale_policy,
+        "scale_margin": c.options.margin,
+        "input_shape": list(c.input_shape),
+        "input_domain": list(c.domain),
+        "data": data_spec,
+        "random_network": random_network_description(c),
+        "layers": rows,
+    }
+    if "accuracy" in check:
+        report["accuracy"] = check["accuracy"]
+    if "agreement" in check:
+        report["agreement"] = check["agreement"]
+    return report
+
+
+def random_network_description(c: Construction) -> dict[str, Any]:
+    """The distributions and scale policy of the random network, as recorded in the report."""
+    if c.options.layout == "paper":
+        dist = "every entry of A and B (weights and biases) i.i.d. U[-1, 1]; 2n fan-out units per input"
+        scale = "none (s = 1)"
+    else:
+        dist = ("A's kept entries |u| ~ U(0, 1], n positive units per input when the input is >= 0, else n "
+                "positive and n negative; constant units' bias beta ~ U(0, 1]; B ~ U[-s, s]; all other "
+                "entries U[-1, 1] and pruned")
+        what = "largest |weight or bias|" if c.options.scale_policy == "max" else "root mean square of its weights and biases"
+        scale = f"s = {c.options.margin:g} x the layer's {what} (per-layer s in `layers`)"
+    return {"layout": c.options.layout, "variant": c.variant, "distributions": dist, "scale_policy": scale,
+            "seeds": "per layer: SeedSequence([seed, layer index]); float32 values drawn on the CPU"}
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report's main figures as (label, value) rows: the top table of report.md and the
+    console summary."""
+    rows = [
+        ("target params", f"{r['target_params']:,}"),
+        ("random params (dense g)", f"{r['random_params']:,}"),
+        ("kept params", f"{r['kept_params']:,} ({r['kept_params'] / max(r['target_params'], 1):.3g}x target)"),
+        ("max / mean weight error", f"{_fmt(r['max_weight_error'])} / {_fmt(r['mean_weight_error'])}"),
+        (f"max / mean output error ({r['verified_on']})", f"{_fmt(r['max_output_error'])} / {_fmt(r['mean_output_error'])}"),
+        (f"certified bound on sup error over the input box {r['input_domain']}", _fmt(r["certified_bound"])),
+    ]
+    if "accuracy" in r:
+        rows.append(("accuracy target / pruned", f"{100 * r['accuracy']['target']:.2f}% / {100 * r['accuracy']['pruned']:.2f}%"))
+    if "agreement" in r:
+        rows.append(("argmax agreement", f"{100 * r['agreement']:.2f}%"))
+    sc = r["status_counts"]
+    rows.append(("statuses", f"{sc['optimal']} optimal, {sc['feasible']} feasible (time limit), {sc['infeasible']} "
+                             f"infeasible; {r['presolved']} settled by the exact presolve, the rest by the backend"))
+    s = r["seconds"]
+    rows.append(("seconds: solve / assemble / verify / total",
+                 f"{s['solve']:.2f} / {s['assemble']:.2f} / {s['verify']:.2f} / {s['total']:.2f}"))
+    return rows
+
+
+def console_summary(r: dict[str, Any]) -> str:
+    """The headline as aligned text lines for the terminal."""
+    rows = headline(r)
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def report_markdown(r: dict[str, Any]) -> str:
+    lines = [
+        f"# Lottery ticket for {r['target'].get('name', 'target')}\n",
+        f"Random network: {len(r['layers'])} target layers -> {2 * len(r['layers'])} layers (fan-out A, ReLU, "
+        f"combine B), n = {r['n']} coefficients per subset-sum problem, layout {r['layout']}, variant "
+        f"{r['variant']}, seed {r['seed']}; objective {r['objective']}"
+        + (f", eps = {r['eps']}" if r["eps"] is not None else "") + f"; backend {r['backend']}.\n",
+        "| | value |", "|---|---|",
+        *(f"| {k} | {v} |" for k, v in headline(r)),
+    ]
+    lines.append("")
+    lines.append("## Per layer\n")
+    lines.append("| layer | kind | weights | n | random params | kept params | max weight error | mean weight error | statuses | time |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    for row in r["layers"]:
+        st = row["status_counts"]
+        status = ", ".join(f"{v} {k}" for k, v in st.items() if v)
+        lines.append(f"| {row['layer']} | {row['kind']}{' +BN' if row['folded_bn'] else ''} | {row['weights']:,} | {row['n']} | "
+                     f"{row['random_params']:,} | {row['kept_params']:,} | {_fmt(row['max_weight_error'])} | "
+                     f"{_fmt(row['mean_weight_error'])} | {status} | {row['seconds']:.2f} s |")
+    lines.append("")
+    lines.append(f"Certified bound: {r['bound_method']}; it holds on every verified input: {r['bound_holds']}.\n")
+    lines.append("![weight errors](weight_errors.png)\n")
+    return "\n".join(lines)
+
+
+def plot_weight_errors(c: Construction, fh: BinaryIO) -> None:
+    """Per-layer histograms of log10 weight error, as PNG into the binary file ``fh``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for spec, sol in zip(c.specs, c.solutions):
+        errs = sol.errors()
+        floor = 1e-18
+        ax.hist(np.log10(errs + floor), bins=60, histtype="step", linewidth=1.5, label=f"{spec.name} ({errs.size})")
+    ax.set_xlabel("log10 |target weight - kept coefficient sum|")
+    ax.set_ylabel("weights")
+    ax.set_title("Per-layer weight errors")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)

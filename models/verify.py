@@ -1,0 +1,85 @@
+"""Verification: the pruned network against the target in float64, with the certified bound.
+
+The observed errors |f(x) - g(x)| are measured on the data (or on samples of the input box);
+the certified bound (:mod:`models.bounds`) covers every input in the box, so it must never be
+below an observed error (``bound_holds``; a failure is a bug).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .bounds import certified_bound
+from .construct import Construction
+from .data import DataError, Dataset
+
+#: inputs stored in a ticket with the pruned network's outputs, for the bit-exact rebuild check
+CHECK_INPUTS = 32
+
+
+def _batched(model: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def domain_samples(input_shape: tuple[int, ...], domain: tuple[float, float], count: int, seed: int) -> torch.Tensor:
+    """Uniform samples of the input box plus its two constant corners."""
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = domain
+    x = torch.rand((count, *input_shape), generator=gen) * (hi - lo) + lo
+    return torch.cat([torch.full((1, *input_shape), lo), torch.full((1, *input_shape), hi), x])
+
+
+def verify(c: Construction, data: Dataset | None, samples: int = 512) -> dict[str, Any]:
+    """Compare target and pruned network in float64 on the data (or domain samples).
+
+    Returns max/mean |f(x) - g(x)|, accuracies and argmax agreement (with data), and the
+    certified bound, which must be >= every observed error (``bound_holds``).
+    """
+    start = time.perf_counter()
+    if data is not None:
+        x = data.x
+        lo, hi = float(x.min()), float(x.max())
+        if lo < c.domain[0] or hi > c.domain[1]:
+            raise DataError(f"data {data.name} has values in [{lo:g}, {hi:g}], outside the declared input "
+                            f"domain [{c.domain[0]:g}, {c.domain[1]:g}]; the certified bound would not apply")
+    else:
+        x = domain_samples(c.input_shape, c.domain, samples, c.options.seed)
+    target64 = copy.deepcopy(c.target).double().eval()
+    f = _batched(target64, x.double())
+    # the pruned layers cast weight * mask to the input's dtype (exact), so float64 inputs are
+    # evaluated in float64 without a float64 copy of the (n times larger) random network
+    g = _batched(c.pruned, x.double())
+    diff = (f - g).abs()
+    bound = certified_bound(c.folded, c.layers, [(s.weight_error, s.bias_error) for s in c.solutions],
+                            c.input_shape, c.domain)
+    out: dict[str, Any] = {
+        "inputs": data.name if data is not None else f"{len(x)} samples of the domain",
+        "count": len(x),
+        "max_output_error": float(diff.max()),
+        "mean_output_error": float(diff.mean()),
+        "certified_bound": bound["bound"],
+        "bound_holds": bool(diff.max() <= bound["bound"]),
+        "bound_method": "interval bound propagation over the input box with per-layer weight/bias "
+                        "errors (models/bounds.py)",
+    }
+    if data is not None and f.dim() == 2:
+        y = data.y
+        out["accuracy"] = {"target": float((f.argmax(1) == y).double().mean()),
+                           "pruned": float((g.argmax(1) == y).double().mean())}
+    if f.dim() == 2 and f.shape[1] > 1:
+        out["agreement"] = float((f.argmax(1) == g.argmax(1)).double().mean())
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def check_inputs_for(data: Dataset | None, input_shape: tuple[int, ...], domain: tuple[float, float], seed: int) -> torch.Tensor:
+    """The inputs a ticket stores with their outputs: the first data points, else domain samples."""
+    if data is not None:
+        return data.x[:CHECK_INPUTS].clone()
+    return domain_samples(input_shape, domain, CHECK_INPUTS - 2, seed)
