@@ -24,7 +24,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .graph import TargetLayer, set_submodule
+from .graph import TargetLayer
 
 ROUNDING_SLACK = 1e-9
 
@@ -83,7 +83,7 @@ def certified_bound(target: fx.GraphModule, layers: list[TargetLayer], errors: l
 
     gm = copy.deepcopy(target)
     for layer, (we, be) in zip(layers, errors):
-        set_submodule(gm, layer.name, _BoundLayer(layer, we, be))
+        gm.set_submodule(layer.name, _BoundLayer(layer, we, be))
     gm.recompile()
     lo = torch.full((1, *input_shape), float(domain[0]), dtype=torch.float64)
     hi = torch.full((1, *input_shape), float(domain[1]), dtype=torch.float64)

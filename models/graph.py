@@ -1,7 +1,7 @@
 """Tracing a target network with torch.fx: supported ops, BatchNorm folding, sign analysis.
 
 The target becomes a GraphModule whose parametrised layers are Linear and Conv2d (BatchNorm in
-eval mode folded into the layer before it, DESIGN.md 1.3) and whose other nodes are
+eval mode folded into the layer before it) and whose other nodes are
 parameter-free ops that the construction leaves in place: ReLU, max/avg pooling, flatten and
 reshapes, dropout/identity, additions (residuals). Anything else is refused with the op's name
 and where it is in the graph.
@@ -18,6 +18,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
 PARAM_MODULES = (nn.Linear, nn.Conv2d)
 BN_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -84,22 +85,20 @@ def _conv_padding(conv: nn.Conv2d, name: str) -> tuple[int, int]:
     return tuple(conv.padding)
 
 
-def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _fold_bn(layer: "TargetLayer", bn: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's weight and bias with an eval-mode BatchNorm after it folded in, in float64
+    (torch.nn.utils.fusion: W' = W g / sqrt(var + eps), b' = (b - mean) g / sqrt(var + eps) + beta)."""
     if bn.running_mean is None or bn.running_var is None:
         raise UnsupportedModelError(f"BatchNorm {name!r} has no running statistics (track_running_stats=False); cannot fold it")
-    inv = 1.0 / torch.sqrt(bn.running_var.double() + bn.eps)
-    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(inv)
-    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(inv)
-    scale = gamma * inv
-    w = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
-    b0 = bias if bias is not None else torch.zeros_like(scale)
-    return w, (b0 - bn.running_mean.double()) * scale + beta
-
-
-def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    """Replace the submodule at dotted path ``name``."""
-    parent, _, leaf = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, module)
+    stats = [bn.running_mean, bn.running_var, bn.eps,
+             bn.weight if bn.weight is not None else torch.ones_like(bn.running_mean),
+             bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)]
+    stats = [t.detach().double() if isinstance(t, torch.Tensor) else t for t in stats]
+    if layer.kind == "linear":
+        w, b = fuse_linear_bn_weights(layer.weight, layer.bias, *stats)
+    else:
+        w, b = fuse_conv_bn_weights(layer.weight, layer.bias, *stats)
+    return w.detach(), b.detach()
 
 
 def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule, list[TargetLayer]]:
@@ -162,7 +161,7 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
                         f"uses, so it can be folded ({_where(node)})"
                     )
                 layer = by_name[src.target]
-                layer.weight, layer.bias = _fold_bn(layer.weight, layer.bias, sub, node.target)
+                layer.weight, layer.bias = _fold_bn(layer, sub, node.target)
                 layer.folded_bn = node.target
                 nonneg[node] = False
             elif isinstance(sub, PASS_MODULES):
@@ -210,8 +209,8 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
             if layer.bias is not None:
                 new.bias.copy_(layer.bias)
         del old
-        set_submodule(gm, layer.name, new)
+        gm.set_submodule(layer.name, new)
         if layer.folded_bn:
-            set_submodule(gm, layer.folded_bn, nn.Identity())
+            gm.set_submodule(layer.folded_bn, nn.Identity())
     gm.recompile()
     return gm.eval(), layers

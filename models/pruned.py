@@ -21,7 +21,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import prune
 
-from .graph import set_submodule
 from .random_net import LayerSpec
 
 
@@ -149,7 +148,7 @@ def assemble(target: fx.GraphModule, specs: list[LayerSpec], values: list[dict[s
 
     gm = copy.deepcopy(target)
     for spec, vals, mk in zip(specs, values, masks):
-        set_submodule(gm, spec.name, TicketPair(spec, vals, mk, variant))
+        gm.set_submodule(spec.name, TicketPair(spec, vals, mk, variant))
     gm.recompile()
     return gm.float().eval()
 
@@ -157,7 +156,7 @@ def assemble(target: fx.GraphModule, specs: list[LayerSpec], values: list[dict[s
 def _swap(root: nn.Module, make) -> nn.Module:
     for name, mod in list(root.named_modules()):
         if isinstance(mod, (MaskedLinear, MaskedConv2d)):
-            set_submodule(root, name, make(mod))
+            root.set_submodule(name, make(mod))
     return root
 
 
