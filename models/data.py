@@ -27,41 +27,23 @@ DIGITS_TEST_FRACTION = 0.3
 DIGITS_SPLIT_SEED = 0
 
 
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled digits (1797 8x8 images, values 0..16), read straight from the file
-    that ``sklearn.datasets.load_digits`` reads: importing sklearn.datasets costs ~2 s, the file
-    a few milliseconds."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("--data digits needs scikit-learn (pip install scikit-learn)")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
-    if not path.is_file():  # a future layout: fall back to the public API
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        return bunch.data.astype(np.float64), bunch.target.astype(np.int64)
-    raw = np.loadtxt(path, delimiter=",")
-    return raw[:, :-1], raw[:, -1].astype(np.int64)
-
-
 def digits_split(labels: np.ndarray, test_fraction: float = DIGITS_TEST_FRACTION,
                  seed: int = DIGITS_SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed stratified split: per class, a seeded permutation, the first share goes to test."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for cls in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == cls))
-        k = int(round(test_fraction * len(idx)))
-        test.append(idx[:k])
-        train.append(idx[k:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    """A fixed stratified split (``train_test_split(stratify=)``): sorted train and test indices."""
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=seed)
+    return np.sort(train), np.sort(test)
 
 
 def digits(split: str = "test") -> Dataset:
     """scikit-learn's 8x8 digits, pixels scaled to [0, 1]; a fixed stratified 70/30 split."""
-    data, labels = _digits_arrays()
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise DataError("--data digits needs scikit-learn; install it with `pip install scikit-learn`") from exc
+    bunch = load_digits()
+    data, labels = bunch.data, bunch.target.astype(np.int64)
     x = (data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
     train, test = digits_split(labels)
     sel = test if split == "test" else train

@@ -47,7 +47,7 @@ def train_digits_mlp(sizes: list[int] = DEFAULT_SIZES, seed: int = TRAIN_SEED, e
 def cached_digits_mlp(sizes: list[int], biases: bool, upsample: bool, epochs: int, batch: int | None, lr: float,
                       seed: int = TRAIN_SEED) -> Path:
     """Train once, then reuse: the state_dict file of a digits MLP with these settings."""
-    tag = f"v2_{'-'.join(map(str, sizes))}_{'bias' if biases else 'nobias'}_{'28' if upsample else '8'}_e{epochs}_b{batch}_lr{lr:g}_s{seed}"
+    tag = f"v3_{'-'.join(map(str, sizes))}_{'bias' if biases else 'nobias'}_{'28' if upsample else '8'}_e{epochs}_b{batch}_lr{lr:g}_s{seed}"
     path = cache_dir() / f"digits_mlp_{tag}.pt"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
