@@ -170,7 +170,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = machine_info()
     cfgs = [cfg for cfg in configs(info["cores"]) if not args.backends or cfg.backend in args.backends]
     if not cfgs:
-        raise SystemExit(f"no backend selected; installed: {solver.available_backends()}")
+        raise ValueError(f"--backends {args.backends} selects no installed backend; installed: "
+                         f"{solver.available_backends()}")
     rng = np.random.default_rng(args.seed)
     rows: list[dict[str, Any]] = []
     # compile the numba kernel and start torch before any timing

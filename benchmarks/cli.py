@@ -4,13 +4,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _command(run):
-    """Benchmarks return their payload; the command's exit status is 0 once the files are written."""
+    """Benchmarks return their payload; the command's exit status is 0 once the files are written,
+    2 with a one-line error for a bad option."""
 
     def command(args: argparse.Namespace) -> int:
-        run(args)
+        try:
+            run(args)
+        except ValueError as exc:  # SolverInputError included: a message meant for the user
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
 
     return command

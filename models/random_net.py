@@ -1,6 +1,6 @@
 """The seeded random network of the theorem: one (fan-out A, ReLU, combine B) pair per layer.
 
-Hidden units of a pair (DESIGN.md 1.2-1.3), in this order:
+Hidden units of a pair, in this order:
 * ``units_per_input`` fan-out units per input i (index i * units_per_input + k), whose only
   kept input weight is ``u[i, k]`` = A[(i, k), i];
 * ``n_const`` constant units (present when the target layer has a bias): all their input

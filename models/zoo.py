@@ -19,7 +19,7 @@ def mlp(sizes: list[int], biases: list[bool] | bool = True) -> nn.Sequential:
 
 
 class LeNet5(nn.Module):
-    """LeNet-5 as DESIGN.md fixes it: conv1 1->6 5x5 pad 2, maxpool 2, conv2 6->16 5x5, maxpool 2,
+    """LeNet-5 as `--arch lenet5` means it: conv1 1->6 5x5 pad 2, maxpool 2, conv2 6->16 5x5, maxpool 2,
     fc1 400->120, fc2 120->84, fc3 84->10, ReLU after each but the last. Input 1x28x28."""
 
     LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")

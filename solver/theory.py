@@ -1,4 +1,4 @@
-"""Exact quantities of random subset sum used to test the theory (DESIGN.md 1.5).
+"""Exact quantities of random subset sum used to test the theory (`lottery claims`).
 
 ``sup_error(c, lo, hi)``: the largest distance from a point of [lo, hi] to the nearest subset
 sum of c, i.e. how well the *worst* target in the interval can be approximated. With all 2^m

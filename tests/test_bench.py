@@ -61,3 +61,8 @@ def test_bench_exp1_small(tmp_path, monkeypatch):
                                  "y": [s["solve_s"] for s in payload["scaling"]]}
     assert lines["0: end to end"]["y"] == [s["total_s"] for s in payload["scaling"]]
     assert "paper (official code)" in (out / "exp1.md").read_text()
+
+
+def test_bench_bad_option_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["bench", "backends", "--backends", "nothing", "--out", str(tmp_path / "b")]) == 2
+    assert "error: --backends ['nothing'] selects no installed backend" in capsys.readouterr().err
