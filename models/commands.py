@@ -35,6 +35,7 @@ scikit-learn's digits, verified on the digits test split.
 """
 
 OPTION_CLASSES = (ConstructOptions, SolveOptions)
+OPTION_GROUPS = {ConstructOptions: "random network and construction", SolveOptions: "solver"}
 
 
 def _cli_fields(cls):
@@ -61,14 +62,14 @@ def _parser_for(f, flag: str):
     return parse
 
 
-def add_option_arguments(p: argparse.ArgumentParser, cls) -> None:
+def add_option_arguments(p, cls) -> None:
     """One flag per option field that declares one (``option(cli=...)``)."""
     for f in _cli_fields(cls):
         meta, flag = f.metadata, f.metadata["cli"]
         default = meta["cli_default"] if meta["cli_default"] is not MISSING else f.default
         shown = "all cores" if f.name == "workers" and default is None else default
         if meta["kind"] is bool:  # the flag turns a default-on option off (e.g. --no-presolve)
-            p.add_argument(flag, dest=f.name, action="store_false", help=f"do not: {meta['doc']}")
+            p.add_argument(flag, dest=f.name, action="store_false", help=f"switch off the {meta['doc']}")
         elif meta["choices"] is not None:
             p.add_argument(flag, dest=f.name, choices=meta["choices"], default=default,
                            help=f"{meta['doc']} (default {shown})")
@@ -126,7 +127,7 @@ def add_solve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", help="mlp | lenet5 | module:pkg.mod:Class | full (pickled module you trust); "
                                   "omit for TorchScript")
     for cls in OPTION_CLASSES:
-        add_option_arguments(p, cls)
+        add_option_arguments(p.add_argument_group(OPTION_GROUPS[cls]), cls)
     p.add_argument("--data", help="digits | digits28 (digits upsampled to 28x28) | mnist:DIR | none "
                                   "(default: digits for the embedded target, else none)")
     p.add_argument("--normalize", type=_numbers(float, 2), help="MEAN,STD applied to MNIST pixels after scaling to [0,1]")

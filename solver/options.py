@@ -94,7 +94,7 @@ class SolveOptions:
                                       "relative (min-error)", kind=float, low=0.0, low_open=True, cli="--resolution")
     device: str = option("cpu", "mitm device: cpu | cuda[:i]", kind=str, cli="--device")
     engine: str | None = option(None, "mitm engine on the CPU: numba (default) or torch", choices=ENGINES)
-    presolve: bool = option(True, "exact presolve: min-size subsets of at most 2 ones enumerated before the backend",
+    presolve: bool = option(True, "exact presolve (min-size subsets of at most 2 ones enumerated before the backend)",
                             kind=bool, cli="--no-presolve")
     workers: int | None = option(1, "CPU cores: worker processes (cpsat, gurobi, brute) or threads (mitm); "
                                  "None = all", kind=int, low=1, hashed=False, cli="--workers", cli_default=None)
