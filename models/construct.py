@@ -22,6 +22,7 @@ import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 import solver
+from solver import Status
 from solver.options import SolveOptions, hashed_fields, option, validate
 
 from .graph import TargetLayer, UnsupportedModelError, trace_target
@@ -221,7 +222,7 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
     b_mask = np.zeros((spec.d_out, spec.hidden, kh, kw), dtype=bool)
     weight_error = np.zeros((spec.d_out, spec.d_in, kh, kw))
     bias_error = np.zeros(spec.d_out) if spec.has_bias else None
-    counts = {"optimal": 0, "feasible": 0, "infeasible": 0}
+    counts = {s.name.lower(): 0 for s in Status}
     problems = presolved = 0
     backend = options.backend
     for r0 in range(0, spec.d_out, rows_per_block):

@@ -10,11 +10,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from solver import Status
+
 from .construct import Construction, peak_rss_mb
 
 
 def _count_statuses(c: Construction) -> dict[str, int]:
-    total = {"optimal": 0, "feasible": 0, "infeasible": 0}
+    total = {s.name.lower(): 0 for s in Status}
     for s in c.solutions:
         for k, v in s.status_counts.items():
             total[k] += v
