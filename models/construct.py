@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 import solver
-from solver import Status
+from solver import SolverTypeError, Status
 from solver.options import SolveOptions, hashed_fields, option, validate
 
 from .graph import TargetLayer, UnsupportedModelError, trace_target
@@ -84,6 +84,8 @@ class ConstructOptions:
 
     def __post_init__(self) -> None:
         validate(self)
+        if not isinstance(self.solve, SolveOptions):
+            raise SolverTypeError(f"`solve` must be a solver.SolveOptions; got {type(self.solve).__name__} instead")
 
     @property
     def objective(self) -> str:

@@ -17,7 +17,7 @@ import os
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
-from .errors import SolverInputError
+from .errors import SolverInputError, SolverTypeError
 from .validation import check_choice, check_scalar
 
 OBJECTIVES = ("min-error", "min-size")
@@ -54,9 +54,9 @@ def check_field(f, value: Any, name: str | None = None) -> Any:
     if kind in (int, float):
         return check_scalar(value, name, kind, low=meta["low"], low_open=meta["low_open"])
     if kind is bool and not isinstance(value, bool):
-        raise SolverInputError(f"`{name}` must be True or False; got {value!r} instead")
+        raise SolverTypeError(f"`{name}` must be True or False; got {value!r} instead")
     if kind is str and not isinstance(value, str):
-        raise SolverInputError(f"`{name}` must be a string; got {value!r} instead")
+        raise SolverTypeError(f"`{name}` must be a string; got {value!r} instead")
     return value
 
 
@@ -101,7 +101,8 @@ class SolveOptions:
     chunk_size: int | None = option(None, "problems per unit of parallel work (default per backend); results do "
                                     "not depend on it", kind=int, low=1, cli="--chunk-size")
     memory_limit: int = option(DEFAULT_MEMORY_LIMIT, "bytes mitm may use for its sum tables at once", kind=int, low=1)
-    progress: bool | None = option(None, "progress bar; None: only on a terminal for multi-chunk batches", hashed=False)
+    progress: bool | None = option(None, "progress bar; None: only on a terminal for multi-chunk batches", kind=bool,
+                                   hashed=False)
     executor: str = option("local", "local worker processes, or a dask.distributed cluster (scheduler)",
                            choices=EXECUTORS, hashed=False, cli="--executor")
     scheduler: str | None = option(None, "dask scheduler address, e.g. tcp://10.0.0.5:8786", kind=str, hashed=False,
