@@ -17,7 +17,6 @@ from solver import SolveOptions, SolverError
 from solver.options import check_field
 
 from .construct import ConstructOptions
-from .graph import UnsupportedModelError
 from .pipeline import Job, solve_run, verify_run
 from .random_net import VARIANTS
 from .report import console_summary
@@ -85,7 +84,7 @@ def options_from_args(args: argparse.Namespace) -> ConstructOptions:
     return ConstructOptions(**own, solve=SolveOptions(**solve, progress=False if args.no_progress else None))
 
 
-def _flags_in(message: str) -> str:
+def flags_in(message: str) -> str:
     """An option error as the command line knows it: `eps` -> --eps."""
     for cls in OPTION_CLASSES:
         for f in _cli_fields(cls):
@@ -149,11 +148,6 @@ def add_solve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
-
-
 def _job(args: argparse.Namespace) -> Job:
     options = options_from_args(args)
     if args.target is None:
@@ -172,11 +166,8 @@ def _job(args: argparse.Namespace) -> Job:
 
 
 def run_solve(args: argparse.Namespace) -> int:
-    try:
-        job = _job(args)
-        report, check = solve_run(job)
-    except (SolverError, UnsupportedModelError, ValueError) as exc:  # every library error speaks to the user
-        return _fail(_flags_in(str(exc)))
+    job = _job(args)
+    report, check = solve_run(job)
     print(console_summary(report))
     print(f"report: {job.out_dir / 'report.md'}  (ticket: {job.out_dir / 'ticket.pt'}; "
           f"re-check with `lottery verify {job.out_dir}`)")
@@ -189,14 +180,13 @@ def run_solve(args: argparse.Namespace) -> int:
 def add_verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, help="a directory written by `lottery solve`")
     p.add_argument("--data", help="override the data used for re-verification (digits | mnist:DIR | none)")
+    p.add_argument("--trust-pickled-target", action="store_true",
+                   help="allow a run made with --arch full: its target is a pickle, which can run any code")
 
 
 def run_verify(args: argparse.Namespace) -> int:
     """Rebuild the pruned network from the ticket, check bit-exact outputs, re-verify."""
-    try:
-        out = verify_run(args.run_dir, args.data)
-    except (SolverError, UnsupportedModelError, ValueError) as exc:
-        return _fail(str(exc))
+    out = verify_run(args.run_dir, args.data, trust_pickle=args.trust_pickled_target)
     check = out.check
     print(f"rebuilt {out.layers} pairs from {args.run_dir / 'ticket.pt'}; outputs on {out.checked} stored inputs "
           f"bit-exact: {out.bit_exact}")

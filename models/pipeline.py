@@ -9,7 +9,6 @@ this one only puts them in order and decides what a run's configuration is.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from .construct import ConstructOptions, construct
 from .data import Dataset, load_data
 from .report import build_report
 from .target import load_target
-from .ticket import rebuild, rebuilt_construction
+from .ticket import TicketError, load_ticket, rebuild, rebuilt_construction
 from .verify import check_inputs_for, verify
 
 
@@ -81,6 +80,10 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     config = {"target_sha256": target_desc["sha256"], "arch": job.arch, "options": job.options.hashed(),
               "variant": job.variant, "input_domain": list(domain), "input_shape": list(input_shape),
               "data": job.data, "normalize": list(job.normalize) if job.normalize else None}
+    protected = {"the target": job.target_file}
+    if job.data and job.data.startswith("mnist:"):
+        protected["the data"] = Path(job.data[len("mnist:"):])
+    rundir.check_output_location(job.out_dir, protected)
     existed = job.out_dir.exists()
     try:
         rundir.prepare_run_dir(job.out_dir, config, job.force, job.resume)
@@ -115,19 +118,30 @@ class VerifyOutcome:
         return self.bit_exact and self.check["bound_holds"] and self.same_as_report
 
 
-def verify_run(run_dir: Path, data_spec: str | None = None) -> VerifyOutcome:
+def verify_run(run_dir: Path, data_spec: str | None = None, trust_pickle: bool = False) -> VerifyOutcome:
     """Rebuild a run's pruned network from its ticket, check its outputs bit for bit against the
-    stored ones, and verify it again (on ``data_spec``, else the run's data)."""
+    stored ones, and verify it again (on ``data_spec``, else the run's data).
+
+    Everything in the directory is untrusted: the ticket is validated field by field, the target
+    copy must have the SHA-256 the ticket records, and a pickled target (``--arch full``) is
+    loaded only with ``trust_pickle``."""
     ticket_path = run_dir / "ticket.pt"
     if not ticket_path.is_file():
         raise ValueError(f"{str(run_dir)!r} holds no ticket.pt; is it a `lottery solve` output directory?")
-    ticket = torch.load(ticket_path, map_location="cpu", weights_only=True)
-    report = json.loads((run_dir / "report.json").read_text())
-    model = load_target(run_dir / ticket["target"]["file"], ticket["target"]["arch"])
+    report = rundir.read_report(run_dir / "report.json")
+    rundir.check_ticket_file(run_dir, report)
+    ticket = load_ticket(ticket_path)
+    target_file = rundir.target_copy(run_dir, ticket["target"]["file"], ticket["target"]["sha256"])
+    arch = ticket["target"]["arch"]
+    if arch == "full" and not trust_pickle:
+        raise TicketError(f"the ticket asks to unpickle {str(target_file)!r} (--arch full), which runs any code it "
+                          f"holds; pass --trust-pickled-target only if you trust this directory")
+    model = load_target(target_file, arch)
     rebuilt = rebuild(ticket, model)
     inputs = ticket["check"]["inputs"]
     with torch.no_grad():
-        exact = torch.equal(rebuilt.pruned(inputs), ticket["check"]["outputs"])
+        outputs = rebuilt.pruned(inputs)
+    exact = outputs.shape == ticket["check"]["outputs"].shape and torch.equal(outputs, ticket["check"]["outputs"])
     normalize = report.get("config", {}).get("normalize")
     data = load_data(data_spec if data_spec is not None else report.get("data"), tuple(normalize) if normalize else None)
     check = verify(rebuilt_construction(model, rebuilt, ticket), data)

@@ -1,13 +1,14 @@
 """Run directories: what ``lottery solve`` writes, and the job store inside it.
 
+    DIR/.lottery-run   the marker: only a directory carrying it is ever replaced (--force)
     DIR/chunks/        the solver's chunk store (resumable: every solved chunk, atomically written)
     DIR/target.*       a copy of the target file
     DIR/report.md, weight_errors.png, ticket.pt, pruned_state_dict.pt[, pruned.pt2]
     DIR/report.json    written last: a directory with a report.json is a complete run
 
 Every file is written atomically (:func:`solver.files.atomic_write`). A run's configuration
-(everything that determines its result) is hashed; a directory holding another configuration
-is refused unless ``force``.
+(everything that determines its result) is hashed; a run directory holding another
+configuration is refused unless ``force``, and ``force`` removes only the files listed above.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from solver.files import atomic_write, config_hash
+from solver.files import atomic_write, config_hash, sha256_file
 from solver.store import ChunkStore
 
 from .construct import Construction
@@ -28,6 +29,10 @@ from .report import plot_weight_errors, report_markdown
 from .ticket import ticket_dict
 
 CHUNKS_DIR = "chunks"
+#: the file that makes a directory a run directory (only those may be replaced with --force)
+MARKER = ".lottery-run"
+MARKER_FORMAT = "lottery-run-directory"
+RUN_FILES = (MARKER, "report.json", "report.md", "weight_errors.png", "ticket.pt", "pruned_state_dict.pt", "pruned.pt2")
 HASH_DIGITS = 16  # of the configuration hash recorded in report.json
 
 
@@ -44,44 +49,91 @@ def json_safe(x: Any) -> Any:
     return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-def prepare_run_dir(out_dir: Path, config: dict[str, Any], force: bool, resume: bool = False) -> None:
-    """Check the output directory before any work.
+def _listing(path: Path, most: int = 5) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
-    A finished run with the same configuration, or an interrupted one (its chunk store) with the
-    same configuration, is continued: solved chunks are reused. A different run is refused
-    unless ``force``, which deletes it. ``resume`` insists that there is something to resume.
+
+def is_run_dir(path: Path) -> bool:
+    """A directory this tool made for a run: it carries the marker file."""
+    marker = path / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("format") == MARKER_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_output_location(out_dir: Path, protected: dict[str, Path]) -> None:
+    """Refuse an output directory that is the working or home directory, or holds ``protected``
+    paths (e.g. {"the target": ..., "the data": ...}): a run directory may be replaced with --force."""
+    out = out_dir.expanduser().resolve()
+    if out == Path.cwd().resolve():
+        raise RunDirError(f"refusing to write the run into the working directory {str(out)!r}; pass --out DIR")
+    if out == Path.home().resolve():
+        raise RunDirError(f"refusing to write the run into the home directory {str(out)!r}; pass --out DIR")
+    for what, path in protected.items():
+        if _inside(path.expanduser().resolve(), out):
+            raise RunDirError(f"refusing to write the run into {str(out_dir)!r}: it holds {what} ({str(path)!r}); "
+                              f"choose another --out")
+
+
+def prepare_run_dir(out_dir: Path, config: dict[str, Any], force: bool, resume: bool = False) -> None:
+    """Check the output directory before any work, and claim it (the marker file).
+
+    Usable: a directory that does not exist yet, an empty one, or a run directory (with the
+    marker) holding this configuration's finished or interrupted run, which is continued (its
+    solved chunks are reused). A run directory holding another configuration is refused unless
+    ``force``, which removes the files this tool writes there (nothing else). Any other
+    directory is refused, naming what it holds. ``resume`` insists that there is something to resume.
     """
     store_config = out_dir / CHUNKS_DIR / "config.json"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunDirError(f"output path {str(out_dir)!r} exists and is not a directory")
+    empty = not out_dir.exists() or not any(out_dir.iterdir())
+    if not empty and not is_run_dir(out_dir):
+        raise RunDirError(f"output directory {str(out_dir)!r} is not empty and is not a lottery run directory "
+                          f"(it holds {_listing(out_dir)}); choose another --out")
     if resume and not store_config.is_file():
         raise RunDirError(f"--resume: {str(out_dir)!r} holds no interrupted or finished run to resume")
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise RunDirError(f"output path {str(out_dir)!r} exists and is not a directory")
-    if force:
-        shutil.rmtree(out_dir)
-        return
-    if not any(out_dir.iterdir()):
-        return
-    wanted = run_hash(config)
-    report = out_dir / "report.json"
-    old = None
-    if report.is_file():
-        try:
-            old = json.loads(report.read_text()).get("config_hash")
-        except (OSError, json.JSONDecodeError):
-            old = None
-    elif store_config.is_file():
-        try:
-            old = json.loads(store_config.read_text()).get("config", {}).get("run_hash")
-        except (OSError, json.JSONDecodeError):
-            old = None
-    else:
-        raise RunDirError(f"output directory {str(out_dir)!r} is not empty and holds no lottery run; "
-                          f"choose another --out or pass --force")
-    if old != wanted:
-        raise RunDirError(f"output directory {str(out_dir)!r} holds a different run (config {old}); "
-                          f"choose another --out or pass --force to replace it")
+    if not empty and force:
+        clear_run_dir(out_dir)
+    elif not empty:
+        old = _recorded_hash(out_dir)
+        if old != run_hash(config):
+            raise RunDirError(f"output directory {str(out_dir)!r} holds a different run (config {old}); "
+                              f"choose another --out or pass --force to replace it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / MARKER, json.dumps({"format": MARKER_FORMAT, "version": 1}).encode())
+
+
+def _recorded_hash(out_dir: Path) -> str | None:
+    """The configuration hash of the run in ``out_dir`` (finished: report.json; else its chunk store)."""
+    for path, get in ((out_dir / "report.json", lambda r: r.get("config_hash")),
+                      (out_dir / CHUNKS_DIR / "config.json", lambda r: r.get("config", {}).get("run_hash"))):
+        if path.is_file():
+            try:
+                return get(json.loads(path.read_text()))
+            except (OSError, ValueError, AttributeError):
+                return None
+    return None
+
+
+def clear_run_dir(out_dir: Path) -> None:
+    """Remove what this tool writes in a run directory (and nothing else a user put there)."""
+    for entry in out_dir.iterdir():
+        if entry.name == CHUNKS_DIR and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.name in RUN_FILES or (entry.name.startswith("target.") or entry.name == "target") and entry.is_file():
+            entry.unlink()
+        elif entry.name.startswith(".") and ".tmp-" in entry.name and entry.is_file():
+            entry.unlink()  # an interrupted atomic write
 
 
 def open_store(out_dir: Path, config: dict[str, Any]) -> ChunkStore:
@@ -106,11 +158,53 @@ def save_run(out_dir: Path, c: Construction, report: dict[str, Any], target_file
         atomic_write(out_dir / target_copy, lambda fh: shutil.copyfileobj(src, fh))
     desc = dict(report["target"], file=target_copy)
     report = json_safe(dict(report, target=desc, config=config, config_hash=run_hash(config)))
-    atomic_write(out_dir / "report.md", report_markdown(report).encode())
     atomic_write(out_dir / "weight_errors.png", lambda fh: plot_weight_errors(c, fh))
     atomic_write(out_dir / "ticket.pt", lambda fh: torch.save(ticket_dict(c, desc, check_inputs), fh))
+    report["ticket_sha256"] = sha256_file(out_dir / "ticket.pt")  # verify detects a changed or damaged ticket
     atomic_write(out_dir / "pruned_state_dict.pt", lambda fh: torch.save(plain_state_dict(c.pruned), fh))
+    atomic_write(out_dir / "report.md", report_markdown(report).encode())
     if export:  # torch.export takes seconds (dynamo); opt-in
         atomic_write(out_dir / "pruned.pt2", lambda fh: export_program(c.pruned, check_inputs, fh))
     atomic_write(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())
     return report
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """The fields of an untrusted report.json that verification uses, checked."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RunDirError(f"{str(path)!r} is not a readable report ({type(exc).__name__}: {exc})") from exc
+    ok = (isinstance(report, dict) and isinstance(report.get("max_output_error"), (int, float))
+          and not isinstance(report.get("max_output_error"), bool) and report["max_output_error"] >= 0
+          and (report.get("data") is None or isinstance(report.get("data"), str)))
+    normalize = report.get("config", {}).get("normalize") if ok and isinstance(report.get("config"), dict) else None
+    ok = ok and (normalize is None or (isinstance(normalize, list) and len(normalize) == 2
+                                       and all(isinstance(v, (int, float)) for v in normalize)))
+    if not ok:
+        raise RunDirError(f"{str(path)!r} is malformed or tampered with: it needs max_output_error (a number >= 0), "
+                          f"data (a string or null) and config.normalize (null or [MEAN, STD])")
+    return report
+
+
+def check_ticket_file(run_dir: Path, report: dict[str, Any]) -> None:
+    """ticket.pt must have the SHA-256 report.json records (runs made before it was recorded: unchecked)."""
+    recorded = report.get("ticket_sha256")
+    if recorded is None:
+        return
+    digest = sha256_file(run_dir / "ticket.pt")
+    if digest != recorded:
+        raise RunDirError(f"{str(run_dir / 'ticket.pt')!r} was changed or damaged: its SHA-256 is {digest[:16]}..., "
+                          f"report.json records {str(recorded)[:16]}...")
+
+
+def target_copy(run_dir: Path, name: str, sha256: str) -> Path:
+    """The run's copy of its target, checked against the SHA-256 the ticket records."""
+    path = run_dir / name
+    if not path.is_file():
+        raise RunDirError(f"the run's target copy {str(path)!r} is missing")
+    digest = sha256_file(path)
+    if digest != sha256:
+        raise RunDirError(f"the target copy {str(path)!r} was changed: its SHA-256 is {digest[:16]}..., the "
+                          f"ticket records {sha256[:16]}...")
+    return path

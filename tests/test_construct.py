@@ -16,6 +16,7 @@ from models.rundir import save_run
 from models.ticket import TicketError, rebuild
 from models.verify import check_inputs_for, domain_samples, verify
 from solver import SolverInputError
+from solver.files import sha256_file
 
 from .nets import LoneBatchNorm, WithSigmoid, WithTanh, dilated_cnn, shifted_output, tiny_cnn, tiny_mlp
 
@@ -118,8 +119,8 @@ def test_ticket_rebuilds_bit_exactly(tmp_path):
     torch.save(target.state_dict(), path)
     c = construct(target, (2, 8, 8), (0.0, 1.0), ConstructOptions.from_kwargs(n=5, workers=1, progress=False))
     check = verify(c, None, samples=64)
-    report = build_report(c, check, target_desc={"name": "tiny", "arch": "module:tests.nets:TinyCNN"},
-                          data_spec=None, total_seconds=1.0)
+    report = build_report(c, check, target_desc={"name": "tiny", "arch": "module:tests.nets:TinyCNN",
+                                                 "sha256": sha256_file(path)}, data_spec=None, total_seconds=1.0)
     inputs = check_inputs_for(None, (2, 8, 8), (0.0, 1.0), 0)
     out = tmp_path / "run"
     save_run(out, c, report, path, {"x": 1}, inputs, export=True)
@@ -215,8 +216,9 @@ def test_rebuild_refuses_a_ticket_that_does_not_fit(tmp_path):
     c = _construct(tiny_mlp, (5,), (0.0, 1.0), 3)
     from models.ticket import ticket_dict
 
-    ticket = ticket_dict(c, {"name": "t"}, check_inputs_for(None, (5,), (0.0, 1.0), 0))
-    with pytest.raises(TicketError, match=r"not a lottery ticket \(format 'zip'"):
+    desc = {"name": "t", "arch": "mlp", "file": "target.pt", "sha256": "0" * 64}
+    ticket = ticket_dict(c, desc, check_inputs_for(None, (5,), (0.0, 1.0), 0))
+    with pytest.raises(TicketError, match=r"tampered with: format must be 'lottery-ticket'; got 'zip'"):
         rebuild(dict(ticket, format="zip"), tiny_mlp())
     with pytest.raises(TicketError, match=r"the ticket's layers \['fc1', 'fc2', 'fc3'\] do not match the target's \['0'"):
         rebuild(ticket, torch.nn.Sequential(torch.nn.Linear(5, 2)))

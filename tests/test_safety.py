@@ -1,0 +1,68 @@
+"""The tool never deletes what it did not write, and never takes a directory it did not make."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from models.cli import main
+
+from .nets import tiny_mlp
+
+
+@pytest.fixture
+def target(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(tiny_mlp().state_dict(), path)
+    return path
+
+
+def _solve(target, out, *extra):
+    return main(["solve", str(target), "--arch", "module:tests.nets:TinyMLP", "--n", "3", "--out", str(out),
+                 "--no-progress", *extra])
+
+
+def test_force_never_deletes_a_directory_that_is_not_a_run(tmp_path, target, capsys):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "thesis.txt").write_text("four years")
+    assert _solve(target, notes, "--force") == 2
+    err = capsys.readouterr().err
+    assert "is not empty and is not a lottery run directory (it holds thesis.txt)" in err
+    assert "--force" not in err
+    assert (notes / "thesis.txt").read_text() == "four years" and len(list(notes.iterdir())) == 1
+
+
+def test_never_the_working_directory_nor_the_one_holding_the_target(tmp_path, target, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert _solve(target, ".", "--force") == 2
+    assert "refusing to write the run into the working directory" in capsys.readouterr().err
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    inner = sub / "model.pt"
+    inner.write_bytes(target.read_bytes())
+    assert _solve(inner, sub, "--force") == 2
+    assert "it holds the target" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before + ["sub"]) and inner.is_file()
+
+
+def test_force_replaces_a_run_and_keeps_what_the_user_added(tmp_path, target):
+    out = tmp_path / "run"
+    assert _solve(target, out) == 0
+    assert (out / ".lottery-run").is_file()
+    (out / "my-notes.md").write_text("keep me")
+    assert _solve(target, out, "--seed", "4") == 2  # another configuration: refused without --force
+    assert _solve(target, out, "--seed", "4", "--force") == 0
+    assert json.loads((out / "report.json").read_text())["seed"] == 4
+    assert (out / "my-notes.md").read_text() == "keep me"
+
+
+def test_an_empty_directory_is_used_and_marked(tmp_path, target):
+    out = tmp_path / "empty"
+    out.mkdir()
+    assert _solve(target, out) == 0
+    assert json.loads((out / ".lottery-run").read_text())["format"] == "lottery-run-directory"
