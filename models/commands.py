@@ -9,6 +9,7 @@ checks the options in Python.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -19,6 +20,7 @@ from solver.options import check_field
 from .construct import ConstructOptions
 from .pipeline import Job, solve_run, verify_run
 from .random_net import VARIANTS
+from .target import MAX_ABS_WEIGHT
 from .report import console_summary
 
 SOLVE_DESCRIPTION = """\
@@ -144,7 +146,10 @@ def add_solve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out (rerunning into the same directory does too); "
                         "refused if the configuration differs")
-    p.add_argument("--force", action="store_true", help="replace an output directory holding a different run")
+    p.add_argument("--force", action="store_true",
+                   help="replace a run directory holding a different run (only the files this tool wrote there)")
+    p.add_argument("--allow-large-weights", action="store_true",
+                   help=f"accept target weights above {MAX_ABS_WEIGHT:g} in magnitude (refused by default as a damaged file)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -162,7 +167,8 @@ def _job(args: argparse.Namespace) -> Job:
         target_file, arch, data, name = args.target, args.arch, args.data, args.target.stem
     return Job(target_file=Path(target_file), arch=arch, name=name, data=data, normalize=args.normalize,
                input_shape=args.input_shape, domain=args.input_domain, options=options, variant=args.variant,
-               out_dir=args.out or Path("runs") / name, force=args.force, resume=args.resume, export=args.export)
+               out_dir=args.out or Path("runs") / name, force=args.force, resume=args.resume, export=args.export,
+               max_abs_weight=math.inf if args.allow_large_weights else MAX_ABS_WEIGHT)
 
 
 def run_solve(args: argparse.Namespace) -> int:

@@ -90,6 +90,12 @@ def _fold_bn(layer: "TargetLayer", bn: nn.Module, name: str) -> tuple[torch.Tens
     (torch.nn.utils.fusion: W' = W g / sqrt(var + eps), b' = (b - mean) g / sqrt(var + eps) + beta)."""
     if bn.running_mean is None or bn.running_var is None:
         raise UnsupportedModelError(f"BatchNorm {name!r} has no running statistics (track_running_stats=False); cannot fold it")
+    bad = torch.flatten(torch.nonzero(bn.running_var.detach().double() + bn.eps <= 0))
+    if bad.numel():
+        i = int(bad[0])
+        raise UnsupportedModelError(f"BatchNorm {name!r}: running_var[{i}] = {float(bn.running_var[i]):g} makes "
+                                    f"var + eps <= 0 ({bad.numel()} channel(s)); a variance cannot be negative: a damaged "
+                                    f"checkpoint?")
     stats = [bn.running_mean, bn.running_var, bn.eps,
              bn.weight if bn.weight is not None else torch.ones_like(bn.running_mean),
              bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)]

@@ -9,6 +9,7 @@ this one only puts them in order and decides what a run's configuration is.
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from . import rundir
 from .construct import ConstructOptions, construct
 from .data import Dataset, load_data
 from .report import build_report
-from .target import load_target
+from .target import MAX_ABS_WEIGHT, load_target
 from .ticket import TicketError, load_ticket, rebuild, rebuilt_construction
 from .verify import check_inputs_for, verify
 
@@ -45,6 +46,7 @@ class Job:
     force: bool = False
     resume: bool = False
     export: bool = False
+    max_abs_weight: float = MAX_ABS_WEIGHT  # larger target weights are refused as a damaged file
 
 
 def infer_input_shape(data: Dataset | None, arch: str | None, model: torch.nn.Module) -> tuple[int, ...]:
@@ -64,7 +66,7 @@ def infer_input_shape(data: Dataset | None, arch: str | None, model: torch.nn.Mo
 def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run ``job`` and write its run directory; returns (the report as written, the verification)."""
     start = time.perf_counter()
-    model = load_target(job.target_file, job.arch)
+    model = load_target(job.target_file, job.arch, job.max_abs_weight)
     data = load_data(job.data, job.normalize)
     input_shape = job.input_shape or infer_input_shape(data, job.arch, model)
     domain = job.domain or (data.domain if data is not None else (0.0, 1.0))
@@ -136,7 +138,7 @@ def verify_run(run_dir: Path, data_spec: str | None = None, trust_pickle: bool =
     if arch == "full" and not trust_pickle:
         raise TicketError(f"the ticket asks to unpickle {str(target_file)!r} (--arch full), which runs any code it "
                           f"holds; pass --trust-pickled-target only if you trust this directory")
-    model = load_target(target_file, arch)
+    model = load_target(target_file, arch, math.inf)  # the file the run was made with (SHA-256 checked)
     rebuilt = rebuild(ticket, model)
     inputs = ticket["check"]["inputs"]
     with torch.no_grad():

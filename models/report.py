@@ -39,6 +39,33 @@ def layer_rows(c: Construction) -> list[dict[str, Any]]:
     return rows
 
 
+WORST_SHOWN = 5
+
+
+def eps_coverage(c: Construction) -> dict[str, Any]:
+    """How many target weights and biases are within eps of what the pruned pair computes, and the
+    worst that are not (layer, parameter, index, target value, error). Without eps: nulls."""
+    eps = c.options.eps
+    if eps is None:
+        return {"weights_within_eps": None, "weights_missing_eps": None, "worst_missing": []}
+    within = missing = 0
+    worst: list[dict[str, Any]] = []
+    for layer, sol in zip(c.layers, c.solutions):
+        params = [("weight", layer.weight, sol.weight_error)]
+        if sol.bias_error is not None:
+            params.append(("bias", layer.bias, sol.bias_error))
+        for name, values, errors in params:
+            errors = np.asarray(errors).reshape(values.shape)
+            miss = errors > eps
+            missing += int(miss.sum())
+            within += int((~miss).sum())
+            for idx in np.argwhere(miss):
+                worst.append({"layer": layer.name, "param": name, "index": [int(i) for i in idx],
+                              "target": float(values[tuple(idx)]), "error": float(errors[tuple(idx)])})
+            worst = sorted(worst, key=lambda w: -w["error"])[:WORST_SHOWN]
+    return {"weights_within_eps": within, "weights_missing_eps": missing, "worst_missing": worst}
+
+
 def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[str, Any], data_spec: str | None,
                  total_seconds: float) -> dict[str, Any]:
     rows = layer_rows(c)
@@ -57,6 +84,7 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
         "bound_holds": check["bound_holds"],
         "bound_method": check["bound_method"],
         "verified_on": check["inputs"],
+        **eps_coverage(c),
         "memory": dict(c.memory or {}, peak_rss_mb=peak_rss_mb()),
         "status_counts": _count_statuses(c),
         "presolved": sum(s.presolved for s in c.solutions),
@@ -111,6 +139,7 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("random params (dense g)", f"{r['random_params']:,}"),
         ("kept params", f"{r['kept_params']:,} ({r['kept_params'] / max(r['target_params'], 1):.3g}x target)"),
         ("max / mean weight error", f"{_fmt(r['max_weight_error'])} / {_fmt(r['mean_weight_error'])}"),
+        *_coverage_rows(r),
         (f"max / mean output error ({r['verified_on']})", f"{_fmt(r['max_output_error'])} / {_fmt(r['mean_output_error'])}"),
         (f"certified bound on sup error over the input box {r['input_domain']}", _fmt(r["certified_bound"])),
     ]
@@ -125,6 +154,18 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
     rows.append(("seconds: solve / assemble / verify / total",
                  f"{s['solve']:.2f} / {s['assemble']:.2f} / {s['verify']:.2f} / {s['total']:.2f}"))
     return rows
+
+
+def _coverage_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    if r.get("weights_missing_eps") is None:
+        return []
+    total = r["weights_within_eps"] + r["weights_missing_eps"]
+    if not r["weights_missing_eps"]:
+        return [(f"weights within eps = {r['eps']:g}", f"all {total:,}")]
+    worst = "; ".join(f"{w['layer']}.{w['param']}[{', '.join(map(str, w['index']))}]: target {w['target']:.3g}, "
+                      f"error {w['error']:.3g}" for w in r["worst_missing"])
+    return [(f"weights within eps = {r['eps']:g}",
+             f"{r['weights_within_eps']:,} of {total:,}: {r['weights_missing_eps']:,} MISS eps (worst: {worst})")]
 
 
 def console_summary(r: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 
 import torch
@@ -15,18 +16,34 @@ class TargetError(ValueError):
     """The target file or architecture cannot be used (the message says what and why)."""
 
 
+#: |weight| above this is refused as absurd for a trained network (a damaged file), unless allowed
+MAX_ABS_WEIGHT = 1e4
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def _listed(keys: list[str], most: int = 10) -> str:
+    more = f" and {len(keys) - most} more" if len(keys) > most else ""
+    return ", ".join(keys[:most]) + more
+
+
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types for a damaged file
+            raise TargetError(f"cannot read {str(path)!r} as safetensors ({_first_line(exc)})") from exc
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise TargetError(
             f"cannot load {str(path)!r} as a state_dict with torch.load(weights_only=True) "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0]}); for a pickled full module you trust, "
-            f"pass --arch full"
+            f"({_first_line(exc)}); for a pickled full module you trust, pass --arch full"
         ) from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
@@ -35,10 +52,18 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _check_finite(sd: dict[str, torch.Tensor], path: Path) -> None:
+def _check_values(sd: dict[str, torch.Tensor], path: Path, max_abs: float = MAX_ABS_WEIGHT) -> None:
+    """Refuse non-finite tensors, and weights larger than ``max_abs`` (BatchNorm statistics excepted)."""
     for key, value in sd.items():
-        if value.is_floating_point() and not torch.isfinite(value).all():
+        if not value.is_floating_point() or value.numel() == 0:
+            continue
+        if not torch.isfinite(value).all():
             raise TargetError(f"target {str(path)!r}: parameter {key!r} holds NaN or inf values")
+        biggest = float(value.abs().max())
+        if biggest > max_abs and not key.endswith(("running_mean", "running_var")):
+            raise TargetError(f"target {str(path)!r}: parameter {key!r} holds |values| up to {biggest:.3g}, absurd for "
+                              f"a trained network (limit {max_abs:g}: a damaged file?); pass --allow-large-weights "
+                              f"if they are meant")
 
 
 def _mlp_from_state(sd: dict[str, torch.Tensor]) -> nn.Module:
@@ -53,6 +78,12 @@ def _mlp_from_state(sd: dict[str, torch.Tensor]) -> nn.Module:
                 f"but {k!r} has shape {tuple(w.shape)} (expected ({'*'}, {w_prev.shape[0]}))"
             )
     sizes += [w.shape[0] for _, w in weights]
+    used = {k for k, _ in weights} | {k[: -len("weight")] + "bias" for k, _ in weights}
+    unused = [k for k in sd if k not in used]
+    if unused:
+        raise TargetError(f"--arch mlp uses only the Linear weights and biases, but the checkpoint also holds "
+                          f"{len(unused)} other tensor(s): {_listed(unused)}; describe the network with "
+                          f"--arch module:pkg.mod:Class (or save it as TorchScript) so nothing is dropped")
     biases = []
     for k, w in weights:
         b = sd.get(k[: -len("weight")] + "bias")
@@ -88,7 +119,7 @@ def _strict_load(model: nn.Module, sd: dict[str, torch.Tensor], arch: str) -> nn
     return model
 
 
-def _from_torchscript(path: Path) -> nn.Module:
+def _from_torchscript(path: Path, max_abs: float) -> nn.Module:
     import warnings
 
     from .torchscript import TorchScriptError, graph_module_from_script
@@ -97,7 +128,7 @@ def _from_torchscript(path: Path) -> nn.Module:
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
             scripted = torch.jit.load(str(path), map_location="cpu")
-        except RuntimeError as exc:
+        except Exception as exc:  # torch.jit.load raises RuntimeError, ValueError, ... on other files
             raise TargetError(
                 f"{str(path)!r} is not a TorchScript file; a state_dict needs --arch mlp | lenet5 | "
                 f"module:pkg.mod:Class"
@@ -107,42 +138,51 @@ def _from_torchscript(path: Path) -> nn.Module:
     except TorchScriptError as exc:
         raise TargetError(f"TorchScript target {str(path)!r}: {exc}. Alternatively save the state_dict and pass "
                           f"--arch module:pkg.mod:Class") from exc
-    _check_finite(module.state_dict(), path)
+    _check_values(module.state_dict(), path, max_abs)
     return module
 
 
-def load_target(path: str | Path, arch: str | None) -> nn.Module:
+MODULE_ARCH = re.compile(r"module:([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*):([A-Za-z_]\w*)")
+
+
+def load_target(path: str | Path, arch: str | None, max_abs: float = MAX_ABS_WEIGHT) -> nn.Module:
     """Load the target network in eval mode.
 
     ``arch``: ``mlp``, ``lenet5``, ``module:pkg.mod:Class`` (a state_dict file), ``full`` (a
     pickled module, loaded with weights_only=False: only for files you trust) or None for a
-    TorchScript file.
+    TorchScript file. Every tensor of the checkpoint must be used; a non-finite value, or a
+    weight above ``max_abs`` in magnitude, is refused naming the tensor.
     """
     path = Path(path)
     if not path.is_file():
         raise TargetError(f"target file {str(path)!r} does not exist")
     if arch is None:
-        return _from_torchscript(path).eval()
+        return _from_torchscript(path, max_abs).eval()
     if arch == "full":
-        model = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            model = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise TargetError(f"--arch full: cannot unpickle {str(path)!r} ({_first_line(exc)})") from exc
         if not isinstance(model, nn.Module):
             raise TargetError(f"--arch full: {str(path)!r} holds a {type(model).__name__}, not an nn.Module")
+        _check_values(model.state_dict(), path, max_abs)
         return model.eval()
     sd = _load_state_dict(path)
-    _check_finite(sd, path)
+    _check_values(sd, path, max_abs)
     if arch == "mlp":
         return _mlp_from_state(sd).eval()
     if arch == "lenet5":
         biases = {k: f"{k}.bias" in sd for k in LeNet5.LAYERS}
         return _strict_load(LeNet5(biases), sd, arch).eval()
     if arch.startswith("module:"):
-        spec = arch[len("module:"):]
-        mod_name, _, cls_name = spec.rpartition(":")
-        if not mod_name or not cls_name:
-            raise TargetError(f"--arch module:... must be module:pkg.mod:Class; got {arch!r}")
+        match = MODULE_ARCH.fullmatch(arch)
+        if match is None:
+            raise TargetError(f"--arch module:... must be module:pkg.mod:Class (Python names); got {arch!r}")
+        mod_name, cls_name = match.groups()
         try:
             cls = getattr(importlib.import_module(mod_name), cls_name)
         except (ImportError, AttributeError) as exc:
-            raise TargetError(f"--arch {arch}: cannot import {cls_name!r} from {mod_name!r} ({exc})") from exc
+            raise TargetError(f"--arch {arch}: cannot import {cls_name!r} from {mod_name!r} ({exc}); the module must be "
+                              f"importable, e.g. installed or on PYTHONPATH") from exc
         return _strict_load(cls(), sd, arch).eval()
     raise TargetError(f"unknown --arch {arch!r}; expected mlp, lenet5, module:pkg.mod:Class, full, or none for TorchScript")

@@ -85,7 +85,8 @@ class SolveOptions:
 
     objective: str = option("min-error", "min-error: closest subset; min-size: fewest kept coefficients within eps, "
                             "then the smallest error", choices=OBJECTIVES, cli="--objective")
-    eps: float | None = option(None, "largest allowed |error| of a min-size subset (required for min-size)",
+    eps: float | None = option(None, "largest allowed |error| of a min-size subset (required for min-size; with "
+                               "min-error, the threshold the report counts weights within)",
                                kind=float, low=0.0, cli="--eps")
     max_size: int | None = option(None, "at most this many ones per subset (fixed-size subset sum)", kind=int, low=0)
     time_limit: float | None = option(None, "seconds per problem for cpsat/gurobi; a stopped search is 'feasible'",

@@ -11,7 +11,7 @@ import torch
 
 from models.construct import ConstructOptions, construct
 from models.graph import UnsupportedModelError, trace_target
-from models.report import build_report
+from models.report import build_report, eps_coverage
 from models.rundir import save_run
 from models.ticket import TicketError, rebuild
 from models.verify import check_inputs_for, domain_samples, verify
@@ -180,6 +180,15 @@ def test_min_size_misses_eps_exactly_where_no_subset_fits():
         misses += int((a.errors() > eps).sum())
         assert (a.status_counts["infeasible"] > 0) == bool((a.errors() > eps).any())
     assert misses > 0  # n = 5 leaves some weights out of reach: the fallback path is exercised
+    coverage = eps_coverage(small)
+    assert coverage["weights_missing_eps"] == misses
+    assert coverage["weights_within_eps"] + misses == sum(layer.num_params() for layer in small.layers)
+    worst = coverage["worst_missing"][0]
+    layer = next(layer for layer in small.layers if layer.name == worst["layer"])
+    sol = small.solutions[small.layers.index(layer)]
+    errors = sol.weight_error if worst["param"] == "weight" else sol.bias_error
+    assert worst["error"] == max(s.errors().max() for s in small.solutions) == errors[tuple(worst["index"])]
+    assert worst["target"] == float(getattr(layer, worst["param"])[tuple(worst["index"])])
     assert verify(small, None, samples=64)["bound_holds"]
 
 

@@ -66,3 +66,47 @@ def test_an_empty_directory_is_used_and_marked(tmp_path, target):
     out.mkdir()
     assert _solve(target, out) == 0
     assert json.loads((out / ".lottery-run").read_text())["format"] == "lottery-run-directory"
+
+
+def test_mlp_arch_refuses_a_checkpoint_it_would_only_partly_use(tmp_path, capsys):
+    from .nets import tiny_cnn
+
+    path = tmp_path / "cnn.pt"
+    torch.save(tiny_cnn().state_dict(), path)
+    assert main(["solve", str(path), "--arch", "mlp", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--arch mlp uses only the Linear weights and biases, but the checkpoint also holds 10 other tensor(s): " \
+           "conv1.weight, conv1.bias, bn1.weight" in err and "conv3.bias; describe the network with --arch module:" in err
+    bn_mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.ReLU(),
+                                 torch.nn.Linear(3, 2))
+    torch.save(bn_mlp.state_dict(), path)
+    assert main(["solve", str(path), "--arch", "mlp", "--out", str(tmp_path / "o")]) == 2
+    assert "2.running_mean, 2.running_var, 2.num_batches_tracked" in capsys.readouterr().err
+
+
+def test_absurd_or_damaged_weights_are_refused_naming_the_tensor(tmp_path, capsys):
+    model = tiny_mlp()
+    with torch.no_grad():
+        model.fc2.weight[1, 2] = 4e13  # what a few flipped exponent bits do
+    path = tmp_path / "m.pt"
+    torch.save(model.state_dict(), path)
+    args = ["solve", str(path), "--arch", "mlp", "--n", "3", "--input-domain", "signed", "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 2
+    assert "parameter 'fc2.weight' holds |values| up to 4e+13, absurd for a trained network" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "b"), "--allow-large-weights"]) == 0  # the user says it is meant
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert main(["solve", str(tmp_path / "empty.pt"), "--arch", "mlp", "--out", str(tmp_path / "c")]) == 2
+    assert "cannot load" in capsys.readouterr().err
+
+
+def test_a_negative_batchnorm_variance_is_named(tmp_path, capsys):
+    from .nets import tiny_cnn
+
+    model = tiny_cnn()
+    with torch.no_grad():
+        model.bn1.running_var[1] = -2.0
+    path = tmp_path / "cnn.pt"
+    torch.save(model.state_dict(), path)
+    assert main(["solve", str(path), "--arch", "module:tests.nets:TinyCNN", "--input-shape", "2,8,8",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "BatchNorm 'bn1': running_var[1] = -2 makes var + eps <= 0" in capsys.readouterr().err
