@@ -51,7 +51,7 @@ def _parser_for(f, flag: str):
         if kind is str:
             return text
         try:
-            value = int(text) if kind is int else float(text)
+            value = parse_bytes(text) if f.name == "memory_limit" else int(text) if kind is int else float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {'an int' if kind is int else 'a number'}; got {text!r}") from None
         try:
@@ -61,6 +61,16 @@ def _parser_for(f, flag: str):
 
     parse.__name__ = kind.__name__
     return parse
+
+
+BYTE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """``4G``, ``512M``, ``1.5GiB`` or a plain number of bytes."""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1] if t and t[-1] in BYTE_UNITS else ""
+    return int(float(t[: len(t) - len(unit)]) * BYTE_UNITS[unit])
 
 
 def add_option_arguments(p, cls) -> None:
@@ -74,6 +84,8 @@ def add_option_arguments(p, cls) -> None:
         elif meta["choices"] is not None:
             p.add_argument(flag, dest=f.name, choices=meta["choices"], default=default,
                            help=f"{meta['doc']} (default {shown})")
+        elif meta.get("cli_help"):
+            p.add_argument(flag, dest=f.name, type=_parser_for(f, flag), default=default, help=meta["cli_help"])
         else:
             p.add_argument(flag, dest=f.name, type=_parser_for(f, flag), default=default,
                            help=meta["doc"] + ("" if default is None and f.name != "workers" else f" (default {shown})"))
@@ -81,7 +93,8 @@ def add_option_arguments(p, cls) -> None:
 
 def options_from_args(args: argparse.Namespace) -> ConstructOptions:
     """The validated options of the flags (``--no-progress`` sets the solver's ``progress``)."""
-    solve = {f.name: getattr(args, f.name) for f in _cli_fields(SolveOptions)}
+    solve = {f.name: getattr(args, f.name) for f in _cli_fields(SolveOptions)
+             if getattr(args, f.name) is not None or f.default is None}  # unset: the API's default
     own = {f.name: getattr(args, f.name) for f in _cli_fields(ConstructOptions)}
     return ConstructOptions(**own, solve=SolveOptions(**solve, progress=False if args.no_progress else None))
 
@@ -168,7 +181,7 @@ def _job(args: argparse.Namespace) -> Job:
     return Job(target_file=Path(target_file), arch=arch, name=name, data=data, normalize=args.normalize,
                input_shape=args.input_shape, domain=args.input_domain, options=options, variant=args.variant,
                out_dir=args.out or Path("runs") / name, force=args.force, resume=args.resume, export=args.export,
-               max_abs_weight=math.inf if args.allow_large_weights else MAX_ABS_WEIGHT)
+               max_abs_weight=math.inf if args.allow_large_weights else MAX_ABS_WEIGHT, memory_budget=args.memory_limit)
 
 
 def run_solve(args: argparse.Namespace) -> int:

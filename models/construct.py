@@ -26,6 +26,7 @@ from solver import SolverTypeError, Status
 from solver.options import SolveOptions, hashed_fields, option, validate
 
 from .graph import TargetLayer, UnsupportedModelError, trace_target
+from .memory import MemoryPlan, layer_shapes, plan
 from .problems import build_problems, masks_from_solutions, pair_masks
 from .pruned import assemble
 from .random_net import LAYOUTS, VARIANTS, LayerSpec, generate, groups, layer_seed
@@ -138,6 +139,7 @@ class Construction:
     variant: str
     seconds: dict[str, float]
     memory: dict[str, float] = field(default_factory=dict)  # peak resident memory (MB) after the solve phase
+    plan: MemoryPlan | None = None  # the memory plan (verification batch size)
 
 
 def peak_rss_mb() -> float:
@@ -149,15 +151,10 @@ def peak_rss_mb() -> float:
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def input_shapes(target: fx.GraphModule, example: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    """Shape of the input of every call_module node (one example, batch dim included)."""
-    ShapeProp(target).propagate(example.double())
-    shapes = {}
-    for node in target.graph.nodes:
-        if node.op == "call_module":
-            arg = node.args[0]
-            shapes[node.target] = tuple(arg.meta["tensor_meta"].shape)
-    return shapes
+def propagate_shapes(folded: fx.GraphModule, input_shape: tuple[int, ...]) -> dict:
+    """(input shape, output shape) of every module call, for one float64 example input."""
+    ShapeProp(folded).propagate(torch.zeros(1, *input_shape, dtype=torch.float64))
+    return layer_shapes(folded)
 
 
 def const_tap(layer: TargetLayer, in_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -250,10 +247,13 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
 
 
 def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[float, float],
-              options: ConstructOptions, variant: str = "fanout", store=None) -> Construction:
-    """Trace the target, solve every layer's subset-sum problems, assemble the pruned network.
+              options: ConstructOptions, variant: str = "fanout", store=None,
+              memory_budget: int | None = None) -> Construction:
+    """Trace the target, plan the memory (refusing before any solving what cannot fit), solve every
+    layer's subset-sum problems, assemble the pruned network.
 
-    ``store``: a :class:`solver.store.ChunkStore` that keeps solved chunks (resumable runs)."""
+    ``store``: a :class:`solver.store.ChunkStore` that keeps solved chunks (resumable runs).
+    ``memory_budget``: bytes (None: a share of the available memory, see :mod:`models.memory`)."""
     from tqdm.auto import tqdm
 
     if variant not in VARIANTS:
@@ -262,8 +262,9 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
         raise ValueError(f"input domain must be an interval LO <= HI; got {domain}")
     start = time.perf_counter()
     folded, layers = trace_target(target, input_nonneg=domain[0] >= 0)
-    shapes = input_shapes(folded, torch.zeros(1, *input_shape))
-    specs = [make_spec(layer, i, options, shapes[layer.name]) for i, layer in enumerate(layers)]
+    shapes = propagate_shapes(folded, input_shape)
+    specs = [make_spec(layer, i, options, shapes[layer.name][0]) for i, layer in enumerate(layers)]
+    memory = plan(layers, specs, shapes, variant, options.block_problems, memory_budget)
     solutions = []
     bar = tqdm(list(zip(layers, specs)), desc="layers", unit="layer",
                disable=(not options.solve.progress) if options.solve.progress is not None else None)
@@ -278,6 +279,6 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
     return Construction(target=target, folded=folded, layers=layers, specs=specs, solutions=solutions,
                         pruned=pruned, input_shape=tuple(input_shape), domain=tuple(domain), options=options,
                         variant=variant, seconds={"solve": solve_s, "assemble": time.perf_counter() - t1},
-                        memory={"peak_rss_mb_after_solve": solve_peak_mb})
+                        memory={"peak_rss_mb_after_solve": solve_peak_mb}, plan=memory)
 
 

@@ -22,9 +22,9 @@ from solver.files import sha256_file
 
 from . import rundir
 from .construct import ConstructOptions, construct
-from .data import Dataset, load_data
+from .data import load_data
 from .report import build_report
-from .target import MAX_ABS_WEIGHT, load_target
+from .target import MAX_ABS_WEIGHT, input_shape_of, load_target
 from .ticket import TicketError, load_ticket, rebuild, rebuilt_construction
 from .verify import check_inputs_for, verify
 
@@ -47,20 +47,7 @@ class Job:
     resume: bool = False
     export: bool = False
     max_abs_weight: float = MAX_ABS_WEIGHT  # larger target weights are refused as a damaged file
-
-
-def infer_input_shape(data: Dataset | None, arch: str | None, model: torch.nn.Module) -> tuple[int, ...]:
-    """The input shape without the batch dimension: the data's, LeNet-5's, or an MLP's first width."""
-    if data is not None:
-        return tuple(data.x.shape[1:])
-    if arch == "lenet5":
-        return (1, 28, 28)
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.Linear):
-            return (mod.in_features,)
-        if isinstance(mod, torch.nn.Conv2d):
-            break
-    raise ValueError("cannot infer the input shape of this target; pass --input-shape C,H,W or --data")
+    memory_budget: int | None = None  # bytes for the whole run; None: a share of the available memory
 
 
 def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -68,7 +55,7 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     start = time.perf_counter()
     model = load_target(job.target_file, job.arch, job.max_abs_weight)
     data = load_data(job.data, job.normalize)
-    input_shape = job.input_shape or infer_input_shape(data, job.arch, model)
+    input_shape = job.input_shape or (tuple(data.x.shape[1:]) if data is not None else input_shape_of(model, job.arch))
     domain = job.domain or (data.domain if data is not None else (0.0, 1.0))
     try:
         with torch.no_grad():
@@ -90,7 +77,7 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         rundir.prepare_run_dir(job.out_dir, config, job.force, job.resume)
         store = rundir.open_store(job.out_dir, config)
-        construction = construct(model, input_shape, domain, job.options, job.variant, store=store)
+        construction = construct(model, input_shape, domain, job.options, job.variant, store, job.memory_budget)
         check = verify(construction, data)
     except BaseException:
         if not existed and not rundir.has_solved_chunks(job.out_dir):

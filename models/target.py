@@ -186,3 +186,16 @@ def load_target(path: str | Path, arch: str | None, max_abs: float = MAX_ABS_WEI
                               f"importable, e.g. installed or on PYTHONPATH") from exc
         return _strict_load(cls(), sd, arch).eval()
     raise TargetError(f"unknown --arch {arch!r}; expected mlp, lenet5, module:pkg.mod:Class, full, or none for TorchScript")
+
+
+def input_shape_of(model: nn.Module, arch: str | None) -> tuple[int, ...]:
+    """The input shape (without the batch dimension) a target implies: LeNet-5's, or an MLP's
+    first width; refused for anything else (pass --input-shape)."""
+    if arch == "lenet5":
+        return (1, 28, 28)
+    for mod in model.modules():
+        if isinstance(mod, nn.Linear):
+            return (mod.in_features,)
+        if isinstance(mod, nn.Conv2d):
+            break
+    raise TargetError("cannot infer the input shape of this target; pass --input-shape C,H,W or --data")

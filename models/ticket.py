@@ -21,8 +21,9 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .construct import ConstructOptions, Construction, LayerSolution
+from .construct import ConstructOptions, Construction, LayerSolution, propagate_shapes
 from .graph import TargetLayer, trace_target
+from .memory import MemoryPlan, plan
 from .problems import errors_from_masks
 from .pruned import assemble
 from .random_net import LAYOUTS, VARIANTS, LayerSpec, generate
@@ -197,6 +198,7 @@ class Rebuilt:
     layers: list[TargetLayer]
     values: list[dict[str, torch.Tensor]]  # the random values (now also the network's parameters)
     masks: list[dict[str, torch.Tensor]]
+    plan: MemoryPlan
 
 
 def _check_fits(spec: LayerSpec, layer: TargetLayer, i: int) -> None:
@@ -212,7 +214,7 @@ def _check_fits(spec: LayerSpec, layer: TargetLayer, i: int) -> None:
                               f"the target's layer {layer.name!r} has {value!r}")
 
 
-def rebuild(ticket: dict[str, Any], target: nn.Module) -> Rebuilt:
+def rebuild(ticket: dict[str, Any], target: nn.Module, memory_budget: int | None = None) -> Rebuilt:
     """The pruned network of a (validated) ticket: random values regenerated from the seeds, masks applied."""
     specs = validate_ticket(ticket)
     domain = tuple(ticket["input_domain"])
@@ -221,10 +223,12 @@ def rebuild(ticket: dict[str, Any], target: nn.Module) -> Rebuilt:
         raise TicketError(f"the ticket's layers {[s.name for s in specs]} do not match the target's {[l.name for l in layers]}")
     for i, (spec, layer) in enumerate(zip(specs, layers)):
         _check_fits(spec, layer, i)
+    shapes = propagate_shapes(folded, tuple(ticket["input_shape"]))
+    memory = plan(layers, specs, shapes, ticket["variant"], 1, memory_budget)  # before anything is allocated
     variant = ticket["variant"]
     values = [generate(s, dense=variant == "dense") for s in specs]
     masks = [{k: _unpack(v) for k, v in m.items()} for m in ticket["masks"]]
-    return Rebuilt(assemble(folded, specs, values, masks, variant), specs, folded, layers, values, masks)
+    return Rebuilt(assemble(folded, specs, values, masks, variant), specs, folded, layers, values, masks, memory)
 
 
 def rebuilt_construction(model: nn.Module, rebuilt: Rebuilt, ticket: dict[str, Any]) -> Construction:
@@ -237,4 +241,4 @@ def rebuilt_construction(model: nn.Module, rebuilt: Rebuilt, ticket: dict[str, A
     return Construction(target=model, folded=rebuilt.folded, layers=rebuilt.layers, specs=rebuilt.specs,
                         solutions=sols, pruned=rebuilt.pruned, input_shape=tuple(ticket["input_shape"]),
                         domain=tuple(ticket["input_domain"]), options=ticket_options(ticket),
-                        variant=ticket["variant"], seconds={})
+                        variant=ticket["variant"], seconds={}, plan=rebuilt.plan)

@@ -17,14 +17,16 @@ import torch.nn as nn
 from .bounds import certified_bound
 from .construct import Construction
 from .data import DataError, Dataset
+from .memory import MAX_VERIFY_BATCH
 
 #: inputs stored in a ticket with the pruned network's outputs, for the bit-exact rebuild check
 CHECK_INPUTS = 32
 
 
-def _batched(model: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+def _batched(model: nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
+    """model(x) in float64, ``batch`` inputs at a time (the inputs are cast per batch)."""
     with torch.no_grad():
-        return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+        return torch.cat([model(x[i:i + batch].double()) for i in range(0, len(x), batch)])
 
 
 def domain_samples(input_shape: tuple[int, ...], domain: tuple[float, float], count: int, seed: int) -> torch.Tensor:
@@ -51,10 +53,11 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512) -> dict[st
     else:
         x = domain_samples(c.input_shape, c.domain, samples, c.options.seed)
     target64 = copy.deepcopy(c.target).double().eval()
-    f = _batched(target64, x.double())
+    batch = c.plan.verify_batch if c.plan is not None else MAX_VERIFY_BATCH
+    f = _batched(target64, x, batch)
     # the pruned layers cast weight * mask to the input's dtype (exact), so float64 inputs are
     # evaluated in float64 without a float64 copy of the (n times larger) random network
-    g = _batched(c.pruned, x.double())
+    g = _batched(c.pruned, x, batch)
     diff = (f - g).abs()
     bound = certified_bound(c.folded, c.layers, [(s.weight_error, s.bias_error) for s in c.solutions],
                             c.input_shape, c.domain)

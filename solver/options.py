@@ -28,16 +28,17 @@ DEFAULT_MEMORY_LIMIT = 2 * 1024**3
 
 def option(default: Any = MISSING, doc: str = "", *, kind: type | None = None, low: float | None = None,
            low_open: bool = False, choices: tuple | None = None, hashed: bool = True, cli: str | None = None,
-           cli_default: Any = MISSING, default_factory: Any = MISSING) -> Any:
+           cli_default: Any = MISSING, cli_help: str | None = None, default_factory: Any = MISSING) -> Any:
     """A dataclass field with its documentation and checks in the metadata.
 
     ``kind``: int, float, bool or str (None: not checked here); ``low``/``low_open``: the range of a
     number; ``choices``: the allowed values; ``hashed``: False when the value cannot change the
     result (nor how it is cut into stored chunks); ``cli``: the command-line flag, if any, and
-    ``cli_default`` its default when it differs from the API's.
+    ``cli_default`` its default when it differs from the API's, ``cli_help`` its help when the
+    command line gives the option a wider meaning.
     """
     meta = dict(doc=doc, kind=kind, low=low, low_open=low_open, choices=choices, hashed=hashed, cli=cli,
-                cli_default=cli_default)
+                cli_default=cli_default, cli_help=cli_help)
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -101,7 +102,11 @@ class SolveOptions:
                                  "None = all", kind=int, low=1, hashed=False, cli="--workers", cli_default=None)
     chunk_size: int | None = option(None, "problems per unit of parallel work (default per backend); results do "
                                     "not depend on it", kind=int, low=1, cli="--chunk-size")
-    memory_limit: int = option(DEFAULT_MEMORY_LIMIT, "bytes mitm may use for its sum tables at once", kind=int, low=1)
+    memory_limit: int = option(DEFAULT_MEMORY_LIMIT, "bytes mitm may use for its sum tables at once", kind=int, low=1,
+                               cli="--memory-limit", cli_default=None,
+                               cli_help="memory budget of the run, e.g. 8G: construction and verification are planned "
+                                        "to fit it and a run that cannot is refused before solving; mitm's sum tables "
+                                        "get at most this too (default: 70%% of the available memory; mitm 2 GiB)")
     progress: bool | None = option(None, "progress bar; None: only on a terminal for multi-chunk batches", kind=bool,
                                    hashed=False)
     executor: str = option("local", "local worker processes, or a dask.distributed cluster (scheduler)",

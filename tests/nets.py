@@ -175,3 +175,42 @@ class ShiftedOutput(nn.Module):
 def shifted_output(shift: float, seed: int = 0) -> ShiftedOutput:
     torch.manual_seed(seed)
     return ShiftedOutput(shift).eval()
+
+
+class _Block18(nn.Module):
+    """ResNet basic block with an optional strided 1x1 projection (torchvision's layout)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+                           if stride != 1 or c_in != c_out else nn.Identity())
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.downsample(x))
+
+
+class ResNet18Like(nn.Module):
+    """ResNet-18's layers and sizes (11.7M parameters) for 224x224 inputs; fixed 7x7 average pooling
+    stands in for the adaptive one."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        blocks, c_in = [], 64
+        for c_out, stride in ((64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1)):
+            blocks.append(_Block18(c_in, c_out, stride))
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.avg = nn.AvgPool2d(7)
+        self.fc = nn.Linear(512, 1000)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(self.avg(self.blocks(x)), 1))

@@ -1,0 +1,134 @@
+"""Memory planned, not hoped for: what a run needs, checked against a budget before any solving.
+
+The estimate counts what dominates (bytes):
+
+* the random network, resident once assembled: every pair's materialised float32 values
+  (``LayerSpec.fanout_params`` or ``dense_params``) plus its bool masks (one byte per entry of B
+  and of A's mask), and the solve phase's block transients (float64 coefficients of at most
+  ``block_problems`` problems, a few copies);
+* the float64 copies of the target (the folded trace and the verified copy);
+* verification, per input: the float64 activations of the widest pair (fan-out output and its
+  ReLU, hidden channels at the layer's input resolution), the unfolded input of its combine
+  convolution (float64 convolutions on the CPU unfold the input: hidden x kh x kw values per
+  output pixel), the target's largest activation twice (residual branches keep earlier ones
+  alive) and its largest unfolded convolution input; once per batch the float64 cast of the
+  largest pair's weights.
+
+Verification runs in batches sized to what is left of the budget; a run whose random network
+alone exceeds the budget, or that cannot verify one input, is refused with what it needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch.fx as fx
+
+from .graph import TargetLayer
+from .random_net import LayerSpec
+
+#: the default budget: this share of the memory available when the run starts
+DEFAULT_SHARE = 0.7
+#: at most this many inputs per verification batch (larger gains nothing)
+MAX_VERIFY_BATCH = 512
+GIB = 2**30
+
+
+class MemoryPlanError(ValueError):
+    """The run cannot fit the memory budget (the message says what it needs and what to change)."""
+
+
+def default_budget() -> int:
+    """DEFAULT_SHARE of the memory available now (psutil), in bytes."""
+    import psutil
+
+    return int(DEFAULT_SHARE * psutil.virtual_memory().available)
+
+
+def process_bytes() -> int:
+    """Resident memory of this process now."""
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def layer_shapes(target: fx.GraphModule) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(input shape, output shape) of every call_module node, from a ShapeProp'ed graph."""
+    shapes = {}
+    for node in target.graph.nodes:
+        if node.op == "call_module" and "tensor_meta" in node.meta:
+            arg = node.args[0]
+            shapes[node.target] = (tuple(arg.meta["tensor_meta"].shape), tuple(node.meta["tensor_meta"].shape))
+    return shapes
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    return math.prod(shape[1:])  # without the batch dimension
+
+
+@dataclass
+class MemoryPlan:
+    """What the run needs (bytes) and the verification batch that fits the budget."""
+
+    budget: int
+    baseline: int  # this process before the construction
+    random_network: int  # values + masks of every pair, resident once assembled
+    solve_transient: int  # the largest layer's block of problems while it is solved
+    targets: int  # float64 copies of the target
+    verify_per_input: int
+    verify_fixed: int  # per batch, independent of its size
+    verify_batch: int
+
+    def needs(self, inputs: int = 1) -> int:
+        fixed = self.baseline + self.random_network + self.targets
+        return fixed + max(self.solve_transient, self.verify_fixed + inputs * self.verify_per_input)
+
+    def describe(self) -> str:
+        return (f"random network {self.random_network / GIB:.2f} GiB, solving {self.solve_transient / GIB:.2f} GiB, "
+                f"target copies {self.targets / GIB:.2f} GiB, verification {self.verify_per_input / 2**20:.1f} MiB "
+                f"per input + {self.verify_fixed / GIB:.2f} GiB, this process {self.baseline / GIB:.2f} GiB")
+
+
+def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, variant: str, block_problems: int,
+         budget: int | None = None, baseline: int | None = None) -> MemoryPlan:
+    """The run's memory plan; raises MemoryPlanError before any solving when it cannot fit."""
+    budget = default_budget() if budget is None else int(budget)
+    baseline = process_bytes() if baseline is None else int(baseline)
+    random_network = solve_transient = cast = 0
+    per_input = 0
+    target_params = sum(layer.num_params() for layer in layers)
+    widest_target = max((_numel(s) for io in shapes.values() for s in io), default=0)
+    for spec in specs:
+        kh, kw = spec.kernel
+        b_entries = spec.d_out * spec.hidden * kh * kw
+        values = spec.dense_params() if variant == "dense" else spec.fanout_params()
+        masks = b_entries + spec.hidden + spec.d_in * spec.units_per_input
+        if variant == "dense":
+            masks += spec.hidden * spec.d_in
+        random_network += 4 * values + masks
+        # solving a layer: its values once more (generate), its B mask, and per block of problems the
+        # float64 coefficients (about three copies) and the block's B rows in float64
+        upi = spec.units_per_input
+        block = min(block_problems, spec.d_out * spec.d_in * kh * kw * 2)
+        solve_transient = max(solve_transient, 4 * values + b_entries + 3 * 8 * block * upi
+                              + 8 * block * spec.hidden // max(spec.d_in, 1))
+        cast = max(cast, 12 * b_entries)  # weight * mask in float32, then its float64 copy
+        in_shape, out_shape = shapes[spec.name]
+        spatial = _numel(in_shape) // max(in_shape[1], 1) if len(in_shape) > 2 else 1
+        out_spatial = _numel(out_shape) // max(out_shape[1], 1) if len(out_shape) > 2 else 1
+        unfolded = spec.hidden * kh * kw * out_spatial if spec.kind == "conv2d" else 0
+        target_unfolded = spec.d_in * kh * kw * out_spatial if spec.kind == "conv2d" else 0
+        per_input = max(per_input, 8 * (2 * spec.hidden * spatial + unfolded + target_unfolded + _numel(out_shape)))
+    per_input += 8 * 2 * widest_target
+    targets = 8 * 2 * target_params
+    out = MemoryPlan(budget, baseline, random_network, solve_transient, targets, per_input, cast, 0)
+    room = budget - baseline - random_network - targets - cast
+    batch = min(MAX_VERIFY_BATCH, room // max(per_input, 1)) if room > 0 else 0
+    if batch < 1 or out.needs(1) > budget:
+        raise MemoryPlanError(
+            f"this run needs about {out.needs(1) / GIB:.2f} GiB ({out.describe()}), above the memory budget of "
+            f"{budget / GIB:.2f} GiB (--memory-limit; default {DEFAULT_SHARE:.0%} of the available memory); "
+            f"use a smaller --n, --variant fanout, a smaller --input-shape or --block-problems, or a larger machine")
+    out.verify_batch = int(batch)
+    return out

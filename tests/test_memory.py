@@ -1,0 +1,76 @@
+"""Memory is planned: a run that cannot fit its budget is refused before any solving, and
+verification runs in batches sized to the budget."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from models.cli import main
+from models.construct import ConstructOptions, construct, propagate_shapes
+from models.graph import trace_target
+from models.memory import GIB, MemoryPlanError, plan
+from models.verify import verify
+
+from .nets import ResNet18Like, tiny_mlp
+
+
+def _specs(model, shape, options=ConstructOptions()):
+    from models.construct import make_spec
+
+    folded, layers = trace_target(model, input_nonneg=True)
+    shapes = propagate_shapes(folded, shape)
+    return layers, [make_spec(l, i, options, shapes[l.name][0]) for i, l in enumerate(layers)], shapes
+
+
+def test_plan_counts_the_random_network_and_sizes_the_verification_batch():
+    layers, specs, shapes = _specs(tiny_mlp(), (5,))
+    p = plan(layers, specs, shapes, "fanout", 1 << 17, budget=GIB, baseline=0)
+    assert p.random_network == sum(4 * s.fanout_params() + s.d_out * s.hidden + s.hidden + s.d_in * s.units_per_input
+                                   for s in specs)
+    assert p.verify_batch == 512  # tiny: the cap
+    k = max(7, -(-(p.solve_transient - p.verify_fixed) // p.verify_per_input))  # verification dominates solving
+    assert k < 512
+    room = p.random_network + p.targets + p.verify_fixed + k * p.verify_per_input
+    assert plan(layers, specs, shapes, "fanout", 1 << 17, budget=room, baseline=0).verify_batch == k
+    with pytest.raises(MemoryPlanError):
+        plan(layers, specs, shapes, "fanout", 1 << 17, budget=room - p.verify_per_input * k, baseline=0)
+    dense = plan(layers, specs, shapes, "dense", 1 << 17, budget=GIB, baseline=0)
+    assert dense.random_network > p.random_network
+
+
+def test_a_smaller_verification_batch_gives_the_same_verification():
+    c = construct(tiny_mlp(), (5,), (-1.0, 1.0), ConstructOptions.from_kwargs(n=4, workers=1, progress=False))
+    full = verify(c, None, samples=100)
+    c.plan.verify_batch = 7
+    small = verify(c, None, samples=100)
+    assert small["max_output_error"] == full["max_output_error"] and small["mean_output_error"] == full["mean_output_error"]
+
+
+def test_a_run_over_budget_is_refused_before_solving(tmp_path, capsys):
+    path = tmp_path / "m.pt"
+    torch.save(tiny_mlp().state_dict(), path)
+    out = tmp_path / "o"
+    assert main(["solve", str(path), "--arch", "mlp", "--memory-limit", "50M", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "this run needs about" in err and "above the memory budget of 0.05 GiB (--memory-limit" in err
+    assert not out.exists()
+    with pytest.raises(MemoryPlanError, match="use a smaller --n"):
+        layers, specs, shapes = _specs(tiny_mlp(), (5,))
+        plan(layers, specs, shapes, "fanout", 1 << 17, budget=10, baseline=0)
+
+
+@pytest.mark.slow
+def test_resnet18_at_224_is_refused_within_seconds_when_it_cannot_fit(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "r18.pt"
+    torch.save(ResNet18Like().state_dict(), path)
+    start = time.perf_counter()
+    code = main(["solve", str(path), "--arch", "module:tests.nets:ResNet18Like", "--input-shape", "3,224,224",
+                 "--memory-limit", "2G", "--out", str(tmp_path / "r18")])
+    assert code == 2 and time.perf_counter() - start < 10
+    err = capsys.readouterr().err
+    assert "random network 1.15 GiB" in err and "verification 490.7 MiB per input" in err
+    assert not (tmp_path / "r18").exists()
