@@ -361,8 +361,9 @@ CLAIMS = {"subset-sum": claim_subset_sum, "lower-bound": claim_lower_bound, "wid
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", choices=list(CLAIMS) + ["all"], help="which claim to test")
     p.add_argument("--quick", action="store_true", help="small ranges (seconds); the full mode takes minutes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=Path("bench_out/claims"))
+    p.add_argument("--seed", type=int, default=0, help="seed of the random coefficient sets and targets (default 0)")
+    p.add_argument("--out", type=Path, default=Path("bench_out/claims"),
+                   help="directory for NAME.json, NAME.md and NAME.png (default bench_out/claims)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -227,8 +227,11 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
     for r0 in range(0, spec.d_out, rows_per_block):
         rows = slice(r0, min(spec.d_out, r0 + rows_per_block))
         targets, coeffs, lengths, scatter = build_problems(layer, spec, values, rows)
-        res = solver.solve(targets, coeffs, backend=options.backend, lengths=lengths, store=store,
-                           store_key=f"layer{index}-rows{r0:07d}", **vars(options.solve))
+        try:
+            res = solver.solve(targets, coeffs, backend=options.backend, lengths=lengths, store=store,
+                               store_key=f"layer{index}-rows{r0:07d}", **vars(options.solve))
+        except solver.SolverInputError as exc:  # name the layer: the solver sees only numbers
+            raise UnsupportedModelError(f"layer {spec.name!r}: {exc}") from exc
         del targets, coeffs, lengths
         bm, we, be = masks_from_solutions(spec, scatter, res)
         b_mask[rows], weight_error[rows] = bm, we

@@ -94,6 +94,10 @@ def test_absurd_or_damaged_weights_are_refused_naming_the_tensor(tmp_path, capsy
     assert main(args + ["--out", str(tmp_path / "a")]) == 2
     assert "parameter 'fc2.weight' holds |values| up to 4e+13, absurd for a trained network" in capsys.readouterr().err
     assert main(args + ["--out", str(tmp_path / "b"), "--allow-large-weights"]) == 0  # the user says it is meant
+    raw = path.read_bytes()
+    (tmp_path / "half.pt").write_bytes(raw[: len(raw) // 2])
+    assert main(["solve", str(tmp_path / "half.pt"), "--arch", "mlp", "--out", str(tmp_path / "h")]) == 2
+    assert "cannot load" in capsys.readouterr().err and not (tmp_path / "h").exists()
     (tmp_path / "empty.pt").write_bytes(b"")
     assert main(["solve", str(tmp_path / "empty.pt"), "--arch", "mlp", "--out", str(tmp_path / "c")]) == 2
     assert "cannot load" in capsys.readouterr().err

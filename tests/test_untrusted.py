@@ -171,3 +171,16 @@ def test_fuzz_damaged_run_directories(clean_run, tmp_path, capsys):
         shutil.rmtree(run)
     assert _snapshot(tmp_path.parent, tmp_path) == before
     assert outcomes["error"] >= 30 and outcomes["identical"] >= 30  # both paths exercised
+
+
+def test_a_target_class_that_cannot_be_imported_is_one_line(clean_run, tmp_path, capsys):
+    run = _copy(clean_run[0], tmp_path)
+    _resave_ticket(run, lambda t: t["target"].update(arch="module:not_installed.nets:Net"))
+    code, _, err = _verify(run, capsys)
+    assert code == 2 and "cannot import 'Net' from 'not_installed.nets'" in err and "on PYTHONPATH" in err
+
+
+def test_claims_help_documents_every_option(capsys):
+    assert main(["claims", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "seed of the random coefficient sets" in text and "directory for NAME.json" in text
