@@ -18,11 +18,20 @@ import numpy as np
 
 from .errors import SolverError
 from .files import atomic_write, config_hash, sha256_bytes
-from .result import FIELDS, ChunkSolution
+from .result import FIELDS, ChunkSolution, Status
 
 
 class StoreConfigError(SolverError, ValueError):
     """The store was made for a different configuration."""
+
+
+def _well_formed(sol: ChunkSolution) -> bool:
+    """Dtypes, shapes and status codes a solved chunk must have (the file is untrusted)."""
+    b = sol.masks.shape[0] if sol.masks.ndim == 2 else -1
+    return (sol.masks.dtype == bool and b >= 0 and sol.fallback.dtype == bool
+            and all(getattr(sol, f).shape == (b,) for f in FIELDS if f != "masks")
+            and all(getattr(sol, f).dtype == np.float64 for f in ("error_bound", "size_bound", "tolerance"))
+            and np.issubdtype(sol.status.dtype, np.integer) and bool(np.isin(sol.status, list(Status)).all()))
 
 
 class ChunkStore:
@@ -59,8 +68,17 @@ class ChunkStore:
             data_path.unlink(missing_ok=True)
             sum_path.unlink(missing_ok=True)
             return None
-        with np.load(io.BytesIO(raw)) as npz:
-            return ChunkSolution(**{f: npz[f] for f in FIELDS})
+        try:
+            with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+                sol = ChunkSolution(**{f: npz[f] for f in FIELDS})
+        except (KeyError, ValueError, OSError):  # a file with the right checksum but not a chunk
+            sol = None
+        if sol is None or not _well_formed(sol):
+            self.recomputed.append(key)
+            data_path.unlink(missing_ok=True)
+            sum_path.unlink(missing_ok=True)
+            return None
+        return sol
 
     def save(self, key: str, sol: ChunkSolution) -> None:
         buf = io.BytesIO()

@@ -236,3 +236,26 @@ def test_dask_run_survives_a_killed_worker(tmp_path):
         close_clients()
     assert (tmp_path / "killed").exists()  # a dask worker process really died mid-run
     assert np.array_equal(res.masks, ref.masks)
+
+
+def test_a_checksummed_file_that_is_not_a_chunk_is_solved_again(tmp_path):
+    """An attacker (or a bug) can fix the checksum; the content must still be a well-formed chunk."""
+    import hashlib
+    import io
+
+    t, c = _batch(count=40)
+    ref = solver.solve(t, c, backend="brute", chunk_size=20)
+    store = ChunkStore(tmp_path / "s", {})
+    solver.solve(t, c, backend="brute", chunk_size=20, store=store)
+    path = tmp_path / "s" / "chunks-000001.npz"
+    with np.load(path) as npz:
+        fields = {k: npz[k] for k in npz.files}
+    fields["status"] = np.full_like(fields["status"], 7)  # no such status
+    buf = io.BytesIO()
+    np.savez(buf, **fields)
+    path.write_bytes(buf.getvalue())
+    (tmp_path / "s" / "chunks-000001.sha256").write_text(hashlib.sha256(buf.getvalue()).hexdigest())
+    store = ChunkStore(tmp_path / "s", {})
+    again = solver.solve(t, c, backend="brute", chunk_size=20, store=store)
+    assert store.recomputed == ["chunks-000001"]
+    assert np.array_equal(again.masks, ref.masks) and np.array_equal(again.status, ref.status)
