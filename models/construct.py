@@ -71,7 +71,8 @@ class ConstructOptions:
                     kind=int, low=1, cli="--n")
     backend: str = option("auto", "auto | mitm | cpsat | gurobi | brute", kind=str, cli="--backend")
     seed: int = option(0, "random network seed", kind=int, cli="--seed")
-    layout: str = option("fixed-sign", "fixed-sign: n units per sign group, B scaled to the layer; paper: all "
+    layout: str = option("balanced", "balanced: n units per sign group, B scaled to the layer, half the products "
+                         "of every weight positive; fixed-sign: the same with random product signs; paper: all "
                          "i.i.d. U[-1,1]", choices=LAYOUTS, cli="--layout")
     scale_policy: str = option("max", "B ~ U[-s,s] with s = margin * the layer's largest |weight or bias| (max) or "
                                "their root mean square (rms: denser coefficients near typical weights, smaller "

@@ -7,12 +7,17 @@ Hidden units of a pair, in this order:
   weights are pruned and their kept bias ``beta_k > 0`` makes them output ``relu(beta_k)``.
 
 Distributions (recorded in every :class:`LayerSpec`):
-* ``fixed-sign`` (default): |u| ~ U(0, 1]; for a non-negative input n units per input, all
-  positive; otherwise 2n, the first n positive and the next n negative, so each of the two
-  subset-sum problems of a weight has exactly n coefficients. beta ~ U(0, 1].
-  B ~ U[-s, s] with the per-layer scale s = ``scale_margin`` * max |target weight or bias|, so the
-  products u * B cover the layer's largest |w| (ReLU networks are positively homogeneous and
-  pruning cannot rescale).
+* ``fixed-sign``: |u| ~ U(0, 1]; for a non-negative input n units per input, all positive;
+  otherwise 2n, the first n positive and the next n negative, so each of the two subset-sum
+  problems of a weight has exactly n coefficients. beta ~ U(0, 1]. B ~ U[-s, s] with the
+  per-layer scale s = ``scale_margin`` * max |target weight or bias|, so the products u * B cover
+  the layer's largest |w| (ReLU networks are positively homogeneous and pruning cannot rescale).
+  The products' signs are random: now and then a large weight gets too few coefficients of its
+  sign (P(at most 2 of 21 positive) is about 1.1e-4) and no exact solver can reach it.
+* ``balanced`` (default): as ``fixed-sign``, but the sign of every product is fixed by the unit's
+  index: within each group of n units (and among the n constant units) the first ceil(n/2)
+  products are positive and the other floor(n/2) negative (|B| ~ U[0, s], its sign set so that
+  sign(B u) is the unit's). Every weight sees both signs in equal numbers.
 * ``paper``: every entry i.i.d. U[-1, 1] (Pensia et al.), 2n fan-out units per input with random
   signs (so the two groups have random sizes), beta ~ U[-1, 1], s = 1.
 All other entries (A's off-block weights in the dense variant, A's other biases, B's biases)
@@ -32,7 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-LAYOUTS = ("fixed-sign", "paper")
+LAYOUTS = ("balanced", "fixed-sign", "paper")
+SIGNED_UNITS = ("balanced", "fixed-sign")  # |u| random, the sign of u fixed by the unit's group
 VARIANTS = ("fanout", "dense")
 
 
@@ -58,7 +64,7 @@ class LayerSpec:
 
     @property
     def units_per_input(self) -> int:
-        if self.layout == "fixed-sign" and self.input_nonneg:
+        if self.layout in SIGNED_UNITS and self.input_nonneg:
             return self.n
         return 2 * self.n
 
@@ -109,7 +115,7 @@ def generate(spec: LayerSpec, dense: bool = False) -> dict[str, torch.Tensor]:
     """
     gen = torch.Generator().manual_seed(spec.seed)
     upi = spec.units_per_input
-    if spec.layout == "fixed-sign":
+    if spec.layout in SIGNED_UNITS:
         u = 1.0 - torch.rand((spec.d_in, upi), generator=gen, dtype=torch.float32)  # (0, 1]
         if upi == 2 * spec.n:
             u[:, spec.n:] *= -1.0  # second group negative
@@ -120,6 +126,8 @@ def generate(spec: LayerSpec, dense: bool = False) -> dict[str, torch.Tensor]:
     kh, kw = spec.kernel
     b_shape = (spec.d_out, spec.hidden) if spec.kind == "linear" else (spec.d_out, spec.hidden, kh, kw)
     B = _uniform(gen, b_shape, -spec.scale, spec.scale)
+    if spec.layout == "balanced":
+        B = _balance_signs(spec, B, u)
     other_a_bias = _uniform(gen, (spec.d_in * upi,), -1.0, 1.0)
     b_bias = _uniform(gen, (spec.d_out,), -1.0, 1.0)
     out = {"u": u, "a_bias": torch.cat([other_a_bias, beta]), "B": B, "b_bias": b_bias}
@@ -130,6 +138,22 @@ def generate(spec: LayerSpec, dense: bool = False) -> dict[str, torch.Tensor]:
         A[rows, rows // upi] = u.reshape(-1)
         out["A"] = A
     return out
+
+
+def product_signs(spec: LayerSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``balanced`` layout's product signs: (d_in, units_per_input) for the fan-out units and
+    (n_const,) for the constant units; in every group of n units the first ceil(n/2) are +1."""
+    first_half = torch.arange(spec.n) < (spec.n + 1) // 2
+    group = torch.where(first_half, 1.0, -1.0)
+    fan = group.repeat(spec.units_per_input // spec.n).expand(spec.d_in, -1)
+    return fan, group[: spec.n_const]
+
+
+def _balance_signs(spec: LayerSpec, B: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """|B| with its sign chosen so that every product B u (and B relu(beta)) has the unit's sign."""
+    fan, const = product_signs(spec)
+    sign = torch.cat([(fan * torch.sign(u)).reshape(-1), const]).to(B.dtype)
+    return B.abs() * sign.reshape(1, -1, *([1] * (B.dim() - 2)))
 
 
 def groups(spec: LayerSpec, u: torch.Tensor) -> list[torch.Tensor]:

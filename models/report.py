@@ -121,6 +121,9 @@ def random_network_description(c: Construction) -> dict[str, Any]:
         dist = ("A's kept entries |u| ~ U(0, 1], n positive units per input when the input is >= 0, else n "
                 "positive and n negative; constant units' bias beta ~ U(0, 1]; B ~ U[-s, s]; all other "
                 "entries U[-1, 1] and pruned")
+        if c.options.layout == "balanced":
+            dist += ("; |B| ~ U[0, s] with its sign set so that in every group of n units the first ceil(n/2) "
+                     "products B u (constant units: B relu(beta)) are positive and the others negative")
         what = "largest |weight or bias|" if c.options.scale_policy == "max" else "root mean square of its weights and biases"
         scale = f"s = {c.options.margin:g} x the layer's {what} (per-layer s in `layers`)"
     return {"layout": c.options.layout, "variant": c.variant, "distributions": dist, "scale_policy": scale,

@@ -206,7 +206,7 @@ def _check_fits(spec: LayerSpec, layer: TargetLayer, i: int) -> None:
     conv = layer.conv or {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}
     want = {"kind": layer.kind, "d_in": layer.d_in, "d_out": layer.d_out, "kernel": tuple(layer.kernel),
             "stride": tuple(conv["stride"]), "padding": tuple(conv["padding"]), "dilation": tuple(conv["dilation"]),
-            "input_nonneg": layer.input_nonneg or spec.layout == "paper" and spec.input_nonneg,
+            "input_nonneg": layer.input_nonneg,
             "has_bias": layer.bias is not None}
     for key, value in want.items():
         if getattr(spec, key) != value:

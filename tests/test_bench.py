@@ -66,3 +66,21 @@ def test_bench_exp1_small(tmp_path, monkeypatch):
 def test_bench_bad_option_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["bench", "backends", "--backends", "nothing", "--out", str(tmp_path / "b")]) == 2
     assert "error: --backends ['nothing'] selects no installed backend" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_layouts_quick(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOTTERY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "layouts"
+    assert main(["bench", "layouts", "--quick", "--problems", "3000", "--out", str(out)]) == 0
+    payload = json.loads((out / "layouts.json").read_text())
+    synth = payload["synthetic"]
+    assert [r["layout"] for r in synth] == ["fixed-sign", "balanced"]
+    for r in synth:
+        assert r["problems"] == 3000 and r["ci95"][0] <= r["miss_rate"] <= r["ci95"][1]
+    line = payload["figure"]["0: miss rate (95% CI)"]  # the plot shows the table
+    assert line["y"] == [r["miss_rate"] for r in synth]
+    nets = payload["networks"]
+    assert {(r["network"], r["layout"]) for r in nets} == {("lenet5", "fixed-sign"), ("lenet5", "balanced")}
+    for r in nets:
+        assert r["weights"] == 61706 and (r["misses"] > 0) == (r["max_weight_error"] > 0.01)

@@ -268,3 +268,29 @@ def test_masks_are_bool_and_convert_to_torch_prune_and_plain():
             break
     with torch.no_grad():
         assert torch.equal(torch_pruned(x), ref)
+
+
+@pytest.mark.parametrize("domain", [(0.0, 1.0), (-1.0, 1.0)])
+def test_balanced_layout_gives_every_weight_both_signs_in_equal_numbers(domain):
+    from models.problems import bias_coefficients, build_problems, coefficients
+    from models.random_net import generate, groups
+
+    n = 7
+    c = _construct(tiny_mlp, (5,), domain, n)
+    assert c.options.layout == "balanced"
+    for layer, spec in zip(c.layers, c.specs):
+        values = generate(spec)
+        C = coefficients(spec, values, slice(0, spec.d_out))  # (d_out, d_in, 1, 1, upi)
+        for member in groups(spec, values["u"]):
+            signs = torch.sign(C[..., member[0]])  # every input has the same group layout
+            assert torch.all((signs > 0).sum(-1) == 4) and torch.all((signs < 0).sum(-1) == 3)
+        if spec.has_bias:
+            b = torch.sign(bias_coefficients(spec, values, slice(0, spec.d_out)))
+            assert torch.all((b > 0).sum(-1) == 4) and torch.all((b < 0).sum(-1) == 3)
+        _, coeffs, lengths, _ = build_problems(layer, spec, values)
+        assert np.all(lengths == n)
+    # the old layout is kept, under its own name, and its products' signs are random
+    old = _construct(tiny_mlp, (5,), domain, n, layout="fixed-sign")
+    spec = old.specs[1]
+    signs = torch.sign(coefficients(spec, generate(spec), slice(0, spec.d_out)))
+    assert (signs > 0).sum(-1).unique().numel() > 1

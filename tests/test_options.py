@@ -45,7 +45,7 @@ def test_config_hash_leaves_out_what_cannot_change_the_result():
 
 
 def test_options_round_trip_through_a_ticket_of_either_version():
-    options = ConstructOptions.from_kwargs(n=4, objective="min-size", eps=0.1, chunk_size=7)
+    options = ConstructOptions.from_kwargs(n=4, objective="min-size", eps=0.1, chunk_size=7, layout="fixed-sign")
     assert ticket_options({"version": 2, "options": options.to_dict()}) == options
     v1 = {"n": 4, "objective": "min-size", "eps": 0.1, "backend": "auto", "seed": 0, "layout": "fixed-sign",
           "scale_policy": "max", "scale_margin": None, "scales": {}, "workers": 2,
