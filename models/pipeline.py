@@ -86,7 +86,8 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     report = build_report(construction, check, target_desc=target_desc, data_spec=job.data,
                           total_seconds=time.perf_counter() - start)
     check_inputs = check_inputs_for(data, input_shape, domain, job.options.seed)
-    report = rundir.save_run(job.out_dir, construction, report, job.target_file, config, check_inputs, job.export)
+    report = rundir.save_run(job.out_dir, construction, report, job.target_file, config, check_inputs, job.export,
+                             check.get("witness"))
     report["seconds"]["total"] = time.perf_counter() - start
     return report, check
 

@@ -81,6 +81,8 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
         "max_output_error": check["max_output_error"],
         "mean_output_error": check["mean_output_error"],
         "certified_bound": check["certified_bound"],
+        "adversarial_output_error": check.get("adversarial_output_error"),
+        "adversarial_search": check.get("adversarial"),
         "bound_holds": check["bound_holds"],
         "bound_method": check["bound_method"],
         "verified_on": check["inputs"],
@@ -146,6 +148,10 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
         (f"max / mean output error ({r['verified_on']})", f"{_fmt(r['max_output_error'])} / {_fmt(r['mean_output_error'])}"),
         (f"certified bound on sup error over the input box {r['input_domain']}", _fmt(r["certified_bound"])),
     ]
+    if r.get("adversarial_output_error") is not None:
+        adv = r["adversarial_output_error"]
+        ratio = f" (certified / adversarial = {r['certified_bound'] / adv:.3g}x)" if adv > 0 else ""
+        rows.append(("adversarial output error (a lower bound on the sup)", _fmt(adv) + ratio))
     if "accuracy" in r:
         rows.append(("accuracy target / pruned", f"{100 * r['accuracy']['target']:.2f}% / {100 * r['accuracy']['pruned']:.2f}%"))
     if "agreement" in r:

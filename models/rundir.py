@@ -3,7 +3,7 @@
     DIR/.lottery-run   the marker: only a directory carrying it is ever replaced (--force)
     DIR/chunks/        the solver's chunk store (resumable: every solved chunk, atomically written)
     DIR/target.*       a copy of the target file
-    DIR/report.md, weight_errors.png, ticket.pt, pruned_state_dict.pt[, pruned.pt2]
+    DIR/report.md, weight_errors.png, ticket.pt, pruned_state_dict.pt, adversarial_witness.pt[, pruned.pt2]
     DIR/report.json    written last: a directory with a report.json is a complete run
 
 Every file is written atomically (:func:`solver.files.atomic_write`). A run's configuration
@@ -32,7 +32,8 @@ CHUNKS_DIR = "chunks"
 #: the file that makes a directory a run directory (only those may be replaced with --force)
 MARKER = ".lottery-run"
 MARKER_FORMAT = "lottery-run-directory"
-RUN_FILES = (MARKER, "report.json", "report.md", "weight_errors.png", "ticket.pt", "pruned_state_dict.pt", "pruned.pt2")
+RUN_FILES = (MARKER, "report.json", "report.md", "weight_errors.png", "ticket.pt", "pruned_state_dict.pt", "pruned.pt2",
+             "adversarial_witness.pt")
 HASH_DIGITS = 16  # of the configuration hash recorded in report.json
 
 
@@ -146,7 +147,7 @@ def has_solved_chunks(out_dir: Path) -> bool:
 
 
 def save_run(out_dir: Path, c: Construction, report: dict[str, Any], target_file: Path, config: dict[str, Any],
-             check_inputs: torch.Tensor, export: bool = False) -> dict[str, Any]:
+             check_inputs: torch.Tensor, export: bool = False, witness: torch.Tensor | None = None) -> dict[str, Any]:
     """Write the run's files into ``out_dir``, each atomically, report.json last (a directory with a
     report.json is complete). The chunk store in ``out_dir/chunks`` is kept, so a rerun reuses every
     solved chunk. Returns the report as written."""
@@ -163,6 +164,8 @@ def save_run(out_dir: Path, c: Construction, report: dict[str, Any], target_file
     report["ticket_sha256"] = sha256_file(out_dir / "ticket.pt")  # verify detects a changed or damaged ticket
     atomic_write(out_dir / "pruned_state_dict.pt", lambda fh: torch.save(plain_state_dict(c.pruned), fh))
     atomic_write(out_dir / "report.md", report_markdown(report).encode())
+    if witness is not None:  # the input where the adversarial search found its error
+        atomic_write(out_dir / "adversarial_witness.pt", lambda fh: torch.save({"input": witness.clone()}, fh))
     if export:  # torch.export takes seconds (dynamo); opt-in
         atomic_write(out_dir / "pruned.pt2", lambda fh: export_program(c.pruned, check_inputs, fh))
     atomic_write(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .adversarial import adversarial_search
 from .bounds import certified_bound
 from .construct import Construction
 from .data import DataError, Dataset
@@ -37,11 +38,13 @@ def domain_samples(input_shape: tuple[int, ...], domain: tuple[float, float], co
     return torch.cat([torch.full((1, *input_shape), lo), torch.full((1, *input_shape), hi), x])
 
 
-def verify(c: Construction, data: Dataset | None, samples: int = 512) -> dict[str, Any]:
-    """Compare target and pruned network in float64 on the data (or domain samples).
+def verify(c: Construction, data: Dataset | None, samples: int = 512, adversarial: int = 16) -> dict[str, Any]:
+    """Compare target and pruned network in float64 on the data (or domain samples), and search the
+    box for a worse input (``adversarial`` restarts; 0: no search).
 
-    Returns max/mean |f(x) - g(x)|, accuracies and argmax agreement (with data), and the
-    certified bound, which must be >= every observed error (``bound_holds``).
+    Returns max/mean |f(x) - g(x)|, accuracies and argmax agreement (with data), the largest
+    error the adversarial search found (a lower bound on the sup, with its witness input) and the
+    certified bound, which must be >= every error seen (``bound_holds``).
     """
     start = time.perf_counter()
     if data is not None:
@@ -61,16 +64,26 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512) -> dict[st
     diff = (f - g).abs()
     bound = certified_bound(c.folded, c.layers, [(s.weight_error, s.bias_error) for s in c.solutions],
                             c.input_shape, c.domain)
+    worst = float(diff.max())
     out: dict[str, Any] = {
         "inputs": data.name if data is not None else f"{len(x)} samples of the domain",
         "count": len(x),
-        "max_output_error": float(diff.max()),
+        "max_output_error": worst,
         "mean_output_error": float(diff.mean()),
         "certified_bound": bound["bound"],
-        "bound_holds": bool(diff.max() <= bound["bound"]),
         "bound_method": "interval bound propagation over the input box with per-layer weight/bias "
                         "errors (models/bounds.py)",
     }
+    if adversarial:
+        per_input = diff.reshape(len(x), -1).amax(dim=1)
+        top = x[per_input.argsort(descending=True)[: adversarial // 2]]
+        search = adversarial_search(c, top, restarts=adversarial, seed=c.options.seed,
+                                    batch=max(1, batch // 3))  # backpropagation keeps the activations
+        out["adversarial_output_error"] = search.pop("adversarial_output_error")
+        out["witness"] = search.pop("witness")
+        out["adversarial"] = search
+        worst = max(worst, out["adversarial_output_error"])
+    out["bound_holds"] = bool(worst <= bound["bound"])
     if data is not None and f.dim() == 2:
         y = data.y
         out["accuracy"] = {"target": float((f.argmax(1) == y).double().mean()),

@@ -294,3 +294,19 @@ def test_balanced_layout_gives_every_weight_both_signs_in_equal_numbers(domain):
     spec = old.specs[1]
     signs = torch.sign(coefficients(spec, generate(spec), slice(0, spec.d_out)))
     assert (signs > 0).sum(-1).unique().numel() > 1
+
+
+@pytest.mark.parametrize("case", ["mlp-signed", "cnn-nonneg"])
+def test_adversarial_search_finds_a_witness_between_observed_and_certified(case):
+    make, shape, domain = CASES[case]
+    c = _construct(make, shape, domain, 4)
+    check = verify(c, None, samples=64)
+    adv = check["adversarial_output_error"]
+    assert check["max_output_error"] <= adv <= check["certified_bound"]  # it starts from the worst sample
+    x = check["witness"]
+    assert x.shape == (1, *shape) and float(x.min()) >= domain[0] and float(x.max()) <= domain[1]
+    with torch.no_grad():
+        again = float((c.target.double()(x.double()) - c.pruned(x.double())).abs().max())
+        c.target.float()
+    assert again == pytest.approx(adv, rel=1e-12)  # the witness reproduces the error (batching: last bits)
+    assert verify(c, None, samples=64, adversarial=0).get("adversarial_output_error") is None
