@@ -24,42 +24,55 @@ PRESOLVE_SIZE = 2
 DESCRIPTION = "min-size: subsets of at most 2 ones enumerated exactly; max_size = 0: empty subset"
 
 
-@njit(cache=True, parallel=True)
-def _small_subsets(targets, coeffs, lengths, eps, max_size, solved, masks):
-    for b in prange(targets.shape[0]):
-        t = targets[b]
-        n = lengths[b]
-        if abs(t) <= eps:  # size 0
-            solved[b] = True
-            continue
-        if max_size >= 0 and max_size < 1:
-            continue
-        best = np.inf
-        best_i = -1
-        for i in range(n):  # size 1
-            e = abs(t - coeffs[b, i])
+@njit(cache=True, nogil=True)
+def _small_subset(t, c, n, eps, max_size, mask):
+    """One problem: True (and its mask) when its min-size optimum has at most 2 ones."""
+    if abs(t) <= eps:  # size 0
+        return True
+    if max_size >= 0 and max_size < 1:
+        return False
+    best = np.inf
+    best_i = -1
+    for i in range(n):  # size 1
+        e = abs(t - c[i])
+        if e <= eps and e < best:
+            best = e
+            best_i = i
+    if best_i >= 0:
+        mask[best_i] = True
+        return True
+    if max_size >= 0 and max_size < 2:
+        return False
+    best_j = -1
+    for i in range(n):  # size 2
+        ci = c[i]
+        for j in range(i + 1, n):
+            e = abs(t - (ci + c[j]))
             if e <= eps and e < best:
                 best = e
                 best_i = i
-        if best_i >= 0:
-            solved[b] = True
-            masks[b, best_i] = True
-            continue
-        if max_size >= 0 and max_size < 2:
-            continue
-        best_j = -1
-        for i in range(n):  # size 2
-            ci = coeffs[b, i]
-            for j in range(i + 1, n):
-                e = abs(t - (ci + coeffs[b, j]))
-                if e <= eps and e < best:
-                    best = e
-                    best_i = i
-                    best_j = j
-        if best_j >= 0:
-            solved[b] = True
-            masks[b, best_i] = True
-            masks[b, best_j] = True
+                best_j = j
+    if best_j >= 0:
+        mask[best_i] = True
+        mask[best_j] = True
+        return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _small_subsets_serial(targets, coeffs, lengths, eps, max_size, solved, masks):
+    for b in range(targets.shape[0]):
+        solved[b] = _small_subset(targets[b], coeffs[b], lengths[b], eps, max_size, masks[b])
+
+
+@njit(cache=True, parallel=True)
+def _small_subsets_parallel(targets, coeffs, lengths, eps, max_size, solved, masks):
+    for b in prange(targets.shape[0]):
+        solved[b] = _small_subset(targets[b], coeffs[b], lengths[b], eps, max_size, masks[b])
+
+
+#: batches up to this size are presolved on one thread (no parallel kernel to compile or start)
+SERIAL_BATCH = 1024
 
 
 def small_subsets(targets: np.ndarray, coeffs: np.ndarray, lengths: np.ndarray, eps: float,
@@ -68,7 +81,8 @@ def small_subsets(targets: np.ndarray, coeffs: np.ndarray, lengths: np.ndarray, 
     most PRESOLVE_SIZE ones, with that answer."""
     solved = np.zeros(targets.shape[0], dtype=bool)
     masks = np.zeros(coeffs.shape, dtype=bool)
-    _small_subsets(targets, coeffs, lengths, eps, -1 if max_size is None else max_size, solved, masks)
+    kernel = _small_subsets_serial if len(targets) <= SERIAL_BATCH else _small_subsets_parallel
+    kernel(targets, coeffs, lengths, eps, -1 if max_size is None else max_size, solved, masks)
     return solved, masks
 
 

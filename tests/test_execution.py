@@ -83,3 +83,17 @@ def test_gurobi_size_limited_licence_is_reported_as_licence():
         assert "size-limited licence" in str(exc)
     else:
         pytest.skip("this Gurobi licence is not size-limited")
+
+
+@pytest.mark.parametrize("objective", ["min-error", "min-size"])
+def test_parallel_and_serial_kernels_agree(objective):
+    """Small batches run single-threaded kernels, large ones parallel ones: same answers."""
+    from solver.backends.mitm import SERIAL_BATCH
+
+    rng = np.random.default_rng(11)
+    t, c, _ = random_instances(rng, 3 * SERIAL_BATCH, 1, 14)
+    big = solver.solve(t, c, objective, eps=0.01, backend="mitm", workers=2)  # parallel kernels
+    parts = [solver.solve(t[i:i + 500], c[i:i + 500], objective, eps=0.01, backend="mitm", workers=2)
+             for i in range(0, len(t), 500)]  # serial kernels
+    for field in ("masks", "status", "presolved"):
+        assert np.array_equal(getattr(big, field), np.concatenate([getattr(p, field) for p in parts])), field

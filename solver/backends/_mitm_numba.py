@@ -191,6 +191,21 @@ def _alloc(h_left, h_right):
     )
 
 
+@njit(cache=True, nogil=True)
+def mitm_serial(targets, coeffs, lengths, mode, eps, max_size, masks, status, objective):
+    """:func:`mitm_batch` on one thread: no parallel kernel to compile, so a fresh process's first
+    small solve is fast (the results are the same problem by problem)."""
+    n_max = 0
+    for b in range(targets.shape[0]):
+        if lengths[b] > n_max:
+            n_max = lengths[b]
+    bufs = _alloc(n_max // 2, n_max - n_max // 2)
+    for b in range(targets.shape[0]):
+        st, obj = _solve_one(targets[b], coeffs[b], lengths[b], mode, eps, max_size, bufs, masks[b])
+        status[b] = st
+        objective[b] = obj
+
+
 @njit(cache=True, parallel=True)
 def mitm_batch(targets, coeffs, lengths, mode, eps, max_size, n_blocks, masks, status, objective):
     """Solve every problem of the batch; problems are split into ``n_blocks`` parallel blocks.

@@ -20,6 +20,8 @@ from ..result import ChunkSolution, Status
 from .base import Backend
 
 MAX_BITS = 62  # subset masks are int64 bit sets
+#: batches up to this many problems run on one thread: starting the parallel kernel costs more
+SERIAL_BATCH = 1024
 
 
 def float_tolerance(batch: ProblemBatch) -> np.ndarray:
@@ -104,7 +106,7 @@ class MitmBackend(Backend):
     def _solve_numba(self, batch: ProblemBatch, options: SolveOptions) -> ChunkSolution:
         import numba
 
-        from ._mitm_numba import MODE_MIN_ERROR, MODE_MIN_SIZE, mitm_batch
+        from ._mitm_numba import MODE_MIN_ERROR, MODE_MIN_SIZE, mitm_batch, mitm_serial
 
         threads = max(1, min(options.workers, numba.config.NUMBA_NUM_THREADS))
         numba.set_num_threads(threads)
@@ -114,11 +116,13 @@ class MitmBackend(Backend):
         mode = MODE_MIN_SIZE if options.objective == "min-size" else MODE_MIN_ERROR
         eps = -1.0 if options.eps is None else options.eps
         max_size = -1 if options.max_size is None else options.max_size
-        n_blocks = max(1, min(b, threads * 8))
-        mitm_batch(
-            batch.targets, batch.coefficients, batch.lengths, mode, eps, max_size, n_blocks,
-            out.masks, out.status, objective,
-        )
+        if threads == 1 or b <= SERIAL_BATCH:  # no parallel kernel (slow to compile, no gain here)
+            mitm_serial(batch.targets, batch.coefficients, batch.lengths, mode, eps, max_size,
+                        out.masks, out.status, objective)
+        else:
+            n_blocks = max(1, min(b, threads * 8))
+            mitm_batch(batch.targets, batch.coefficients, batch.lengths, mode, eps, max_size, n_blocks,
+                       out.masks, out.status, objective)
         out.fallback = out.status == Status.INFEASIBLE
         out.set_objective(slice(None), objective, options.objective == "min-size")
         return out
