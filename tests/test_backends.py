@@ -164,6 +164,8 @@ def _cpsat_stopped_by_time_limit(monkeypatch, native: str):
         return native, mask, float(abs(T - C[0]) + size_weight), 0.0
 
     monkeypatch.setattr(cpsat._Template, "solve", stopped)
+    # the band enumeration stopped by the same time limit before finding anything
+    monkeypatch.setattr(cpsat.CpsatBackend, "_settle", lambda self, *args: ([], False))
 
 
 def test_time_limited_cpsat_reports_feasible_with_a_proven_bound(monkeypatch):
@@ -252,3 +254,19 @@ def test_property_presolve_equals_brute(seed, m, eps, max_size):
     assert np.array_equal(res.sizes, ref.sizes)
     assert np.array_equal(res.status, ref.status)
     assert np.allclose(res.errors, ref.errors, atol=1e-15)
+
+
+@pytest.mark.parametrize("objective, eps, resolution", [
+    ("min-error", None, None), ("min-size", 0.01, None), ("min-size", 0.001, None),
+    ("min-error", None, 1e-3), ("min-size", 0.01, 5e-4),  # coarse grids: the float64 settling decides
+])
+def test_cpsat_is_exact_in_float64(objective, eps, resolution):
+    """The grid answer's band is enumerated and settled in float64: same status, size and error as
+    brute force on every problem (not merely within a tolerance)."""
+    rng = np.random.default_rng(4)
+    t, c, _ = random_instances(rng, 150, 1, 14)
+    ref = solver.solve(t, c, objective, eps=eps, backend="brute", presolve=False)
+    res = solver.solve(t, c, objective, eps=eps, backend="cpsat", presolve=False, resolution=resolution)
+    assert np.array_equal(res.status, ref.status) and np.array_equal(res.sizes, ref.sizes)
+    assert np.all(np.abs(res.errors - ref.errors) <= 1e-12 * np.maximum(ref.errors, 1e-300))
+    assert np.all(res.tolerance < 1e-12)  # float64 rounding only

@@ -1,23 +1,26 @@
-"""`cpsat`: OR-Tools CP-SAT on the integer-rounded problem, one worker per process.
+"""`cpsat`: OR-Tools CP-SAT on the integer-rounded problem, settled exactly in float64.
 
 CP-SAT needs integers, so with resolution delta: T = round(t / delta), C_k = round(c_k / delta).
 Writing t = delta T + r_t and c_k = delta C_k + r_k with |r| <= delta / 2, for any subset s
 
-    | |t - c.s| - delta |T - C.s| | <= (|s| + 1) delta / 2 <= (m + 1) delta / 2,
+    | |t - c.s| - delta |T - C.s| | <= (|s| + 1) delta / 2 <= (m + 1) delta / 2.
 
-which gives the certificates (tolerance = (m + 1) delta):
+1. The grid problem is solved: ``min-error`` minimises z >= |T - C.s|; ``min-size`` minimises
+   (E + 1) |s| + z with z = |T - C.s| <= E = floor(eps / delta - (m + 1) / 2), so every subset it
+   accepts has true error <= eps (the objective is lexicographic: fewest ones, then smallest error).
+2. The band is settled in float64: by the inequality, every subset whose true error is at most
+   e has grid error <= e / delta + (m + 1) / 2. CP-SAT enumerates every subset of that band
+   (``enumerate_all_solutions``) with at most as many ones as the answer in hand (min-size: e = eps;
+   min-error: e = the true error of the grid answer), and the best in float64 is returned: fewest
+   ones with error <= eps, then the smallest error; or the smallest error. A complete enumeration
+   makes the answer exact up to float64 rounding (the tolerance recorded, as for mitm); a time
+   limit that stops it reports FEASIBLE.
 
-* ``min-error``: minimise z >= |T - C.s|. The returned subset's true error is within
-  (m + 1) delta of the true optimum; ``error_bound`` = delta * (CP-SAT bound) - (m + 1) delta / 2.
-* ``min-size``: minimise (E + 1) |s| + z with z = |T - C.s| <= E = floor(eps / delta - (m + 1) / 2)
-  (z <= E makes the objective lexicographic: fewest ones, then smallest error). Every subset
-  this accepts has true error <= eps, and every subset with true error <= eps - (m + 1) delta is
-  accepted, so the size returned is at most the smallest size at eps - tolerance.
-
-Default resolution: ``min-size`` delta = eps / (10 (m + 1)) (tolerance eps / 10); ``min-error``
-delta = 1e-7 max(|t|, max|c|) per problem. Parameters found by measurement on m = 21 problems:
-``linearization_level=0`` and no CP-SAT presolve are 3-4x faster than the defaults on these tiny
-models; the model is built once per chunk and only its coefficients change per problem.
+Default resolution: ``min-size`` delta = eps / (10 (m + 1)) (a band of about eps / 10 around eps);
+``min-error`` delta = 1e-7 max(|t|, max|c|) per problem. Parameters found by measurement on
+m = 21 problems: ``linearization_level=0`` and no CP-SAT presolve are 3-4x faster than the
+defaults on these tiny models; the grid model is built once per chunk and only its coefficients
+change per problem.
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ from ..options import SolveOptions
 from ..problem import ProblemBatch
 from ..result import ChunkSolution, Status
 from .base import Backend
+from .mitm import float_tolerance
 
 MIN_ERROR_RELATIVE_RESOLUTION = 1e-7
 MIN_SIZE_TOLERANCE_FRACTION = 0.1  # min-size: tolerance = this * eps
 INT_LIMIT = 2**50  # keep every integer sum far from int64 overflow
-REFINE_STEPS = 3  # min-size: finer resolutions tried when rounding alone blocks a fit
 
 CPSAT_PARAMETERS = {"num_workers": 1, "linearization_level": 0, "cp_model_presolve": False}
 
@@ -123,9 +126,10 @@ class CpsatBackend(Backend):
         else:
             res = f"{MIN_ERROR_RELATIVE_RESOLUTION:g} * max(|t|, max|c|) per problem"
         return {
-            "method": "CP-SAT on the problem rounded to integers at a resolution delta",
+            "method": "CP-SAT on the problem rounded to integers at a resolution delta, then every subset of the "
+                      "band of (m + 1) delta / 2 around it enumerated and settled in float64",
             "resolution": res,
-            "tolerance": "(m + 1) * delta",
+            "tolerance": "float64 rounding: 2 (m+1) eps64 (|t| + sum|c|)",
             "parameters": dict(CPSAT_PARAMETERS, max_time_in_seconds=options.time_limit),
         }
 
@@ -155,31 +159,71 @@ class CpsatBackend(Backend):
             c = batch.coefficients[p, :n]
             delta = self._resolution(t, c, options)
             if options.objective == "min-size":
-                for _ in range(REFINE_STEPS + 1):
-                    found, proved_none = self._min_size(template(n, "min-size"), t, c, delta, options.eps)
-                    if found is not None:
-                        break
-                    mask, status, bound = self._min_error(template(n, "min-error"), t, c, delta)
-                    # Nothing fits at eps - tolerance. If the min-error subset fits at eps, the
-                    # rounding hid it: retry on a finer grid rather than claim infeasibility.
-                    if not (proved_none and abs(t - c[mask].sum()) <= options.eps):
-                        break
-                    delta /= 16
-                if found is not None:
-                    mask, status, bound = found
-                    out.size_bound[p] = bound
+                found, _ = self._min_size(template(n, "min-size"), t, c, delta, options.eps)
+                # every subset within eps in float64 lies in the band of grid error <= eps / delta + (n + 1) / 2
+                cap = int(found[2]) if found is not None else (options.max_size if options.max_size is not None else n)
+                settled = self._settle(t, c, delta, options.eps / delta + (n + 1) / 2, cap, options)
+                fits = [(size, err, mask) for size, err, mask in settled[0] if err <= options.eps]
+                # the band holds every subset within eps with at most `cap` ones, and one of them has
+                # the fewest ones: a complete enumeration settles the answer exactly
+                complete = settled[1]
+                if fits:
+                    size, _, mask = min(fits, key=lambda f: (f[0], f[1]))
+                    status = Status.OPTIMAL if complete else Status.FEASIBLE
+                    out.size_bound[p] = size if complete else np.nan
                 else:
+                    mask, status, bound = self._exact_min_error(template(n, "min-error"), t, c, delta, options)
                     out.fallback[p] = True
-                    proved = proved_none and status == Status.OPTIMAL
-                    status = Status.INFEASIBLE if proved else Status.FEASIBLE
+                    status = Status.INFEASIBLE if complete and status == Status.OPTIMAL else Status.FEASIBLE
                     out.error_bound[p] = bound
             else:
-                mask, status, bound = self._min_error(template(n, "min-error"), t, c, delta)
+                mask, status, bound = self._exact_min_error(template(n, "min-error"), t, c, delta, options)
                 out.error_bound[p] = bound
             out.masks[p, :n] = mask
             out.status[p] = status
-            out.tolerance[p] = (n + 1) * delta
+        out.tolerance = float_tolerance(batch)
         return out
+
+    def _exact_min_error(self, tpl: _Template, t: float, c: np.ndarray, delta: float, options: SolveOptions):
+        """The grid optimum, then every subset of the band around it settled in float64."""
+        mask, status, bound = self._min_error(tpl, t, c, delta)
+        found = abs(t - c[mask].sum())
+        settled, complete = self._settle(t, c, delta, found / delta + (len(c) + 1) / 2,
+                                         options.max_size if options.max_size is not None else len(c), options)
+        if settled:
+            _, err, best = min(settled, key=lambda f: f[1])
+            if err < found:
+                mask, found = best, err
+        exact = status == Status.OPTIMAL and complete
+        return mask, Status.OPTIMAL if exact else Status.FEASIBLE, found if exact else bound
+
+    def _settle(self, t: float, c: np.ndarray, delta: float, band: float, max_ones: int, options: SolveOptions):
+        """Every subset with at most ``max_ones`` ones and grid error <= ``band`` (CP-SAT enumerates
+        them all), with its float64 error. Returns ([(size, error, mask)], complete)."""
+        from ortools.sat.python import cp_model
+
+        T, C = self._integers(t, c, delta)
+        reach = math.floor(band)
+        model = cp_model.CpModel()
+        s = [model.new_bool_var(f"s{k}") for k in range(len(c))]  # s_k = 1: keep coefficient k
+        model.add_linear_constraint(sum(C[k] * s[k] for k in range(len(c))), T - reach, T + reach)  # in the band
+        model.add(sum(s) <= max_ones)  # no more ones than the answer in hand (or the cap)
+        found: list[tuple[int, float, np.ndarray]] = []
+
+        class Collect(cp_model.CpSolverSolutionCallback):
+            def on_solution_callback(self) -> None:
+                mask = np.array([self.boolean_value(v) for v in s], dtype=bool)
+                found.append((int(mask.sum()), abs(t - c[mask].sum()), mask))
+
+        solver = cp_model.CpSolver()
+        for key, value in CPSAT_PARAMETERS.items():
+            setattr(solver.parameters, key, value)
+        solver.parameters.enumerate_all_solutions = True
+        if options.time_limit is not None:
+            solver.parameters.max_time_in_seconds = options.time_limit
+        status = solver.solve(model, Collect())
+        complete = status in (cp_model.OPTIMAL, cp_model.INFEASIBLE)  # the search ran to its end
+        return found, complete
 
     @staticmethod
     def _integers(t: float, c: np.ndarray, delta: float) -> tuple[int, list[int]]:
