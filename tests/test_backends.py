@@ -270,3 +270,14 @@ def test_cpsat_is_exact_in_float64(objective, eps, resolution):
     assert np.array_equal(res.status, ref.status) and np.array_equal(res.sizes, ref.sizes)
     assert np.all(np.abs(res.errors - ref.errors) <= 1e-12 * np.maximum(ref.errors, 1e-300))
     assert np.all(res.tolerance < 1e-12)  # float64 rounding only
+
+
+@requires_gurobi
+@pytest.mark.parametrize("objective, eps", [("min-error", None), ("min-size", 0.01), ("min-size", 0.001)])
+def test_gurobi_is_exact_in_float64(objective, eps):
+    rng = np.random.default_rng(5)
+    t, c, _ = random_instances(rng, 60, 1, 12)
+    ref = solver.solve(t, c, objective, eps=eps, backend="brute", presolve=False)
+    res = solver.solve(t, c, objective, eps=eps, backend="gurobi", presolve=False)
+    assert np.array_equal(res.status, ref.status) and np.array_equal(res.sizes, ref.sizes)
+    assert np.all(np.abs(res.errors - ref.errors) <= 1e-12 * np.maximum(ref.errors, 1e-300))

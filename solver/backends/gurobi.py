@@ -1,4 +1,4 @@
-"""`gurobi`: Gurobi MILP in floating point with tight, recorded tolerances (optional extra).
+"""`gurobi`: Gurobi MILP in floating point, settled exactly in float64 (optional extra).
 
 Models (binary s, continuous z):
 
@@ -6,7 +6,13 @@ Models (binary s, continuous z):
 * ``min-size``: minimise W |s| + z subject to -z <= t - c.s <= z, z <= eps - tol, with
   W = 2 eps + 1 > max z, so the objective is lexicographic (fewest ones, then smallest error).
   ``tol`` covers Gurobi's feasibility and integrality tolerances, so every accepted subset has a
-  true error <= eps; the recorded tolerance is 2 tol, with the same meaning as for CP-SAT.
+  true error <= eps.
+
+Then the band that can hold the float64 optimum is settled, as for cpsat: every subset with
+|t - c.s| <= e + tol and at most as many ones as the answer in hand (min-size: e = eps;
+min-error: e = the float64 error of Gurobi's answer) is enumerated with Gurobi's solution pool
+(``PoolSearchMode=2`` on a model without objective) and the best in float64 is returned. A
+complete enumeration makes the answer exact up to float64 rounding; a time limit reports FEASIBLE.
 
 One Gurobi environment per process (licence checks are slow); one thread per model.
 """
@@ -23,6 +29,7 @@ from ..options import SolveOptions
 from ..problem import ProblemBatch
 from ..result import ChunkSolution, Status
 from .base import Backend
+from .mitm import float_tolerance
 
 GUROBI_PARAMETERS = {
     "Threads": 1,
@@ -33,6 +40,7 @@ GUROBI_PARAMETERS = {
     "OptimalityTol": 1e-9,
 }
 SIZE_LIMITED_LICENSE = 10010  # GRB_ERROR_SIZE_LIMIT_EXCEEDED
+POOL_LIMIT = 1_000_000  # band solutions kept; reaching it counts as an incomplete enumeration
 
 _ENV = None
 
@@ -91,7 +99,9 @@ class GurobiBackend(Backend):
         return {
             "method": "Gurobi MILP in floating point",
             "parameters": dict(GUROBI_PARAMETERS, TimeLimit=options.time_limit),
-            "tolerance": "2 (2 FeasibilityTol + IntFeasTol (sum|c| + 1))",
+            "settling": "solution pool (PoolSearchMode 2) over the band |t - c.s| <= e + 2 FeasibilityTol + "
+                        "IntFeasTol (sum|c| + 1), best subset chosen in float64",
+            "tolerance": "float64 rounding: 2 (m+1) eps64 (|t| + sum|c|)",
         }
 
     def solve_chunk(self, batch: ProblemBatch, options: SolveOptions) -> ChunkSolution:
@@ -102,24 +112,75 @@ class GurobiBackend(Backend):
             t = float(batch.targets[p])
             c = batch.coefficients[p, :n]
             tol = _tolerance(c)
-            found = None
-            proved_none = False
+            cap = options.max_size if options.max_size is not None else n
             if options.objective == "min-size":
-                found, proved_none = self._solve(t, c, options, size_eps=max(options.eps - tol, 0.0))
-            if found is None:
-                found, _ = self._solve(t, c, options, size_eps=None)
-                mask, status, bound = found
-                if options.objective == "min-size":
+                found, _ = self._solve(t, c, options, size_eps=max(options.eps - tol, 0.0))
+                # every subset within eps in float64 satisfies the band's constraints (widened by the tolerances)
+                settled, complete = self._settle(t, c, options.eps + tol, int(found[2]) if found else cap, options)
+                fits = [(size, err, mask) for size, err, mask in settled if err <= options.eps]
+                if fits:
+                    size, _, mask = min(fits, key=lambda f: (f[0], f[1]))
+                    status = Status.OPTIMAL if complete else Status.FEASIBLE
+                    out.size_bound[p] = size if complete else np.nan
+                else:
+                    mask, status, bound = self._exact_min_error(t, c, tol, cap, options)
                     out.fallback[p] = True
-                    status = Status.INFEASIBLE if proved_none and status == Status.OPTIMAL else Status.FEASIBLE
-                out.error_bound[p] = bound
+                    status = Status.INFEASIBLE if complete and status == Status.OPTIMAL else Status.FEASIBLE
+                    out.error_bound[p] = bound
             else:
-                mask, status, bound = found
-                out.size_bound[p] = bound
+                mask, status, bound = self._exact_min_error(t, c, tol, cap, options)
+                out.error_bound[p] = bound
             out.masks[p, :n] = mask
             out.status[p] = status
-            out.tolerance[p] = 2 * tol
+        out.tolerance = float_tolerance(batch)
         return out
+
+    def _exact_min_error(self, t: float, c: np.ndarray, tol: float, cap: int, options: SolveOptions):
+        """Gurobi's optimum, then every subset of the band around it settled in float64."""
+        (mask, status, bound), _ = self._solve(t, c, options, size_eps=None)
+        found = abs(t - c[mask].sum())
+        settled, complete = self._settle(t, c, found + tol, cap, options)
+        if settled:
+            _, err, best = min(settled, key=lambda f: f[1])
+            if err < found:
+                mask, found = best, err
+        exact = status == Status.OPTIMAL and complete
+        return mask, Status.OPTIMAL if exact else Status.FEASIBLE, found if exact else bound
+
+    def _settle(self, t: float, c: np.ndarray, band: float, max_ones: int, options: SolveOptions):
+        """Every subset with at most ``max_ones`` ones and |t - c.s| <= ``band`` (Gurobi's solution
+        pool, PoolSearchMode 2 on a model without objective: all feasible points), with its float64
+        error. Returns ([(size, error, mask)], complete)."""
+        import gurobipy as gp
+        from gurobipy import GRB
+
+        n = len(c)
+        try:
+            with gp.Model(env=_env()) as model:
+                for key, value in GUROBI_PARAMETERS.items():
+                    model.setParam(key, value)
+                model.setParam("PoolSearchMode", 2)  # systematic: all solutions up to PoolSolutions
+                model.setParam("PoolSolutions", POOL_LIMIT)
+                if options.time_limit is not None:
+                    model.setParam("TimeLimit", options.time_limit)
+                s = model.addMVar(n, vtype=GRB.BINARY, name="s")  # keep coefficient k?
+                model.addConstr(c @ s <= t + band, name="above")  # c.s within the band around t
+                model.addConstr(c @ s >= t - band, name="below")
+                model.addConstr(s.sum() <= max_ones, name="ones")  # no more ones than the answer in hand
+                model.optimize()
+                status = self.map_status(model.Status, f"code {model.Status}")
+                found = []
+                for k in range(model.SolCount):
+                    model.setParam("SolutionNumber", k)
+                    mask = np.asarray(s.Xn) > 0.5
+                    found.append((int(mask.sum()), abs(t - c[mask].sum()), mask))
+        except gp.GurobiError as exc:
+            if exc.errno == SIZE_LIMITED_LICENSE:
+                raise LicenseError(f"Gurobi's size-limited licence refused a model with {n} variables "
+                                   f"(error {exc.errno}: {exc}); install a full licence or use backend='cpsat'") from exc
+            raise SolverError(f"Gurobi failed (error {exc.errno}): {exc}") from exc
+        complete = status in (Status.OPTIMAL, Status.INFEASIBLE) and len(found) < POOL_LIMIT
+        return found, complete
 
     def _solve(self, t: float, c: np.ndarray, options: SolveOptions, size_eps: float | None):
         """One model. ``size_eps`` None: min-error; else min-size with z <= size_eps.
