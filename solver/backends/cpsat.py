@@ -36,6 +36,7 @@ from ..problem import ProblemBatch
 from ..result import ChunkSolution, Status
 from .base import Backend
 from .mitm import float_tolerance
+from .settle import best_min_error, best_min_size
 
 MIN_ERROR_RELATIVE_RESOLUTION = 1e-7
 MIN_SIZE_TOLERANCE_FRACTION = 0.1  # min-size: tolerance = this * eps
@@ -162,15 +163,13 @@ class CpsatBackend(Backend):
                 found, _ = self._min_size(template(n, "min-size"), t, c, delta, options.eps)
                 # every subset within eps in float64 lies in the band of grid error <= eps / delta + (n + 1) / 2
                 cap = int(found[2]) if found is not None else (options.max_size if options.max_size is not None else n)
-                settled = self._settle(t, c, delta, options.eps / delta + (n + 1) / 2, cap, options)
-                fits = [(size, err, mask) for size, err, mask in settled[0] if err <= options.eps]
+                settled, complete = self._settle(t, c, delta, options.eps / delta + (n + 1) / 2, cap, options)
                 # the band holds every subset within eps with at most `cap` ones, and one of them has
                 # the fewest ones: a complete enumeration settles the answer exactly
-                complete = settled[1]
-                if fits:
-                    size, _, mask = min(fits, key=lambda f: (f[0], f[1]))
-                    status = Status.OPTIMAL if complete else Status.FEASIBLE
-                    out.size_bound[p] = size if complete else np.nan
+                best = best_min_size(settled, complete, options.eps)
+                if best is not None:
+                    size, mask, status = best
+                    out.size_bound[p] = size if status == Status.OPTIMAL else np.nan
                 else:
                     mask, status, bound = self._exact_min_error(template(n, "min-error"), t, c, delta, options)
                     out.fallback[p] = True
@@ -190,12 +189,7 @@ class CpsatBackend(Backend):
         found = abs(t - c[mask].sum())
         settled, complete = self._settle(t, c, delta, found / delta + (len(c) + 1) / 2,
                                          options.max_size if options.max_size is not None else len(c), options)
-        if settled:
-            _, err, best = min(settled, key=lambda f: f[1])
-            if err < found:
-                mask, found = best, err
-        exact = status == Status.OPTIMAL and complete
-        return mask, Status.OPTIMAL if exact else Status.FEASIBLE, found if exact else bound
+        return best_min_error(settled, complete, mask, found, status, bound)
 
     def _settle(self, t: float, c: np.ndarray, delta: float, band: float, max_ones: int, options: SolveOptions):
         """Every subset with at most ``max_ones`` ones and grid error <= ``band`` (CP-SAT enumerates

@@ -30,6 +30,7 @@ from ..problem import ProblemBatch
 from ..result import ChunkSolution, Status
 from .base import Backend
 from .mitm import float_tolerance
+from .settle import best_min_error, best_min_size
 
 GUROBI_PARAMETERS = {
     "Threads": 1,
@@ -117,11 +118,10 @@ class GurobiBackend(Backend):
                 found, _ = self._solve(t, c, options, size_eps=max(options.eps - tol, 0.0))
                 # every subset within eps in float64 satisfies the band's constraints (widened by the tolerances)
                 settled, complete = self._settle(t, c, options.eps + tol, int(found[2]) if found else cap, options)
-                fits = [(size, err, mask) for size, err, mask in settled if err <= options.eps]
-                if fits:
-                    size, _, mask = min(fits, key=lambda f: (f[0], f[1]))
-                    status = Status.OPTIMAL if complete else Status.FEASIBLE
-                    out.size_bound[p] = size if complete else np.nan
+                best = best_min_size(settled, complete, options.eps)
+                if best is not None:
+                    size, mask, status = best
+                    out.size_bound[p] = size if status == Status.OPTIMAL else np.nan
                 else:
                     mask, status, bound = self._exact_min_error(t, c, tol, cap, options)
                     out.fallback[p] = True
@@ -140,12 +140,7 @@ class GurobiBackend(Backend):
         (mask, status, bound), _ = self._solve(t, c, options, size_eps=None)
         found = abs(t - c[mask].sum())
         settled, complete = self._settle(t, c, found + tol, cap, options)
-        if settled:
-            _, err, best = min(settled, key=lambda f: f[1])
-            if err < found:
-                mask, found = best, err
-        exact = status == Status.OPTIMAL and complete
-        return mask, Status.OPTIMAL if exact else Status.FEASIBLE, found if exact else bound
+        return best_min_error(settled, complete, mask, found, status, bound)
 
     def _settle(self, t: float, c: np.ndarray, band: float, max_ones: int, options: SolveOptions):
         """Every subset with at most ``max_ones`` ones and |t - c.s| <= ``band`` (Gurobi's solution
