@@ -39,7 +39,7 @@ from .mitm import float_tolerance
 from .settle import best_min_error, best_min_size
 
 MIN_ERROR_RELATIVE_RESOLUTION = 1e-7
-MIN_SIZE_TOLERANCE_FRACTION = 0.1  # min-size: tolerance = this * eps
+MIN_SIZE_BAND_FRACTION = 0.1  # min-size default grid: the band (m + 1) delta is this * eps
 INT_LIMIT = 2**50  # keep every integer sum far from int64 overflow
 
 CPSAT_PARAMETERS = {"num_workers": 1, "linearization_level": 0, "cp_model_presolve": False}
@@ -123,7 +123,7 @@ class CpsatBackend(Backend):
         if options.resolution is not None:
             res = f"{options.resolution:g} (given)"
         elif options.objective == "min-size":
-            res = f"eps / (10 (m + 1)) = tolerance {MIN_SIZE_TOLERANCE_FRACTION:g} eps"
+            res = f"eps / (10 (m + 1)): a band of {MIN_SIZE_BAND_FRACTION:g} eps to settle"
         else:
             res = f"{MIN_ERROR_RELATIVE_RESOLUTION:g} * max(|t|, max|c|) per problem"
         return {
@@ -139,7 +139,7 @@ class CpsatBackend(Backend):
             return options.resolution
         n = len(c)
         if options.objective == "min-size":
-            return MIN_SIZE_TOLERANCE_FRACTION * options.eps / (n + 1)
+            return MIN_SIZE_BAND_FRACTION * options.eps / (n + 1)
         scale = max(abs(t), float(np.abs(c).max()) if n else 0.0, 1e-300)
         return MIN_ERROR_RELATIVE_RESOLUTION * scale
 
@@ -160,7 +160,7 @@ class CpsatBackend(Backend):
             c = batch.coefficients[p, :n]
             delta = self._resolution(t, c, options)
             if options.objective == "min-size":
-                found, _ = self._min_size(template(n, "min-size"), t, c, delta, options.eps)
+                found = self._min_size(template(n, "min-size"), t, c, delta, options.eps)
                 # every subset within eps in float64 lies in the band of grid error <= eps / delta + (n + 1) / 2
                 cap = int(found[2]) if found is not None else (options.max_size if options.max_size is not None else n)
                 settled, complete = self._settle(t, c, delta, options.eps / delta + (n + 1) / 2, cap, options)
@@ -240,11 +240,9 @@ class CpsatBackend(Backend):
         return mask, self.map_status(name), true_bound
 
     def _min_size(self, tpl: _Template, t: float, c: np.ndarray, delta: float, eps: float):
-        """Fewest ones with |error| <= eps at resolution delta.
-
-        Returns (solution or None, proved_none): None when no fitting subset was found, with
-        proved_none True when CP-SAT proved there is none (False: the time limit struck first).
-        """
+        """Fewest ones with |error| <= eps at resolution delta: (mask, status, size), or None when no
+        subset was found (none exists on the grid, or the time limit struck first: the band
+        settling decides which)."""
         n = len(c)
         E = math.floor(eps / delta - (n + 1) / 2)
         if E < 0:
@@ -256,7 +254,7 @@ class CpsatBackend(Backend):
         name, mask, value, bound = tpl.solve(T, C, E, E + 1)
         status = self.map_status(name)
         if status == Status.OPTIMAL:
-            return (mask, status, float(int(value) // (E + 1))), False
+            return mask, status, float(int(value) // (E + 1))
         if name == "FEASIBLE":  # a fitting subset, not proved smallest
-            return (mask, status, float(math.ceil(bound) // (E + 1))), False
-        return None, status == Status.INFEASIBLE  # UNKNOWN: nothing found, nothing proved
+            return mask, status, float(math.ceil(bound) // (E + 1))
+        return None  # INFEASIBLE on the grid, or UNKNOWN: nothing found

@@ -78,6 +78,14 @@ def license_problem() -> str | None:
     return None
 
 
+def _model_error(exc, variables: int) -> SolverError:
+    """A GurobiError raised by a model, as this package reports it (a licence limit as such)."""
+    if exc.errno == SIZE_LIMITED_LICENSE:
+        return LicenseError(f"Gurobi's size-limited licence refused a model with {variables} variables "
+                            f"(error {exc.errno}: {exc}); install a full licence or use backend='cpsat'")
+    return SolverError(f"Gurobi failed (error {exc.errno}): {exc}")
+
+
 def _tolerance(c: np.ndarray) -> float:
     p = GUROBI_PARAMETERS
     return 2 * p["FeasibilityTol"] + p["IntFeasTol"] * (float(np.abs(c).sum()) + 1.0)
@@ -115,7 +123,7 @@ class GurobiBackend(Backend):
             tol = _tolerance(c)
             cap = options.max_size if options.max_size is not None else n
             if options.objective == "min-size":
-                found, _ = self._solve(t, c, options, size_eps=max(options.eps - tol, 0.0))
+                found = self._solve(t, c, options, size_eps=max(options.eps - tol, 0.0))
                 # every subset within eps in float64 satisfies the band's constraints (widened by the tolerances)
                 settled, complete = self._settle(t, c, options.eps + tol, int(found[2]) if found else cap, options)
                 best = best_min_size(settled, complete, options.eps)
@@ -137,7 +145,7 @@ class GurobiBackend(Backend):
 
     def _exact_min_error(self, t: float, c: np.ndarray, tol: float, cap: int, options: SolveOptions):
         """Gurobi's optimum, then every subset of the band around it settled in float64."""
-        (mask, status, bound), _ = self._solve(t, c, options, size_eps=None)
+        mask, status, bound = self._solve(t, c, options, size_eps=None)
         found = abs(t - c[mask].sum())
         settled, complete = self._settle(t, c, found + tol, cap, options)
         return best_min_error(settled, complete, mask, found, status, bound)
@@ -170,17 +178,15 @@ class GurobiBackend(Backend):
                     mask = np.asarray(s.Xn) > 0.5
                     found.append((int(mask.sum()), abs(t - c[mask].sum()), mask))
         except gp.GurobiError as exc:
-            if exc.errno == SIZE_LIMITED_LICENSE:
-                raise LicenseError(f"Gurobi's size-limited licence refused a model with {n} variables "
-                                   f"(error {exc.errno}: {exc}); install a full licence or use backend='cpsat'") from exc
-            raise SolverError(f"Gurobi failed (error {exc.errno}): {exc}") from exc
+            raise _model_error(exc, n) from exc
         complete = status in (Status.OPTIMAL, Status.INFEASIBLE) and len(found) < POOL_LIMIT
         return found, complete
 
     def _solve(self, t: float, c: np.ndarray, options: SolveOptions, size_eps: float | None):
         """One model. ``size_eps`` None: min-error; else min-size with z <= size_eps.
 
-        Returns (solution or None, proved_none).
+        Returns (mask, status, bound), or None when there is no solution (infeasible, or none
+        found before the time limit: the band settling decides which).
         """
         import gurobipy as gp
         from gurobipy import GRB
@@ -208,22 +214,15 @@ class GurobiBackend(Backend):
                     model.setObjective(weight * s.sum() + z, GRB.MINIMIZE)
                 model.optimize()
                 st = self.map_status(model.Status, f"code {model.Status}")
-                if st == Status.INFEASIBLE:
-                    return None, True
-                if model.SolCount == 0:  # the time limit struck before any solution
-                    return None, False
+                if st == Status.INFEASIBLE or model.SolCount == 0:  # none, or none before the time limit
+                    return None
                 mask = np.asarray(s.X) > 0.5
                 native_bound = model.ObjBound
         except gp.GurobiError as exc:
-            if exc.errno == SIZE_LIMITED_LICENSE:
-                raise LicenseError(
-                    f"Gurobi's size-limited licence refused a model with {n + 1} variables "
-                    f"(error {exc.errno}: {exc}); install a full licence or use backend='cpsat'"
-                ) from exc
-            raise SolverError(f"Gurobi failed (error {exc.errno}): {exc}") from exc
+            raise _model_error(exc, n + 1) from exc
         if size_eps is None:
             bound = max(0.0, native_bound)
         else:
             bound = float(math.floor(native_bound / weight + 1e-9))  # z < weight
-        return (mask, st, bound), False
+        return mask, st, bound
 
