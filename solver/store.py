@@ -63,17 +63,14 @@ class ChunkStore:
         if not data_path.is_file() or not sum_path.is_file():
             return None
         raw = data_path.read_bytes()
-        if sha256_bytes(raw) != sum_path.read_text().strip():
-            self.recomputed.append(key)
-            data_path.unlink(missing_ok=True)
-            sum_path.unlink(missing_ok=True)
-            return None
-        try:
-            with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-                sol = ChunkSolution(**{f: npz[f] for f in FIELDS})
-        except (KeyError, ValueError, OSError):  # a file with the right checksum but not a chunk
-            sol = None
-        if sol is None or not _well_formed(sol):
+        sol = None
+        if sha256_bytes(raw) == sum_path.read_text().strip():
+            try:
+                with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+                    sol = ChunkSolution(**{f: npz[f] for f in FIELDS})
+            except (KeyError, ValueError, OSError):  # a file with the right checksum but not a chunk
+                sol = None
+        if sol is None or not _well_formed(sol):  # corrupted: solved again
             self.recomputed.append(key)
             data_path.unlink(missing_ok=True)
             sum_path.unlink(missing_ok=True)
