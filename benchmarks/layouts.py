@@ -72,7 +72,7 @@ def synthetic(count: int, m: int, eps: float, seed: int) -> list[dict[str, Any]]
 def network(name: str, n: int, eps: float, seed: int) -> list[dict[str, Any]]:
     from models.construct import ConstructOptions, construct
     from models.data import digits28
-    from models.default import cached_digits_lenet5, cached_digits_mlp
+    from models.default import cached_digits_lenet5
     from models.report import eps_coverage
     from models.target import load_target
     from models.verify import verify

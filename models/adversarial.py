@@ -26,11 +26,11 @@ def _errors(target64, pruned, x: torch.Tensor) -> torch.Tensor:
     return diff.reshape(len(x), -1).amax(dim=1)
 
 
-def adversarial_search(c: Construction, seeds: torch.Tensor | None = None, restarts: int = 16, steps: int = 50,
-                       seed: int = 0, batch: int | None = None) -> dict[str, Any]:
-    """Largest |f(x) - g(x)| found in the box; ``seeds``: inputs to start from (e.g. the verified
-    inputs with the largest errors). Returns the error, its witness input (1, *input_shape) and
-    the settings."""
+def adversarial_search(c: Construction, target64: torch.nn.Module | None = None, seeds: torch.Tensor | None = None,
+                       restarts: int = 16, steps: int = 50, seed: int = 0, batch: int | None = None) -> dict[str, Any]:
+    """Largest |f(x) - g(x)| found in the box; ``target64``: the target in float64 if the caller
+    has one (else a copy is made); ``seeds``: inputs to start from (e.g. the verified inputs with
+    the largest errors). Returns the error, its witness input (1, *input_shape) and the settings."""
     start = time.perf_counter()
     lo, hi = c.domain
     shape = c.input_shape
@@ -41,10 +41,12 @@ def adversarial_search(c: Construction, seeds: torch.Tensor | None = None, resta
     rand = max(restarts - sum(len(s) for s in starts), 0)
     starts.append(torch.rand((rand, *shape), generator=gen) * (hi - lo) + lo)
     x0 = torch.cat(starts).double()
-    target64 = copy.deepcopy(c.target).double().eval()
+    if target64 is None:
+        target64 = copy.deepcopy(c.target).double().eval()
     pruned = c.pruned
-    flags = [p.requires_grad for p in pruned.parameters()]
-    for p in list(pruned.parameters()) + list(target64.parameters()):
+    params = list(pruned.parameters()) + list(target64.parameters())
+    flags = [p.requires_grad for p in params]
+    for p in params:
         p.requires_grad_(False)  # gradients with respect to the input only
     best_err, best_x = -1.0, x0[:1]
     batch = batch or len(x0)
@@ -67,7 +69,7 @@ def adversarial_search(c: Construction, seeds: torch.Tensor | None = None, resta
                 if (k + 1) % max(steps // 5, 1) == 0:
                     step /= 2
     finally:
-        for p, flag in zip(pruned.parameters(), flags):
+        for p, flag in zip(params, flags):
             p.requires_grad_(flag)
     return {"adversarial_output_error": best_err, "witness": best_x, "starts": len(x0), "steps": steps,
             "seed": seed, "seconds": time.perf_counter() - start}

@@ -77,7 +77,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     if adversarial:
         per_input = diff.reshape(len(x), -1).amax(dim=1)
         top = x[per_input.argsort(descending=True)[: adversarial // 2]]
-        search = adversarial_search(c, top, restarts=adversarial, seed=c.options.seed,
+        search = adversarial_search(c, target64, top, restarts=adversarial, seed=c.options.seed,
                                     batch=max(1, batch // 3))  # backpropagation keeps the activations
         out["adversarial_output_error"] = search.pop("adversarial_output_error")
         out["witness"] = search.pop("witness")
