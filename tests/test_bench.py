@@ -84,3 +84,20 @@ def test_bench_layouts_quick(tmp_path, monkeypatch):
     assert {(r["network"], r["layout"]) for r in nets} == {("lenet5", "fixed-sign"), ("lenet5", "balanced")}
     for r in nets:
         assert r["weights"] == 61706 and (r["misses"] > 0) == (r["max_weight_error"] > 0.01)
+
+
+@pytest.mark.slow
+def test_bench_coldstart_small(tmp_path):
+    out = tmp_path / "cold"
+    assert main(["bench", "coldstart", "--repeats", "1", "--problems", "20", "--m", "8", "--out", str(out)]) == 0
+    payload = json.loads((out / "coldstart.json").read_text())
+    rows = payload["rows"]
+    assert [(r["objective"], r["cache"]) for r in rows] == [
+        ("min-size", "compiled before"), ("min-size", "empty cache"),
+        ("min-error", "compiled before"), ("min-error", "empty cache")]
+    for r in rows:
+        assert r["total"] == pytest.approx(r["import"] + r["first_call"], rel=1e-6)
+        assert r["total_all"] == [r["total"]]
+    goal_rows = [r for r in rows if r["cache"] == "compiled before" and r["objective"] == "min-size"]
+    assert payload["goal_met"] == (goal_rows[0]["total"] <= payload["goal_seconds"])
+    assert "| objective | numba cache |" in (out / "coldstart.md").read_text()

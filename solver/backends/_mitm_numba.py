@@ -13,6 +13,13 @@ for each left subset and each right size k the nearest right sum is found, which
 error for every total size. That makes min-size (fewest ones with error <= eps, then smallest
 error) and the size cap exact, at a cost of O(2^h_L (h_R + 1) + 2^h_R).
 
+Plain ``min-error`` (no size cap) needs no sorted left half: the left sums are built in
+doubling order (sum k has the bit mask k), the right sums are bucket-sorted (``BUCKETS_PER_SUM``
+buckets per sum over their range, insertion inside a bucket), and each left sum looks up the
+bucket of ``t - left`` and steps to the first right sum >= it. The bucket index is a monotone
+function of the value, so the concatenated buckets are exactly sorted and the lookup is exact; it
+replaces the left merge and the right merge's unpredictable branches (about 2x faster at m = 21).
+
 Every decision is a comparison of float64 sums built in index order; the caller recomputes the
 error from the mask, so the only inexactness is float64 rounding (recorded as the tolerance).
 """
@@ -27,6 +34,8 @@ MODE_MIN_SIZE = 1
 
 STATUS_OPTIMAL = 0
 STATUS_INFEASIBLE = 2
+#: buckets per right sum in the min-error lookup (4 and 8 measured equal at m = 21; 1 is 1.8x slower)
+BUCKETS_PER_SUM = 4
 
 
 @njit(cache=True, nogil=True)
@@ -68,6 +77,84 @@ def _sorted_subset_sums(c, start, n, s_a, m_a, s_b, m_b):
 
 
 @njit(cache=True, nogil=True)
+def _doubling_sums(c, start, n, out):
+    """out[k] = the sum of c[start + j] over the bits j of k, added in increasing j (as the merge)."""
+    out[0] = 0.0
+    size = 1
+    for j in range(n):
+        cj = c[start + j]
+        for k in range(size):
+            out[size + k] = out[k] + cj
+        size *= 2
+
+
+@njit(cache=True, nogil=True)
+def _solve_min_error(t, c, n, bufs, out_mask):
+    """Exact min-error with no size cap by bucket lookup; writes the mask; returns the error."""
+    (left, _, _, _, right, _, sums, idx, _, _, _, _, start, fill) = bufs
+    h_left = n // 2
+    h_right = n - h_left
+    n_left = 1 << h_left
+    n_right = 1 << h_right
+    _doubling_sums(c, 0, h_left, left)
+    _doubling_sums(c, h_left, h_right, right)
+    n_buckets = BUCKETS_PER_SUM * n_right
+    top = n_buckets - 1.0
+    lo = right[0]
+    hi = right[0]
+    for r in range(n_right):
+        lo = min(lo, right[r])
+        hi = max(hi, right[r])
+    scale = n_buckets / (hi - lo) if hi > lo else 0.0
+    if not np.isfinite(scale):  # a range so small that the scale overflows: one bucket
+        scale = 0.0
+    for b in range(n_buckets + 1):
+        start[b] = 0
+    for r in range(n_right):
+        start[int(min((right[r] - lo) * scale, top)) + 1] += 1
+    for b in range(n_buckets):
+        start[b + 1] += start[b]
+        fill[b] = start[b]
+    for r in range(n_right):  # scatter, keeping each bucket sorted by insertion
+        v = right[r]
+        b = int(min((v - lo) * scale, top))
+        p = fill[b]
+        fill[b] = p + 1
+        first = start[b]
+        while p > first and sums[p - 1] > v:
+            sums[p] = sums[p - 1]
+            idx[p] = idx[p - 1]
+            p -= 1
+        sums[p] = v
+        idx[p] = r
+    best_err = np.inf
+    best_l = 0
+    best_r = 0
+    for i in range(n_left):
+        q = t - left[i]
+        b = int(min(max((q - lo) * scale, 0.0), top))
+        p = start[b]
+        end = start[b + 1]
+        while p < end and sums[p] < q:
+            p += 1
+        # sums[p] is the first right sum >= q (sums are sorted across buckets), sums[p - 1] the last < q
+        if p < n_right and sums[p] - q < best_err:
+            best_err = sums[p] - q
+            best_l = i
+            best_r = idx[p]
+        if p > 0 and q - sums[p - 1] < best_err:
+            best_err = q - sums[p - 1]
+            best_l = i
+            best_r = idx[p - 1]
+        if best_err == 0.0:
+            break
+    full = np.int64(best_l) | (np.int64(best_r) << h_left)
+    for j in range(n):
+        out_mask[j] = ((full >> j) & 1) != 0
+    return best_err
+
+
+@njit(cache=True, nogil=True)
 def _popcount(x):
     count = 0
     while x:
@@ -79,7 +166,9 @@ def _popcount(x):
 @njit(cache=True, nogil=True)
 def _solve_one(t, c, n, mode, eps, max_size, bufs, out_mask):
     """Solve one problem exactly; writes its mask into out_mask[:n]; returns (status, objective)."""
-    (ls_a, lm_a, ls_b, lm_b, rs_a, rm_a, rs_b, rm_b, gs, gm, goff, ptr) = bufs
+    if mode == MODE_MIN_ERROR and max_size < 0:
+        return STATUS_OPTIMAL, _solve_min_error(t, c, n, bufs, out_mask)
+    (ls_a, lm_a, ls_b, lm_b, rs_a, rm_a, rs_b, rm_b, gs, gm, goff, ptr, _, _) = bufs
     h_left = n // 2
     h_right = n - h_left
     n_left = 1 << h_left
@@ -188,6 +277,7 @@ def _alloc(h_left, h_right):
         np.empty(nr, np.float64), np.empty(nr, np.int64), np.empty(nr, np.float64), np.empty(nr, np.int64),
         np.empty(nr, np.float64), np.empty(nr, np.int64), np.empty(h_right + 2, np.int64),
         np.empty(h_right + 2, np.int64),
+        np.empty(BUCKETS_PER_SUM * (nr - 1) + 1, np.int64), np.empty(BUCKETS_PER_SUM * (nr - 1), np.int64),
     )
 
 

@@ -31,9 +31,11 @@ def float_tolerance(batch: ProblemBatch) -> np.ndarray:
 
 
 def _numba_bytes_per_thread(n: int) -> int:
+    from ._mitm_numba import BUCKETS_PER_SUM
+
     h_left = n // 2
     h_right = n - h_left
-    return 8 * (6 * ((1 << h_right) + 1) + 4 * ((1 << h_left) + 1))
+    return 8 * ((6 + 2 * BUCKETS_PER_SUM) * ((1 << h_right) + 1) + 4 * ((1 << h_left) + 1))
 
 
 class MitmBackend(Backend):
