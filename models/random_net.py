@@ -15,18 +15,18 @@ Distributions (recorded in every :class:`LayerSpec`):
   The products' signs are random: now and then a large weight gets too few coefficients of its
   sign (P(at most 2 of 21 positive) is about 1.1e-4) and no exact solver can reach it.
 * ``balanced`` (default): as ``fixed-sign``, but the sign of every product is fixed by the unit's
-  index: within each group of n units (and among the n constant units) the first ceil(n/2)
-  products are positive and the other floor(n/2) negative (|B| ~ U[0, s], its sign set so that
-  sign(B u) is the unit's). Every weight sees both signs in equal numbers.
+  index: the j-th unit of each group of n units (and the j-th constant unit) has a positive
+  product for even j and a negative one for odd j (|B| ~ U[0, s], its sign set so that sign(B u)
+  is the unit's): ceil(n/2) positive and floor(n/2) negative products for every weight.
 * ``paper``: every entry i.i.d. U[-1, 1] (Pensia et al.), 2n fan-out units per input with random
   signs (so the two groups have random sizes), beta ~ U[-1, 1], s = 1.
 All other entries (A's off-block weights in the dense variant, A's other biases, B's biases)
 are U[-1, 1] and pruned.
 
-Values are drawn in float32 on the CPU from a generator seeded by (seed, layer index), in a
-fixed order, so the same seed gives the same network whatever the variant, chunking, workers
-or device. The dense variant's off-block entries come from a second stream so that they do not
-shift the shared values.
+Values are drawn in float32 on the CPU, each unit's from its own generator seeded by (the layer's
+seed, the unit's group and index in the group): the same seed gives the same network whatever the
+variant, chunking, workers or device, and the values for n are a prefix of those for n + 1 (what
+``--n auto`` relies on). The dense variant's off-block entries come from further streams.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ import torch
 LAYOUTS = ("balanced", "fixed-sign", "paper")
 SIGNED_UNITS = ("balanced", "fixed-sign")  # |u| random, the sign of u fixed by the unit's group
 VARIANTS = ("fanout", "dense")
+# stream keys: what a unit's generator is seeded with besides the layer seed
+FAN_KEY, CONST_KEY, BIAS_KEY, DENSE_KEY = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -106,54 +108,96 @@ def _uniform(gen: torch.Generator, shape: tuple[int, ...], low: float, high: flo
     return torch.rand(shape, generator=gen, dtype=torch.float32) * (high - low) + low
 
 
+def _stream(spec: LayerSpec, *key: int) -> torch.Generator:
+    """The generator of one unit's values: seeded by (the layer's seed, key), independent of n."""
+    state = np.random.SeedSequence([spec.seed, *key]).generate_state(1, dtype=np.uint64)[0] >> 1
+    return torch.Generator().manual_seed(int(state))
+
+
+def unit_sign(j: int) -> float:
+    """The ``balanced`` layout's product sign of the j-th unit of a group: + for even j, - for odd,
+    so any n units hold ceil(n/2) positive and floor(n/2) negative products."""
+    return 1.0 if j % 2 == 0 else -1.0
+
+
+def _fan_unit(spec: LayerSpec, g: int, j: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fan-out unit j of sign group g, for every input: u (d_in,), B's columns (d_out, d_in[, kh, kw])
+    and the (pruned) A biases (d_in,)."""
+    gen = _stream(spec, FAN_KEY, g, j)
+    if spec.layout in SIGNED_UNITS:
+        u = 1.0 - torch.rand((spec.d_in,), generator=gen, dtype=torch.float32)  # (0, 1]
+        if g == 1:
+            u = -u  # the second group of a signed input is negative
+    else:
+        u = _uniform(gen, (spec.d_in,), -1.0, 1.0)
+    B = _uniform(gen, (spec.d_out, spec.d_in, *_taps(spec)), -spec.scale, spec.scale)
+    if spec.layout == "balanced":  # |B| with the sign that makes the product B u the unit's
+        sign = unit_sign(j) * torch.sign(u)
+        B = B.abs() * sign.reshape(1, -1, *([1] * (B.dim() - 2)))
+    return u, B, _uniform(gen, (spec.d_in,), -1.0, 1.0)
+
+
+def _const_unit(spec: LayerSpec, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Constant unit j: its bias beta (1,) and B's column (d_out[, kh, kw])."""
+    gen = _stream(spec, CONST_KEY, j)
+    if spec.layout in SIGNED_UNITS:
+        beta = 1.0 - torch.rand((1,), generator=gen, dtype=torch.float32)
+    else:
+        beta = _uniform(gen, (1,), -1.0, 1.0)
+    B = _uniform(gen, (spec.d_out, *_taps(spec)), -spec.scale, spec.scale)
+    if spec.layout == "balanced":
+        B = B.abs() * unit_sign(j)
+    return beta, B
+
+
+def _taps(spec: LayerSpec) -> tuple[int, ...]:
+    return () if spec.kind == "linear" else tuple(spec.kernel)
+
+
+def _unit_keys(spec: LayerSpec) -> list[tuple[int, int]]:
+    """(group, index in group) of each of an input's units, in the order of the hidden layer."""
+    groups_of = spec.units_per_input // spec.n
+    return [(g, j) for g in range(groups_of) for j in range(spec.n)]
+
+
 def generate(spec: LayerSpec, dense: bool = False) -> dict[str, torch.Tensor]:
     """Draw the pair's random values (float32, CPU).
 
     Returns ``u`` (d_in, units_per_input): the block entries of A; ``a_bias`` (hidden,) with the
     constant units' beta last; ``B`` (d_out, hidden[, kh, kw]); ``b_bias`` (d_out,); and with
     ``dense`` also ``A`` (hidden, d_in), the full fan-out matrix with the block entries equal to u.
+
+    Every unit's values come from their own stream, seeded by (layer seed, group, index), so the
+    values of a network with n coefficients are a prefix of those with n + 1 (``--n auto`` adds
+    units without changing the ones already solved against).
     """
-    gen = torch.Generator().manual_seed(spec.seed)
-    upi = spec.units_per_input
-    if spec.layout in SIGNED_UNITS:
-        u = 1.0 - torch.rand((spec.d_in, upi), generator=gen, dtype=torch.float32)  # (0, 1]
-        if upi == 2 * spec.n:
-            u[:, spec.n:] *= -1.0  # second group negative
-        beta = 1.0 - torch.rand((spec.n_const,), generator=gen, dtype=torch.float32)
-    else:
-        u = _uniform(gen, (spec.d_in, upi), -1.0, 1.0)
-        beta = _uniform(gen, (spec.n_const,), -1.0, 1.0)
-    kh, kw = spec.kernel
-    b_shape = (spec.d_out, spec.hidden) if spec.kind == "linear" else (spec.d_out, spec.hidden, kh, kw)
-    B = _uniform(gen, b_shape, -spec.scale, spec.scale)
-    if spec.layout == "balanced":
-        B = _balance_signs(spec, B, u)
-    other_a_bias = _uniform(gen, (spec.d_in * upi,), -1.0, 1.0)
-    b_bias = _uniform(gen, (spec.d_out,), -1.0, 1.0)
+    keys = _unit_keys(spec)
+    fan = [_fan_unit(spec, g, j) for g, j in keys]
+    const = [_const_unit(spec, j) for j in range(spec.n_const)]
+    u = torch.stack([f[0] for f in fan], dim=1)  # (d_in, upi)
+    B_fan = torch.stack([f[1] for f in fan], dim=2)  # (d_out, d_in, upi[, kh, kw])
+    B_fan = B_fan.reshape(spec.d_out, spec.d_in * spec.units_per_input, *_taps(spec))
+    B = torch.cat([B_fan, *[c[1].unsqueeze(1) for c in const]], dim=1)
+    other_a_bias = torch.stack([f[2] for f in fan], dim=1).reshape(-1)
+    beta = torch.cat([c[0] for c in const]) if const else torch.zeros(0)
+    b_bias = _uniform(_stream(spec, BIAS_KEY), (spec.d_out,), -1.0, 1.0)
     out = {"u": u, "a_bias": torch.cat([other_a_bias, beta]), "B": B, "b_bias": b_bias}
-    if dense:
-        gen_dense = torch.Generator().manual_seed(spec.seed ^ 0x5DEECE66D)
-        A = _uniform(gen_dense, (spec.hidden, spec.d_in), -1.0, 1.0)
-        rows = torch.arange(spec.d_in * upi)
-        A[rows, rows // upi] = u.reshape(-1)
+    if dense:  # the dense variant's off-block entries of A: one more stream per unit
+        rows = [_uniform(_stream(spec, DENSE_KEY, g, j), (spec.d_in, spec.d_in), -1.0, 1.0) for g, j in keys]
+        A_fan = torch.stack(rows, dim=1).reshape(spec.d_in * spec.units_per_input, spec.d_in)
+        A_const = [_uniform(_stream(spec, DENSE_KEY, 2, j), (1, spec.d_in), -1.0, 1.0) for j in range(spec.n_const)]
+        A = torch.cat([A_fan, *A_const])
+        block = torch.arange(spec.d_in * spec.units_per_input)
+        A[block, block // spec.units_per_input] = u.reshape(-1)
         out["A"] = A
     return out
 
 
 def product_signs(spec: LayerSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``balanced`` layout's product signs: (d_in, units_per_input) for the fan-out units and
-    (n_const,) for the constant units; in every group of n units the first ceil(n/2) are +1."""
-    first_half = torch.arange(spec.n) < (spec.n + 1) // 2
-    group = torch.where(first_half, 1.0, -1.0)
-    fan = group.repeat(spec.units_per_input // spec.n).expand(spec.d_in, -1)
-    return fan, group[: spec.n_const]
-
-
-def _balance_signs(spec: LayerSpec, B: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """|B| with its sign chosen so that every product B u (and B relu(beta)) has the unit's sign."""
-    fan, const = product_signs(spec)
-    sign = torch.cat([(fan * torch.sign(u)).reshape(-1), const]).to(B.dtype)
-    return B.abs() * sign.reshape(1, -1, *([1] * (B.dim() - 2)))
+    (n_const,) for the constant units (:func:`unit_sign` of each unit's index in its group)."""
+    fan = torch.tensor([unit_sign(j) for _, j in _unit_keys(spec)]).expand(spec.d_in, -1)
+    return fan, torch.tensor([unit_sign(j) for j in range(spec.n_const)])
 
 
 def groups(spec: LayerSpec, u: torch.Tensor) -> list[torch.Tensor]:

@@ -124,12 +124,14 @@ def random_network_description(c: Construction) -> dict[str, Any]:
                 "positive and n negative; constant units' bias beta ~ U(0, 1]; B ~ U[-s, s]; all other "
                 "entries U[-1, 1] and pruned")
         if c.options.layout == "balanced":
-            dist += ("; |B| ~ U[0, s] with its sign set so that in every group of n units the first ceil(n/2) "
-                     "products B u (constant units: B relu(beta)) are positive and the others negative")
+            dist += ("; |B| ~ U[0, s] with its sign set so that in every group of n units the products B u "
+                     "(constant units: B relu(beta)) of the even-indexed units are positive and of the odd-indexed "
+                     "negative: ceil(n/2) and floor(n/2)")
         what = "largest |weight or bias|" if c.options.scale_policy == "max" else "root mean square of its weights and biases"
         scale = f"s = {c.options.margin:g} x the layer's {what} (per-layer s in `layers`)"
     return {"layout": c.options.layout, "variant": c.variant, "distributions": dist, "scale_policy": scale,
-            "seeds": "per layer: SeedSequence([seed, layer index]); float32 values drawn on the CPU"}
+            "seeds": "per layer: SeedSequence([seed, layer index]); per unit a stream seeded by (layer seed, group, "
+                     "index in the group), so the values for n are a prefix of those for n + 1; float32 on the CPU"}
 
 
 def _fmt(x: float) -> str:

@@ -310,3 +310,29 @@ def test_adversarial_search_finds_a_witness_between_observed_and_certified(case)
         c.target.float()
     assert again == pytest.approx(adv, rel=1e-12)  # the witness reproduces the error (batching: last bits)
     assert verify(c, None, samples=64, adversarial=0).get("adversarial_output_error") is None
+
+
+@pytest.mark.parametrize("layout", ["balanced", "fixed-sign", "paper"])
+@pytest.mark.parametrize("kind, kernel, nonneg", [("linear", (1, 1), True), ("conv2d", (3, 3), False)])
+def test_random_values_for_n_are_a_prefix_of_those_for_n_plus_one(layout, kind, kernel, nonneg):
+    """What `--n auto` relies on: adding a unit to every group changes none of the units there were."""
+    from dataclasses import replace
+
+    from models.random_net import LayerSpec, generate
+
+    small = LayerSpec("l", kind, 3, 4, kernel, (1, 1), (0, 0), (1, 1), 4, layout, nonneg, True, 1.5, 7)
+    big = replace(small, n=5)
+    a, b = generate(small, dense=True), generate(big, dense=True)
+    ua, ub = small.units_per_input, big.units_per_input
+    for g in range(ua // small.n):
+        for j in range(small.n):
+            ka, kb = g * small.n + j, g * big.n + j
+            assert torch.equal(a["u"][:, ka], b["u"][:, kb])
+            ia, ib = torch.arange(3) * ua + ka, torch.arange(3) * ub + kb
+            assert torch.equal(a["B"][:, ia], b["B"][:, ib]) and torch.equal(a["A"][ia], b["A"][ib])
+            assert torch.equal(a["a_bias"][ia], b["a_bias"][ib])
+    const_a, const_b = a["B"][:, 3 * ua:], b["B"][:, 3 * ub:]
+    assert torch.equal(const_a, const_b[:, :small.n]) and torch.equal(a["A"][3 * ua:], b["A"][3 * ub:3 * ub + small.n])
+    assert torch.equal(a["a_bias"][3 * ua:], b["a_bias"][3 * ub:3 * ub + small.n])
+    assert torch.equal(a["b_bias"], b["b_bias"])
+    assert not torch.equal(a["B"][:, :ua], a["B"][:, ua:2 * ua])  # the inputs' units are not copies

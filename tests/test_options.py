@@ -44,14 +44,9 @@ def test_config_hash_leaves_out_what_cannot_change_the_result():
         assert ConstructOptions.from_kwargs(**{"n": 4, **change}).hashed() != a.hashed(), change
 
 
-def test_options_round_trip_through_a_ticket_of_either_version():
+def test_options_round_trip_through_a_ticket():
     options = ConstructOptions.from_kwargs(n=4, objective="min-size", eps=0.1, chunk_size=7, layout="fixed-sign")
-    assert ticket_options({"version": 2, "options": options.to_dict()}) == options
-    v1 = {"n": 4, "objective": "min-size", "eps": 0.1, "backend": "auto", "seed": 0, "layout": "fixed-sign",
-          "scale_policy": "max", "scale_margin": None, "scales": {}, "workers": 2,
-          "solver_options": {"chunk_size": 7}, "block_problems": 1 << 17}
-    old = ticket_options({"version": 1, "options": v1})
-    assert old.hashed() == options.hashed()
+    assert ticket_options({"version": 3, "options": options.to_dict()}) == options
 
 
 def test_frozen_options_revalidate_on_change():

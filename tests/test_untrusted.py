@@ -97,6 +97,8 @@ def test_a_changed_target_or_ticket_is_named(clean_run, tmp_path, capsys):
 
 @pytest.mark.parametrize("change, message", [
     (lambda t: t.update(format="lottery-tickex"), "format must be 'lottery-ticket'"),
+    (lambda t: t.update(version=2), "this ticket is version 2: its random network was drawn from one stream"),
+    (lambda t: t.update(version=4), "version must be 3; got 4"),
     (lambda t: t["target"].update(file="../../etc/passwd"), "target.file must name the run directory's target copy"),
     (lambda t: t["layers"][1].update(d_in=600), "masks[1].u must have shape [600, 3]"),
     (lambda t: t["layers"][0].update(seed=-3), "layers[0].seed has an invalid value -3"),
