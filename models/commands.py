@@ -48,12 +48,14 @@ def _parser_for(f, flag: str):
     kind = f.metadata["kind"]
 
     def parse(text: str):
-        if kind is str:
+        if kind is str or text in f.metadata.get("words", ()):
             return text
         try:
             value = parse_bytes(text) if f.name == "memory_limit" else int(text) if kind is int else float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {'an int' if kind is int else 'a number'}; got {text!r}") from None
+            words = "".join(f" or {w!r}" for w in f.metadata.get("words", ()))
+            raise argparse.ArgumentTypeError(f"must be {'an int' if kind is int else 'a number'}{words}; "
+                                             f"got {text!r}") from None
         try:
             return check_field(f, value, name=flag)
         except SolverError as exc:  # argparse names the flag already

@@ -12,7 +12,7 @@ subset-sum problems (:mod:`models.problems`), and the solutions become the pair'
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -22,14 +22,15 @@ import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 import solver
-from solver import SolverTypeError, Status
+from solver import SolverInputError, SolverTypeError, Status
 from solver.options import SolveOptions, hashed_fields, option, validate
 
+from .auto_n import choose_n, row_blocks
 from .graph import TargetLayer, UnsupportedModelError, trace_target
 from .memory import MemoryPlan, layer_shapes, plan
 from .problems import build_problems, masks_from_solutions, pair_masks
 from .pruned import assemble
-from .random_net import LAYOUTS, VARIANTS, LayerSpec, generate, groups, layer_seed
+from .random_net import LAYOUTS, VARIANTS, LayerSpec, generate, layer_seed
 
 SCALE_POLICIES = ("max", "rms")
 DEFAULT_MARGINS = {"max": 1.5, "rms": 5.0}
@@ -47,6 +48,7 @@ class LayerSolution:
     backend: str
     problems: int
     presolved: int = 0  # problems settled by the solver's exact presolve, not the backend
+    n_search: dict[str, Any] | None = None  # --n auto: the layer's search (models.auto_n.NSearch)
 
     def kept(self) -> int:
         return int(sum(int(m.sum()) for m in self.masks.values()))
@@ -67,8 +69,10 @@ class ConstructOptions:
 
     The solver's settings are the nested :class:`solver.SolveOptions` (all cores by default)."""
 
-    n: int = option(21, "coefficients per subset-sum problem (the paper's n; its experiment used 21)",
-                    kind=int, low=1, cli="--n")
+    n: int | str = option(21, "coefficients per subset-sum problem (the paper's n; its experiment used 21), or "
+                          "'auto': per layer the smallest n <= --n-max with every weight within eps",
+                          kind=int, low=1, words=("auto",), cli="--n")
+    n_max: int = option(32, "the largest n that --n auto tries", kind=int, low=1, cli="--n-max")
     backend: str = option("auto", "auto | mitm | cpsat | gurobi | brute", kind=str, cli="--backend")
     seed: int = option(0, "random network seed", kind=int, cli="--seed")
     layout: str = option("balanced", "balanced: n units per sign group, B scaled to the layer, half the products "
@@ -88,6 +92,8 @@ class ConstructOptions:
         validate(self)
         if not isinstance(self.solve, SolveOptions):
             raise SolverTypeError(f"`solve` must be a solver.SolveOptions; got {type(self.solve).__name__} instead")
+        if self.n == "auto" and self.solve.eps is None:
+            raise SolverInputError("`n='auto'` needs `eps`: it picks the smallest n with every weight within eps")
 
     @property
     def objective(self) -> str:
@@ -199,7 +205,8 @@ def make_spec(layer: TargetLayer, index: int, options: ConstructOptions, in_shap
     return LayerSpec(
         name=layer.name, kind=layer.kind, d_in=layer.d_in, d_out=layer.d_out, kernel=layer.kernel,
         stride=conv.get("stride", (1, 1)), padding=conv.get("padding", (0, 0)),
-        dilation=conv.get("dilation", (1, 1)), n=options.n, layout=options.layout,
+        dilation=conv.get("dilation", (1, 1)), n=options.n_max if options.n == "auto" else options.n,
+        layout=options.layout,
         input_nonneg=layer.input_nonneg, has_bias=layer.bias is not None, scale=scale,
         seed=layer_seed(options.seed, index),
         const_tap=const_tap(layer, in_shape) if layer.kind == "conv2d" and layer.bias is not None else (0, 0),
@@ -217,16 +224,14 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
     start = time.perf_counter()
     values = generate(spec)
     kh, kw = spec.kernel
-    per_row = spec.d_in * kh * kw * len(groups(spec, values["u"])) + (1 if spec.has_bias else 0)
-    rows_per_block = max(1, options.block_problems // max(per_row, 1))
     b_mask = np.zeros((spec.d_out, spec.hidden, kh, kw), dtype=bool)
     weight_error = np.zeros((spec.d_out, spec.d_in, kh, kw))
     bias_error = np.zeros(spec.d_out) if spec.has_bias else None
     counts = {s.name.lower(): 0 for s in Status}
     problems = presolved = 0
     backend = options.backend
-    for r0 in range(0, spec.d_out, rows_per_block):
-        rows = slice(r0, min(spec.d_out, r0 + rows_per_block))
+    for rows in row_blocks(spec, options.block_problems):
+        r0 = rows.start
         targets, coeffs, lengths, scatter = build_problems(layer, spec, values, rows)
         try:
             res = solver.solve(targets, coeffs, backend=options.backend, lengths=lengths, store=store,
@@ -267,14 +272,20 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
     start = time.perf_counter()
     folded, layers = trace_target(target, input_nonneg=domain[0] >= 0)
     shapes = propagate_shapes(folded, input_shape)
+    # with --n auto the plan assumes n_max everywhere: what cannot fit is refused before any solving
     specs = [make_spec(layer, i, options, shapes[layer.name][0]) for i, layer in enumerate(layers)]
     memory = plan(layers, specs, shapes, variant, options.block_problems, memory_budget)
     solutions = []
     bar = tqdm(list(zip(layers, specs)), desc="layers", unit="layer",
                disable=(not options.solve.progress) if options.solve.progress is not None else None)
-    for layer, spec in bar:
+    for i, (layer, spec) in enumerate(bar):
         bar.set_postfix_str(f"{spec.name}: {layer.weight.numel()} weights")
-        solutions.append(solve_layer(layer, spec, options, index=len(solutions), store=store))
+        search = None
+        if options.n == "auto":
+            search = choose_n(layer, spec, options)
+            specs[i] = spec = replace(spec, n=search.n)
+        solutions.append(solve_layer(layer, spec, options, index=i, store=store))
+        solutions[-1].n_search = search.to_dict() if search else None
     solve_s = time.perf_counter() - start
     solve_peak_mb = peak_rss_mb()  # peak so far: problems, solver and masks, before assembly
     t1 = time.perf_counter()

@@ -35,8 +35,19 @@ def layer_rows(c: Construction) -> list[dict[str, Any]]:
             "kept_params": sol.kept(), "scale": spec.scale,
             "max_weight_error": float(errs.max()), "mean_weight_error": float(errs.mean()),
             "status_counts": sol.status_counts, "presolved": sol.presolved, "seconds": sol.seconds, "backend": sol.backend,
+            "n_search": sol.n_search,
         })
     return rows
+
+
+def theorem_n(c: Construction) -> dict[str, Any] | None:
+    """The theorem's n = O(log2(d l / eps)) for this target, to read beside each layer's n: d the
+    largest fan-in (d_in x kernel taps) or fan-out of any layer, l the number of layers."""
+    if c.options.eps is None or c.options.eps <= 0:
+        return None
+    d = max(max(s.d_in * s.kernel[0] * s.kernel[1], s.d_out) for s in c.specs)
+    depth = len(c.specs)
+    return {"d": d, "l": depth, "eps": c.options.eps, "log2_d_l_over_eps": float(np.log2(d * depth / c.options.eps))}
 
 
 WORST_SHOWN = 5
@@ -94,6 +105,8 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
                     "total": total_seconds},
         "backend": sorted({r["backend"] for r in rows}) if len({r["backend"] for r in rows}) > 1 else rows[0]["backend"],
         "n": c.options.n,
+        "n_max": c.options.n_max if c.options.n == "auto" else None,
+        "n_theorem": theorem_n(c),
         "objective": c.options.objective,
         "eps": c.options.eps,
         "seed": c.options.seed,
@@ -147,6 +160,7 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("kept params", f"{r['kept_params']:,} ({r['kept_params'] / max(r['target_params'], 1):.3g}x target)"),
         ("max / mean weight error", f"{_fmt(r['max_weight_error'])} / {_fmt(r['mean_weight_error'])}"),
         *_coverage_rows(r),
+        *_n_rows(r),
         (f"max / mean output error ({r['verified_on']})", f"{_fmt(r['max_output_error'])} / {_fmt(r['mean_output_error'])}"),
         (f"certified bound on sup error over the input box {r['input_domain']}", _fmt(r["certified_bound"])),
     ]
@@ -165,6 +179,15 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
     rows.append(("seconds: solve / assemble / verify / total",
                  f"{s['solve']:.2f} / {s['assemble']:.2f} / {s['verify']:.2f} / {s['total']:.2f}"))
     return rows
+
+
+def _n_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    th = r.get("n_theorem")
+    if not th:
+        return []
+    label = "n per layer" + (f" (--n auto, at most {r['n_max']})" if r["n"] == "auto" else "")
+    return [(f"{label}; theorem's log2(d l / eps) = {th['log2_d_l_over_eps']:.1f}",
+             ", ".join(f"{row['layer']}: {row['n']}" for row in r["layers"]))]
 
 
 def _coverage_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
@@ -190,7 +213,8 @@ def report_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# Lottery ticket for {r['target'].get('name', 'target')}\n",
         f"Random network: {len(r['layers'])} target layers -> {2 * len(r['layers'])} layers (fan-out A, ReLU, "
-        f"combine B), n = {r['n']} coefficients per subset-sum problem, layout {r['layout']}, variant "
+        f"combine B), n = {r['n'] if r['n'] != 'auto' else 'auto (per layer below, at most ' + str(r['n_max']) + ')'}"
+        f" coefficients per subset-sum problem, layout {r['layout']}, variant "
         f"{r['variant']}, seed {r['seed']}; objective {r['objective']}"
         + (f", eps = {r['eps']}" if r["eps"] is not None else "") + f"; backend {r['backend']}.\n",
         "| | value |", "|---|---|",
@@ -206,10 +230,29 @@ def report_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {row['layer']} | {row['kind']}{' +BN' if row['folded_bn'] else ''} | {row['weights']:,} | {row['n']} | "
                      f"{row['random_params']:,} | {row['kept_params']:,} | {_fmt(row['max_weight_error'])} | "
                      f"{_fmt(row['mean_weight_error'])} | {status} | {row['seconds']:.2f} s |")
+    lines.extend(_n_lines(r))
     lines.append("")
     lines.append(f"Certified bound: {r['bound_method']}; it holds on every verified input: {r['bound_holds']}.\n")
     lines.append("![weight errors](weight_errors.png)\n")
     return "\n".join(lines)
+
+
+def _n_lines(r: dict[str, Any]) -> list[str]:
+    """Each layer's n beside the theorem's log2(d l / eps), and --n auto's search."""
+    th = r.get("n_theorem")
+    out = []
+    if th:
+        out.append(f"\nThe theorem's n = O(log2(d l / eps)): log2({th['d']} x {th['l']} / {th['eps']:g}) = "
+                   f"{th['log2_d_l_over_eps']:.1f} (d: the largest fan-in or fan-out, l: the layers); n per layer: "
+                   + ", ".join(f"{row['layer']} {row['n']}" for row in r["layers"]) + ".")
+    for row in r["layers"]:
+        s = row.get("n_search")
+        if s:
+            tried = "; ".join(f"n={t['n']}: {t['solved']:,} solved, {t['missing']:,} missing" for t in s["steps"])
+            verdict = (f"every weight within eps at n = {s['n']}" if s["reached"]
+                       else f"n_max = {s['n']} reached with weights still missing eps")
+            out.append(f"- `--n auto`, layer {row['layer']}: {verdict} ({s['seconds']:.2f} s; {tried})")
+    return out
 
 
 def plot_weight_errors(c: Construction, fh: BinaryIO) -> None:

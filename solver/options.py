@@ -28,17 +28,19 @@ DEFAULT_MEMORY_LIMIT = 2 * 1024**3
 
 def option(default: Any = MISSING, doc: str = "", *, kind: type | None = None, low: float | None = None,
            low_open: bool = False, choices: tuple | None = None, hashed: bool = True, cli: str | None = None,
-           cli_default: Any = MISSING, cli_help: str | None = None, default_factory: Any = MISSING) -> Any:
+           cli_default: Any = MISSING, cli_help: str | None = None, words: tuple[str, ...] = (),
+           default_factory: Any = MISSING) -> Any:
     """A dataclass field with its documentation and checks in the metadata.
 
     ``kind``: int, float, bool or str (None: not checked here); ``low``/``low_open``: the range of a
     number; ``choices``: the allowed values; ``hashed``: False when the value cannot change the
     result (nor how it is cut into stored chunks); ``cli``: the command-line flag, if any, and
     ``cli_default`` its default when it differs from the API's, ``cli_help`` its help when the
-    command line gives the option a wider meaning.
+    command line gives the option a wider meaning; ``words``: strings accepted besides a number
+    of ``kind`` (e.g. ``("auto",)``).
     """
     meta = dict(doc=doc, kind=kind, low=low, low_open=low_open, choices=choices, hashed=hashed, cli=cli,
-                cli_default=cli_default, cli_help=cli_help)
+                cli_default=cli_default, cli_help=cli_help, words=words)
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -49,6 +51,12 @@ def check_field(f, value: Any, name: str | None = None) -> Any:
     meta, name = f.metadata, name or f.name
     if value is None and f.default is None:
         return None
+    words = meta.get("words", ())
+    if isinstance(value, str) and words:
+        if value in words:
+            return value
+        kind_name = {int: "an int", float: "a number"}.get(meta.get("kind"), "a value")
+        raise SolverInputError(f"`{name}` must be {kind_name} or one of {list(words)}; got {value!r} instead")
     if meta.get("choices") is not None:
         return check_choice(value, name, meta["choices"])
     kind = meta.get("kind")

@@ -336,3 +336,45 @@ def test_random_values_for_n_are_a_prefix_of_those_for_n_plus_one(layout, kind, 
     assert torch.equal(a["a_bias"][3 * ua:], b["a_bias"][3 * ub:3 * ub + small.n])
     assert torch.equal(a["b_bias"], b["b_bias"])
     assert not torch.equal(a["B"][:, :ua], a["B"][:, ua:2 * ua])  # the inputs' units are not copies
+
+
+@pytest.mark.parametrize("objective", ["min-error", "min-size"])
+def test_n_auto_picks_per_layer_the_smallest_n_with_every_weight_within_eps(objective):
+    eps = 0.02
+    c = _construct(tiny_cnn, (2, 8, 8), (-1.0, 1.0), "auto", objective=objective, eps=eps, block_problems=50)
+    chosen = [spec.n for spec in c.specs]
+    assert all(s.n_search["reached"] for s in c.solutions) and len(set(chosen)) > 1, chosen
+    for sol in c.solutions:
+        assert sol.errors().max() <= eps
+        steps = sol.n_search["steps"]
+        assert [t["n"] for t in steps] == list(range(1, sol.n_search["n"] + 1))
+        assert steps[-1]["missing"] == 0 and all(t["missing"] > 0 for t in steps[:-1])
+        assert all(a["missing"] == b["solved"] for a, b in zip(steps, steps[1:]))  # only the misses re-solved
+    # each layer's n is the smallest: one fewer coefficient leaves that layer with misses, exactly
+    # as many as the search counted (fixed n, the full min-error solve of every problem)
+    for i, n in enumerate(chosen):
+        fixed = _construct(tiny_cnn, (2, 8, 8), (-1.0, 1.0), n - 1, eps=eps)
+        sol = fixed.solutions[i]
+        assert (sol.errors() > eps).any()
+        per_weight_groups = 1 if fixed.specs[i].input_nonneg else 2
+        assert c.solutions[i].n_search["steps"][n - 2]["missing"] >= (sol.errors() > eps).sum()
+        assert c.solutions[i].n_search["steps"][n - 2]["missing"] <= per_weight_groups * (sol.errors() > eps).sum()
+
+
+def test_n_auto_stops_at_n_max_and_reports_the_misses():
+    c = _construct(tiny_mlp, (5,), (0.0, 1.0), "auto", eps=1e-6, n_max=3)
+    assert all(s.n_search == {**s.n_search, "n": 3, "reached": False} for s in c.solutions)
+    assert [spec.n for spec in c.specs] == [3] * len(c.specs)
+    check = verify(c, None, samples=16)
+    report = build_report(c, check, target_desc={"name": "tiny"}, data_spec=None, total_seconds=1.0)
+    assert report["n"] == "auto" and report["n_max"] == 3 and report["weights_missing_eps"] > 0
+    assert [row["n"] for row in report["layers"]] == [3] * len(c.specs)
+    th = report["n_theorem"]
+    assert th["d"] == 6 and th["l"] == len(c.specs) and th["log2_d_l_over_eps"] == pytest.approx(np.log2(6 * th["l"] / 1e-6))
+
+
+def test_n_auto_needs_eps():
+    with pytest.raises(SolverInputError, match="`n='auto'` needs `eps`"):
+        ConstructOptions.from_kwargs(n="auto")
+    with pytest.raises(SolverInputError, match=r"`n` must be an int or one of \['auto'\]; got 'autox'"):
+        ConstructOptions.from_kwargs(n="autox", eps=0.1)

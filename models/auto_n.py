@@ -1,0 +1,75 @@
+"""``--n auto``: per layer, the smallest n with every weight and bias within eps.
+
+The random values for n are a prefix of those for n + 1 (:mod:`models.random_net`), so each
+problem's coefficient set only grows with n: its min-error optimum can only fall, and a problem
+within eps at n stays within eps. The search therefore tries n = 1, 2, ... and re-solves at each
+step only the problems still missing eps, with the min-error objective (a subset within eps exists
+iff the min-error optimum is within eps, so this also decides min-size). It stops at the first n
+where none is missing, or at ``n_max`` (the misses are then reported as usual). The layer is then
+solved once more at the chosen n with the run's own objective.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+import solver
+
+from .graph import TargetLayer
+from .problems import build_problems
+from .random_net import LayerSpec, generate
+
+
+@dataclass
+class NSearch:
+    """The outcome of one layer's search, as recorded in the report."""
+
+    n: int  # the chosen n
+    reached: bool  # every weight and bias within eps at n (False: n = n_max and some miss)
+    steps: list[dict[str, int]] = field(default_factory=list)  # per n tried: problems solved, still missing
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def row_blocks(spec: LayerSpec, block_problems: int) -> list[slice]:
+    """The layer's output rows cut so that a block has at most ``block_problems`` problems."""
+    kh, kw = spec.kernel
+    per_row = spec.d_in * kh * kw * (1 if spec.input_nonneg else 2) + (1 if spec.has_bias else 0)
+    step = max(1, block_problems // max(per_row, 1))
+    return [slice(r0, min(spec.d_out, r0 + step)) for r0 in range(0, spec.d_out, step)]
+
+
+def choose_n(layer: TargetLayer, spec: LayerSpec, options) -> NSearch:
+    """The smallest n <= ``options.n_max`` at which every problem of the layer is within ``options.eps``.
+
+    ``options`` is a :class:`models.construct.ConstructOptions` with ``n == 'auto'``."""
+    start = time.perf_counter()
+    eps = options.eps
+    search = options.solve.with_(objective="min-error", progress=False)
+    blocks = row_blocks(spec, options.block_problems)
+    pending: list[np.ndarray | None] = [None] * len(blocks)  # per block: problems still missing eps
+    steps = []
+    for n in range(1, options.n_max + 1):
+        trial = replace(spec, n=n)
+        values = generate(trial)
+        solved = missing = 0
+        for b, rows in enumerate(blocks):
+            targets, coeffs, lengths, _ = build_problems(layer, trial, values, rows)
+            todo = np.arange(len(targets)) if pending[b] is None else pending[b]
+            if todo.size:
+                res = solver.solve(targets[todo], coeffs[todo], backend=options.backend, lengths=lengths[todo],
+                                   **vars(search))
+                solved += todo.size
+                todo = todo[res.errors > eps]
+            pending[b] = todo
+            missing += todo.size
+        steps.append({"n": n, "solved": solved, "missing": missing})
+        if missing == 0:
+            return NSearch(n, True, steps, time.perf_counter() - start)
+    return NSearch(options.n_max, False, steps, time.perf_counter() - start)
