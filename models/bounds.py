@@ -72,12 +72,20 @@ class _BoundInterpreter(fx.Interpreter):
         return super().call_method(target, args, kwargs)
 
 
+IBP_METHOD = "interval bound propagation over the input box with per-layer weight/bias errors (models/bounds.py)"
+CROWN_METHOD = ("linear relaxation (CROWN-style) of the target and of the error with the kept weights "
+                "(models/crown.py), per output the smaller of it and interval propagation")
+
+
 def certified_bound(target: fx.GraphModule, layers: list[TargetLayer], errors: list[tuple[np.ndarray, np.ndarray | None]],
-                    input_shape: tuple[int, ...], domain: tuple[float, float]) -> dict[str, object]:
+                    input_shape: tuple[int, ...], domain: tuple[float, float], kept=None) -> dict[str, object]:
     """Upper bound on max over the domain box of |f(x) - g(x)| per output, and its maximum.
 
-    ``errors`` holds (weight_error, bias_error) per layer, aligned with ``layers``.
-    Returns {"bound": float, "per_output": list, "output_range": [lo, hi]}.
+    ``errors`` holds (weight_error, bias_error) per layer, aligned with ``layers``. ``kept``: a
+    function returning per layer :func:`models.problems.kept_sums` (the pruned pairs' signed sums);
+    with it, targets that :mod:`models.crown` handles get its tighter bound (both are sound, so the
+    smaller is taken per output). Returns {"bound": float, "per_output": list, "output_range":
+    [lo, hi], "method": str, "interval_bound": float}.
     """
     import copy
 
@@ -90,9 +98,21 @@ def certified_bound(target: fx.GraphModule, layers: list[TargetLayer], errors: l
     with torch.no_grad():
         out = _BoundInterpreter(gm).run(torch.cat([lo, hi, torch.zeros_like(lo)]))
     magnitude = torch.maximum(out[0].abs(), out[1].abs())
-    per_output = out[2] + ROUNDING_SLACK * (1.0 + magnitude)
+    slack = ROUNDING_SLACK * (1.0 + magnitude)
+    per_output = out[2] + slack
+    interval = float(per_output.max())
+    method = IBP_METHOD
+    if kept is not None:
+        from .crown import chain, crown_bound
+
+        if chain(target, layers, input_shape) is not None:
+            tight = crown_bound(target, layers, kept(), input_shape, domain)
+            per_output = torch.minimum(per_output.reshape(-1), tight + slack.reshape(-1))
+            method = CROWN_METHOD
     return {
         "bound": float(per_output.max()),
         "per_output": per_output.reshape(-1).tolist(),
         "output_range": [float(out[0].min()), float(out[1].max())],
+        "method": method,
+        "interval_bound": interval,
     }

@@ -18,6 +18,9 @@ import solver
 from .graph import TargetLayer
 from .random_net import LayerSpec, groups
 
+#: coefficients held at once by :func:`kept_sums` (float64: 128 MiB)
+SUM_BLOCK = 1 << 24
+
 
 def coefficients(spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
     """Float64 products ``C[o, i, p, q, k] = B[o, (i, k), p, q] * u[i, k]`` for the output rows ``rows``."""
@@ -124,25 +127,40 @@ def pair_masks(spec: LayerSpec, b_mask: np.ndarray) -> dict[str, torch.Tensor]:
             "B": torch.from_numpy(np.ascontiguousarray(b_mask))}
 
 
+def kept_sums(spec: LayerSpec, values: dict[str, torch.Tensor],
+              masks: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """What the pruned pair computes, in float64: per sign group the kept coefficient sums
+    (d_out, d_in, kh, kw) - the pair maps an input v to ``S_0 relu(v) - S_1 relu(-v)`` (just
+    ``S_0 v`` for a non-negative input) - and the bias it adds (d_out,) or None. Rows are taken
+    a block at a time, so memory beyond the result is about ``SUM_BLOCK`` coefficients."""
+    kh, kw = spec.kernel
+    n_fan = spec.d_in * spec.units_per_input
+    Bm = masks["B"] if spec.kind == "conv2d" else masks["B"][:, :, None, None]
+    members = groups(spec, values["u"])
+    sums = [torch.zeros((spec.d_out, spec.d_in, kh, kw), dtype=torch.float64) for _ in members]
+    step = max(1, SUM_BLOCK // max(1, spec.d_in * kh * kw * spec.units_per_input))
+    for r0 in range(0, spec.d_out, step):
+        rows = slice(r0, min(spec.d_out, r0 + step))
+        C = coefficients(spec, values, rows)
+        kept = Bm[rows, :n_fan].reshape(-1, spec.d_in, spec.units_per_input, kh, kw).permute(0, 1, 3, 4, 2)
+        for s, member in zip(sums, members):
+            s[rows] = (C * (kept & member[None, :, None, None, :])).sum(dim=-1)
+    bias = None
+    if spec.has_bias:
+        p, q = spec.const_tap
+        bias = (bias_coefficients(spec, values, slice(0, spec.d_out)) * Bm[:, n_fan:, p, q]).sum(dim=1)
+    return sums, bias
+
+
 def errors_from_masks(layer: TargetLayer, spec: LayerSpec, values: dict[str, torch.Tensor],
                       masks: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-weight errors (max over the sign groups) and per-bias errors, in float64, from a pair's
     masks and random values alone: what a ticket's network really computes, whatever solved it."""
-    all_rows = slice(0, spec.d_out)
-    kh, kw = spec.kernel
-    n_fan = spec.d_in * spec.units_per_input
-    C = coefficients(spec, values, all_rows)
-    Bm = masks["B"] if spec.kind == "conv2d" else masks["B"][:, :, None, None]
-    kept = Bm[:, :n_fan].reshape(spec.d_out, spec.d_in, spec.units_per_input, kh, kw).permute(0, 1, 3, 4, 2)
-    W = layer.weight.reshape(spec.d_out, spec.d_in, kh, kw)
+    sums, bias = kept_sums(spec, values, masks)
+    W = layer.weight.reshape(sums[0].shape)
     err = torch.zeros_like(W)
-    for member in groups(spec, values["u"]):
-        sel = kept & member[None, :, None, None, :]
-        err = torch.maximum(err, (W - (C * sel).sum(dim=-1)).abs())
-    bias_error = None
-    if spec.has_bias:
-        p, q = spec.const_tap
-        sums = (bias_coefficients(spec, values, all_rows) * Bm[:, n_fan:, p, q]).sum(dim=1)
-        bias_error = (layer.bias - sums).abs().numpy()
+    for s in sums:
+        err = torch.maximum(err, (W - s).abs())
+    bias_error = None if bias is None else (layer.bias - bias).abs().numpy()
     we = err.numpy()
     return (we[:, :, 0, 0] if spec.kind == "linear" else we), bias_error

@@ -92,6 +92,7 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
         "max_output_error": check["max_output_error"],
         "mean_output_error": check["mean_output_error"],
         "certified_bound": check["certified_bound"],
+        "interval_bound": check.get("interval_bound"),
         "adversarial_output_error": check.get("adversarial_output_error"),
         "adversarial_search": check.get("adversarial"),
         "bound_holds": check["bound_holds"],

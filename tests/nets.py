@@ -214,3 +214,34 @@ class ResNet18Like(nn.Module):
     def forward(self, x):
         x = self.pool(F.relu(self.bn1(self.conv1(x))))
         return self.fc(torch.flatten(self.avg(self.blocks(x)), 1))
+
+
+class ChainCNN(nn.Module):
+    """A chain (no branches): Conv+BN, ReLU, max pooling, Conv, ReLU, average pooling, view with
+    x.size(0), Dropout, Linear, ReLU, Linear - the ops models.crown's relaxation handles."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 3, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(3)
+        self.conv2 = nn.Conv2d(3, 4, 3)
+        self.pool = nn.MaxPool2d(2)
+        self.avg = nn.AvgPool2d(1)
+        self.drop = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(4 * 2 * 2, 6)
+        self.fc2 = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.pool(torch.relu(self.bn1(self.conv1(x))))
+        h = self.avg(torch.relu(self.conv2(h)))
+        h = self.drop(h.view(h.size(0), -1))
+        return self.fc2(torch.relu(self.fc1(h)))
+
+
+def chain_cnn(seed: int = 0) -> ChainCNN:
+    torch.manual_seed(seed)
+    net = ChainCNN()
+    with torch.no_grad():
+        net.bn1.running_mean.uniform_(-0.2, 0.2)
+        net.bn1.running_var.uniform_(0.5, 1.5)
+    return net.eval()

@@ -1,0 +1,425 @@
+"""A tighter certified bound: linear relaxation (CROWN-style) of the target and of the error.
+
+Interval propagation (:mod:`models.bounds`) bounds every neuron's error on its own, as if each
+could take its worst value at a different input. Here the output error ``c . (g(x) - f(x))`` is
+written, layer by layer backwards, as a linear function of the input plus bounded remainders, so
+that errors of opposite signs cancel before the maximum over the box is taken.
+
+For a target layer ``z = W a + b`` the pruned pair computes ``z' = S a' + b'`` on a non-negative
+input (``S``: the kept coefficient sums, ``b'`` the kept bias; a signed input - only the first
+layer here - gives ``S_0 a^+ - S_1 a^-``). With the error ``e = a' - a``::
+
+    z' - z = S e + (S - W) a + (b' - b)
+
+The term ``(S - W) a`` is a linear function of the *target's* activation ``a``, bounded by a CROWN
+pass through the target (ReLU: the triangle relaxation above, slope 0 or 1 below; max pooling:
+the window's element with the largest lower bound, exact where it dominates the window); ``S e``
+carries the error one layer further back. Through a ReLU, ``relu(z + d) - relu(z) = s d`` with
+``s`` in [0, 1]: exact where the neuron is active (s = 1) or inactive (s = 0) for every input of
+the box and every error, else ``d / 2`` is carried and ``|d| / 2 <= delta / 2`` is a remainder
+(``delta``: the error bound at that neuron). Through max pooling the error is carried to the
+dominant element, or bounded by the window's largest ``delta``. At the input the error is zero
+and the linear function is maximised coordinate by coordinate over the box (with the kinks at 0
+of ``a^+``, ``a^-`` for a signed input).
+
+The neuron bounds ``[l, u]`` and ``delta`` the relaxations need are computed the same way, one
+layer after another (interval propagation first, each replaced by the tighter backward bound;
+nodes wider than :data:`MAX_NEURONS` keep the interval bounds). Handles targets that are a chain
+of Linear/Conv2d, ReLU, non-overlapping max pooling and linear parameter-free ops (flatten, view,
+reshape, average pooling, dropout, identity); anything else returns None and interval
+propagation alone is used.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .graph import TargetLayer
+
+#: intermediate nodes with more neurons keep their interval bounds (the backward passes cost O(neurons))
+MAX_NEURONS = 20000
+#: functionals propagated backwards at once (memory: this many copies of the largest activation)
+CHUNK = 256
+#: targets whose backward passes would hold more than this (CHUNK functionals x the largest activation,
+#: a few copies) keep interval propagation alone
+MAX_BYTES = 1 << 30
+
+_RELU = (torch.relu, F.relu, torch.relu_)
+_LINEAR_MODULES = (nn.Flatten, nn.Unflatten, nn.Dropout, nn.Identity, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+_LINEAR_FUNCTIONS = (torch.flatten, torch.reshape, F.dropout, F.avg_pool2d, F.adaptive_avg_pool2d)
+_LINEAR_METHODS = ("view", "reshape", "flatten", "contiguous")
+# ops that only move entries (commute with relu): the only ones allowed before a signed first layer
+_PERMUTING_MODULES = (nn.Flatten, nn.Unflatten, nn.Dropout, nn.Identity)
+_PERMUTING_FUNCTIONS = (torch.flatten, torch.reshape, F.dropout)
+
+
+@dataclass
+class Step:
+    """One op of the chain: ``kind`` is affine (a target layer), relu, maxpool or linear."""
+
+    kind: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    in_shape: tuple[int, ...] = ()
+    layer: TargetLayer | None = None
+    permuting: bool = False  # a linear op that only moves entries (commutes with relu)
+    kernel: int = 0  # maxpool
+    sums: list[torch.Tensor] | None = None  # affine: S per sign group (the layer's weight shape)
+    dbias: torch.Tensor | None = None  # affine: b' - b, (d_out,)
+
+
+def _node_fn(node: fx.Node, prev: fx.Node, modules: dict[str, nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The node's computation as a function of its one tensor input (size/shape queries re-evaluated)."""
+
+    def value(arg: Any, x: torch.Tensor) -> Any:
+        if arg is prev:
+            return x
+        if isinstance(arg, fx.Node):  # a size query of the input (checked in _chain)
+            args = fx.node.map_arg(arg.args, lambda a: value(a, x))
+            if arg.op == "call_method":
+                return getattr(args[0], arg.target)(*args[1:])
+            return arg.target(*args)
+        return arg
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        args = fx.node.map_arg(node.args, lambda a: value(a, x))
+        kwargs = fx.node.map_arg(node.kwargs, lambda a: value(a, x))
+        if node.op == "call_module":
+            return modules[node.target](*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        return node.target(*args, **kwargs)
+
+    return run
+
+
+def _is_size_query(node: fx.Node, prev: fx.Node) -> bool:
+    return node.all_input_nodes == [prev] and (
+        (node.op == "call_method" and node.target in ("size", "dim"))
+        or (node.op == "call_function" and node.target is getattr and node.args[1] == "shape")
+        or (node.op == "call_function" and node.target is operator.getitem
+            and isinstance(node.args[0], fx.Node) and node.args[0].op == "call_method"))
+
+
+def _classify(node: fx.Node, modules: dict[str, nn.Module], layers: dict[str, TargetLayer]) -> tuple[str, Any] | None:
+    if node.op == "call_module":
+        mod = modules[node.target]
+        if node.target in layers:
+            return "affine", layers[node.target]
+        if isinstance(mod, nn.ReLU):
+            return "relu", None
+        if isinstance(mod, nn.MaxPool2d):
+            k, s = mod.kernel_size, mod.stride if mod.stride is not None else mod.kernel_size
+            k2, s2 = (k, k) if isinstance(k, int) else tuple(k), (s, s) if isinstance(s, int) else tuple(s)
+            if k2 == s2 and k2[0] == k2[1] and mod.padding in (0, (0, 0)) and mod.dilation in (1, (1, 1)) \
+                    and not mod.ceil_mode:
+                return "maxpool", k2[0]
+            return None
+        if isinstance(mod, _LINEAR_MODULES):
+            return "linear", isinstance(mod, _PERMUTING_MODULES)
+        return None
+    if node.op == "call_function":
+        if node.target in _RELU:
+            return "relu", None
+        if node.target in _LINEAR_FUNCTIONS:
+            return "linear", node.target in _PERMUTING_FUNCTIONS
+        return None
+    if node.op == "call_method":
+        if node.target in ("relu", "relu_"):
+            return "relu", None
+        if node.target in _LINEAR_METHODS:
+            return "linear", True
+    return None
+
+
+def chain(gm: fx.GraphModule, layers: list[TargetLayer], input_shape: tuple[int, ...]) -> list[Step] | None:
+    """The target as a chain of steps, or None when its graph is not one this module handles (or
+    its activations are too large for the backward passes, see :data:`MAX_BYTES`)."""
+    modules = dict(gm.named_modules())
+    by_name = {layer.name: layer for layer in layers}
+    nodes = [n for n in gm.graph.nodes]
+    inputs = [n for n in nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        return None
+    prev, steps = inputs[0], []
+    for node in nodes:
+        if node.op == "placeholder" or _is_size_query(node, prev):
+            continue
+        if node.op == "output":
+            if node.args[0] is not prev:
+                return None
+            break
+        tensors = [a for a in node.all_input_nodes if not _is_size_query(a, prev)]
+        if tensors != [prev] or any(u is not node and not _is_size_query(u, prev) for u in prev.users):
+            return None
+        kind = _classify(node, modules, by_name)
+        if kind is None:
+            return None
+        step = Step(kind[0], _node_fn(node, prev, modules))
+        if kind[0] == "affine":
+            step.layer = kind[1]
+        elif kind[0] == "maxpool":
+            step.kernel = kind[1]
+        elif kind[0] == "linear":
+            step.permuting = kind[1]
+        steps.append(step)
+        prev = node
+    affine = [i for i, s in enumerate(steps) if s.kind == "affine"]
+    if not affine:
+        return None
+    for i in affine[1:]:
+        if not steps[i].layer.input_nonneg:  # a signed input after the first layer: not handled here
+            return None
+    first = steps[affine[0]]
+    if not first.layer.input_nonneg and not all(s.kind == "linear" and s.permuting for s in steps[:affine[0]]):
+        return None
+    x = torch.zeros((1, *input_shape), dtype=torch.float64)
+    largest = x.numel()
+    with torch.no_grad():
+        for step in steps:
+            step.in_shape = tuple(x.shape[1:])
+            x = step.fn(x)
+            largest = max(largest, x.numel())
+    if 6 * 8 * CHUNK * largest > MAX_BYTES:
+        return None
+    return steps
+
+
+def _apply(layer: TargetLayer, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    if layer.kind == "linear":
+        return F.linear(x, w)
+    c = layer.conv
+    return F.conv2d(x, w, None, stride=c["stride"], padding=c["padding"], dilation=c["dilation"])
+
+
+def _vjp(fn: Callable[[torch.Tensor], torch.Tensor], in_shape: tuple[int, ...], lam: torch.Tensor) -> torch.Tensor:
+    """lam . fn(x) = (returned) . x + const for a linear or affine fn: the returned coefficients."""
+    x = torch.zeros((lam.shape[0], *in_shape), dtype=torch.float64, requires_grad=True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(fn(x), x, grad_outputs=lam)
+    return g
+
+
+def _dot(lam: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Per functional: lam[k] . t (t without the batch dimension)."""
+    return (lam * t.unsqueeze(0)).flatten(1).sum(1)
+
+
+def _window_choice(l: torch.Tensor, u: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per pooling window: the index (flattened H*W) of the element with the largest lower bound,
+    whether it dominates (its lower bound >= every other element's upper bound), and max u."""
+    lo_max, idx = F.max_pool2d(l.unsqueeze(0), k, return_indices=True)
+    others = u.clone().flatten(-2)
+    others.scatter_(-1, idx[0].flatten(-2), float("-inf"))
+    other_max = F.max_pool2d(others.view_as(u).unsqueeze(0), k)[0]
+    return idx[0], lo_max[0] >= other_max, F.max_pool2d(u.unsqueeze(0), k)[0]
+
+
+def _scatter_to_window(coeff: torch.Tensor, idx: torch.Tensor, in_shape: tuple[int, ...]) -> torch.Tensor:
+    out = torch.zeros((coeff.shape[0], in_shape[0], in_shape[1] * in_shape[2]), dtype=coeff.dtype)
+    out.scatter_add_(-1, idx.flatten(-2).unsqueeze(0).expand(coeff.shape[0], -1, -1), coeff.flatten(-2))
+    return out.view(coeff.shape[0], *in_shape)
+
+
+def relu_target(lam: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lam_in, const) with lam . relu(z) <= lam_in . z + const for every z in [l, u]: the
+    triangle's upper side where lam > 0, slope 0 or 1 (the closer) below where lam < 0."""
+    active, inactive = l >= 0, u <= 0
+    unstable = ~(active | inactive)
+    width = torch.where(unstable, u - l, torch.ones_like(u))
+    up_slope = torch.where(active, 1.0, torch.where(unstable, u / width, 0.0))
+    up_icpt = torch.where(unstable, -up_slope * l, 0.0)
+    low_slope = torch.where(active | (unstable & (u > -l)), 1.0, 0.0)
+    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+    return pos * up_slope + neg * low_slope, _dot(pos, up_icpt)
+
+
+def pool_target(lam: torch.Tensor, l: torch.Tensor, u: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lam_in, const) with lam . maxpool(z) <= lam_in . z + const on [l, u]: maxpool >= z[idx] (idx: the
+    largest lower bound) where lam < 0; = z[idx] where that element dominates, else <= max u."""
+    idx, dominant, u_max = _window_choice(l, u, k)
+    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+    return (_scatter_to_window(torch.where(dominant, pos, 0.0) + neg, idx, tuple(l.shape)),
+            _dot(torch.where(dominant, 0.0, pos), u_max))
+
+
+def relu_error(rho: torch.Tensor, l: torch.Tensor, u: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rho_in, const) with rho . (relu(z + d) - relu(z)) <= rho_in . d + const for z in [l, u],
+    |d| <= delta: exact where the neuron is on (or off) for every such z + d, else d / 2 carried
+    and |d| / 2 <= delta / 2 a remainder."""
+    active, inactive = l - delta >= 0, u + delta <= 0
+    unstable = ~(active | inactive)
+    return (rho * torch.where(active, 1.0, torch.where(unstable, 0.5, 0.0)),
+            _dot(rho.abs(), torch.where(unstable, delta / 2, 0.0)))
+
+
+def pool_error(rho: torch.Tensor, l: torch.Tensor, u: torch.Tensor, delta: torch.Tensor,
+               k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rho_in, const) with rho . (maxpool(z + d) - maxpool(z)) <= rho_in . d + const: the dominant
+    element's error where one dominates for every z + d, else at most the window's largest delta."""
+    idx, dominant, _ = _window_choice(l - delta, u + delta, k)
+    return (_scatter_to_window(torch.where(dominant, rho, 0.0), idx, tuple(l.shape)),
+            _dot(torch.where(dominant, 0.0, rho.abs()), F.max_pool2d(delta.unsqueeze(0), k)[0]))
+
+
+class Relaxation:
+    """Backward linear bounds over the chain; ``bounds[i]`` = (l, u, delta) at the input of step i."""
+
+    def __init__(self, steps: list[Step], domain: tuple[float, float]):
+        self.steps = steps
+        self.domain = domain
+        self.bounds: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = [None] * (len(steps) + 1)
+
+    # --- the target: upper bound of lam . a_i (a_i: the target's value at the input of step i) ---
+    def target_backward(self, lam: torch.Tensor, upto: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(coefficients on x, constant) with lam . a_upto <= coefficients . x + constant on the box."""
+        const = torch.zeros(lam.shape[0], dtype=torch.float64)
+        for i in range(upto - 1, -1, -1):
+            step = self.steps[i]
+            if step.kind == "affine":
+                const += _dot(lam, step.fn(torch.zeros((1, *step.in_shape), dtype=torch.float64))[0])
+                lam = _vjp(step.fn, step.in_shape, lam)
+            elif step.kind == "linear":
+                lam = _vjp(step.fn, step.in_shape, lam)
+            else:
+                l, u, _ = self.bounds[i]
+                lam, c = relu_target(lam, l, u) if step.kind == "relu" else pool_target(lam, l, u, step.kernel)
+                const += c
+        return lam, const
+
+    # --- the error: upper bound of rho . (a'_i - a_i) ---
+    def error_backward(self, rho: torch.Tensor, upto: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(on x, on x^+, on x^-, constant): rho . e_upto <= A.x + P.x^+ + Q.x^- + constant on the box."""
+        k = rho.shape[0]
+        shape = (k, *self.steps[0].in_shape) if self.steps else rho.shape
+        on_x = torch.zeros(shape, dtype=torch.float64)
+        on_pos, on_neg = torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)
+        const = torch.zeros(k, dtype=torch.float64)
+        for i in range(upto - 1, -1, -1):
+            step = self.steps[i]
+            if step.kind == "affine":
+                layer = step.layer
+                const += _dot(rho, step.dbias.reshape(-1, *([1] * (len(self._out_shape(i)) - 1))).expand(self._out_shape(i)))
+                first = all(s.kind != "affine" for s in self.steps[:i])
+                d0 = step.sums[0] - layer.weight
+                mu = _vjp(lambda x, w=d0: _apply(layer, x, w), step.in_shape, rho)
+                if first and not layer.input_nonneg:  # (S_0 - W) a^+ - (S_1 - W) a^-; a = x moved around
+                    d1 = step.sums[1] - layer.weight
+                    mu1 = _vjp(lambda x, w=d1: _apply(layer, x, w), step.in_shape, rho)
+                    on_pos += self.target_backward(mu, i)[0]
+                    on_neg -= self.target_backward(mu1, i)[0]
+                    return on_x, on_pos, on_neg, const
+                coef, c0 = self.target_backward(mu, i)
+                on_x += coef
+                const += c0
+                if first:  # the error is zero before the first layer
+                    return on_x, on_pos, on_neg, const
+                rho = _vjp(lambda x, w=step.sums[0]: _apply(layer, x, w), step.in_shape, rho)
+            elif step.kind == "linear":
+                rho = _vjp(step.fn, step.in_shape, rho)
+            else:
+                l, u, delta = self.bounds[i]
+                rho, c = (relu_error(rho, l, u, delta) if step.kind == "relu"
+                          else pool_error(rho, l, u, delta, step.kernel))
+                const += c
+        return on_x, on_pos, on_neg, const
+
+    def _out_shape(self, i: int) -> tuple[int, ...]:
+        return self.steps[i + 1].in_shape if i + 1 < len(self.steps) else self.out_shape
+
+    def maximise(self, on_x: torch.Tensor, on_pos: torch.Tensor, on_neg: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
+        """max over the box of on_x.x + on_pos.x^+ + on_neg.x^- + const, coordinate by coordinate."""
+        lo, hi = self.domain
+        points = [lo, hi] + ([0.0] if lo < 0 < hi else [])
+        best = torch.stack([on_x * v + on_pos * max(v, 0.0) + on_neg * max(-v, 0.0) for v in points]).amax(0)
+        return best.flatten(1).sum(1) + const
+
+    def neuron_bounds(self, upto: int, error: bool) -> torch.Tensor:
+        """Upper bounds of +-(each neuron) at the input of step ``upto`` (or the output): (2, *shape)."""
+        shape = self.steps[upto].in_shape if upto < len(self.steps) else self.out_shape
+        count = int(np.prod(shape))
+        out = torch.empty(2 * count, dtype=torch.float64)
+        for start in range(0, 2 * count, CHUNK):
+            rows = torch.arange(start, min(2 * count, start + CHUNK))
+            lam = torch.zeros((len(rows), count), dtype=torch.float64)
+            lam[torch.arange(len(rows)), rows % count] = torch.where(rows < count, 1.0, -1.0).double()
+            lam = lam.view(len(rows), *shape)
+            if error:
+                out[rows] = self.maximise(*self.error_backward(lam, upto))
+            else:
+                coef, const = self.target_backward(lam, upto)
+                out[rows] = self.maximise(coef, torch.zeros_like(coef), torch.zeros_like(coef), const)
+        return out.view(2, *shape)
+
+    def run(self, interval_step: Callable, out_shape: tuple[int, ...]) -> torch.Tensor:
+        """Bounds at every nonlinearity's input (interval bounds tightened by the backward ones),
+        then the per-output error bound (upper bound of |g - f| per output)."""
+        self.out_shape = out_shape
+        lo, hi = self.domain
+        shape = self.steps[0].in_shape
+        cur = (torch.full(shape, float(lo), dtype=torch.float64), torch.full(shape, float(hi), dtype=torch.float64),
+               torch.zeros(shape, dtype=torch.float64))
+        for i, step in enumerate(self.steps):
+            if step.kind in ("relu", "maxpool") and int(np.prod(step.in_shape)) <= MAX_NEURONS:
+                t = self.neuron_bounds(i, error=False)
+                l, u = torch.maximum(cur[0], -t[1]), torch.minimum(cur[1], t[0])
+                self.bounds[i] = (l, u, cur[2])
+                e = self.neuron_bounds(i, error=True)
+                cur = (l, u, torch.minimum(cur[2], torch.maximum(e[0], e[1]).clamp(min=0)))
+            self.bounds[i] = cur
+            cur = interval_step(step, *cur)
+        up = self.neuron_bounds(len(self.steps), error=True)
+        return torch.minimum(torch.maximum(up[0], up[1]), cur[2]).reshape(-1)
+
+
+def interval_step(step: Step, lo: torch.Tensor, hi: torch.Tensor, delta: torch.Tensor):
+    """Interval propagation of (l, u, delta) through one step (as models.bounds, on the chain)."""
+    batch = lambda t: t.unsqueeze(0)  # noqa: E731
+    if step.kind == "affine":
+        layer = step.layer
+        centre, radius = (lo + hi) / 2, (hi - lo) / 2
+        out_c = step.fn(batch(centre))[0]
+        out_r = _apply(layer, batch(radius), layer.weight.abs())[0]
+        mag = torch.maximum(lo.abs(), hi.abs())
+        err = torch.stack([(s - layer.weight).abs() for s in step.sums]).amax(0)
+        shape = (-1, *([1] * (out_c.dim() - 1)))
+        out_d = (_apply(layer, batch(delta), layer.weight.abs())[0] + _apply(layer, batch(mag + delta), err)[0]
+                 + step.dbias.abs().reshape(shape))
+        return out_c - out_r, out_c + out_r, out_d
+    if step.kind == "relu":
+        return lo.clamp(min=0), hi.clamp(min=0), torch.minimum(delta, (hi + delta).clamp(min=0))
+    if step.kind == "maxpool":
+        pool = lambda t: F.max_pool2d(batch(t), step.kernel)[0]  # noqa: E731
+        return pool(lo), pool(hi), pool(delta)
+    f = lambda t: step.fn(batch(t))[0]  # noqa: E731 - linear, non-negative maps (reshape, averages)
+    return f(lo), f(hi), f(delta)
+
+
+def crown_bound(target: fx.GraphModule, layers: list[TargetLayer], sums: list[tuple[list[torch.Tensor], torch.Tensor | None]],
+                input_shape: tuple[int, ...], domain: tuple[float, float]) -> torch.Tensor | None:
+    """Per-output upper bound on sup over the box of |f(x) - g(x)|, or None when the target is not
+    a chain this module handles. ``sums``: per layer the kept sums per sign group and kept bias
+    (:func:`models.problems.kept_sums`), aligned with ``layers``."""
+    steps = chain(target, layers, input_shape)
+    if steps is None:
+        return None
+    by_name = {layer.name: s for layer, s in zip(layers, sums)}
+    for step in steps:
+        if step.kind == "affine":
+            group_sums, bias = by_name[step.layer.name]
+            shape = step.layer.weight.shape
+            step.sums = [s.reshape(shape).double() for s in group_sums]
+            b = step.layer.bias if step.layer.bias is not None else torch.zeros(step.layer.d_out, dtype=torch.float64)
+            step.dbias = (bias.double() if bias is not None else torch.zeros_like(b)) - b
+    with torch.no_grad():
+        out = target(torch.zeros((1, *input_shape), dtype=torch.float64))
+    relax = Relaxation(steps, domain)
+    with torch.no_grad():
+        return relax.run(interval_step, tuple(out.shape[1:]))

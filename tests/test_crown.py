@@ -1,0 +1,143 @@
+"""The linear-relaxation bound (models/crown.py): sound on every input tried, at every neuron it
+bounds, and tighter than interval propagation; targets it does not handle keep the interval bound."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.adversarial import adversarial_search
+from models.bounds import IBP_METHOD, certified_bound
+from models.construct import ConstructOptions, construct
+from models.crown import Relaxation, _apply, chain, crown_bound, interval_step
+from models.problems import kept_sums
+from models.random_net import generate
+from models.verify import domain_samples, verify
+
+from .nets import chain_cnn, shifted_output, tiny_cnn, tiny_mlp
+
+CASES = {
+    "mlp-signed": (tiny_mlp, (5,), (-1.0, 1.0)),
+    "mlp-nonneg": (tiny_mlp, (5,), (0.0, 1.0)),
+    "cnn-nonneg": (chain_cnn, (1, 8, 8), (0.0, 1.0)),
+    "cnn-signed": (chain_cnn, (1, 8, 8), (-1.0, 0.5)),
+}
+
+
+def _build(case, n=3):
+    make, shape, domain = CASES[case]
+    c = construct(make(), shape, domain, ConstructOptions.from_kwargs(n=n, workers=1, progress=False))
+    sums = [kept_sums(spec, generate(spec), s.masks) for spec, s in zip(c.specs, c.solutions)]
+    return c, sums
+
+
+def _inputs(shape, domain, seed=3):
+    """Uniform samples, random vertices of the box and its two constant corners."""
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = domain
+    vertices = torch.where(torch.rand((1000, *shape), generator=gen) < 0.5, lo, hi)
+    return torch.cat([domain_samples(shape, domain, 3000, seed), vertices]).double()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bound_holds_on_every_input_tried_and_is_tighter_than_intervals(case):
+    c, sums = _build(case)  # n = 3: errors large enough that a wrong bound shows
+    per_output = crown_bound(c.folded, c.layers, sums, c.input_shape, c.domain)
+    x = _inputs(c.input_shape, c.domain)
+    target64 = copy.deepcopy(c.target).double().eval()
+    with torch.no_grad():
+        observed = (target64(x) - c.pruned(x)).abs().amax(0)
+    assert torch.all(observed <= per_output), (observed, per_output)
+    adv = adversarial_search(c, target64, None, restarts=8, steps=30)["adversarial_output_error"]
+    assert 0 < adv <= float(per_output.max())
+    ibp = certified_bound(c.folded, c.layers, [(s.weight_error, s.bias_error) for s in c.solutions],
+                          c.input_shape, c.domain)
+    assert ibp["method"] == IBP_METHOD
+    assert float(per_output.max()) < 0.9 * ibp["bound"]
+    check = verify(c, None, samples=64, adversarial=4)  # what verify reports: the smaller, per output
+    assert check["certified_bound"] == pytest.approx(min(float(per_output.max()), ibp["bound"]), rel=1e-6)
+    assert "CROWN" in check["bound_method"] and check["bound_holds"]
+
+
+@pytest.mark.parametrize("case", ["mlp-signed", "cnn-nonneg", "cnn-signed"])
+def test_every_neuron_bound_holds(case):
+    """At each ReLU and max pooling input: the target's value in [l, u] and the pruned network's
+    (computed from the kept sums as the pairs do) within delta of it."""
+    c, sums = _build(case)
+    steps = chain(c.folded, c.layers, c.input_shape)
+    by_name = {layer.name: s for layer, s in zip(c.layers, sums)}
+    for step in steps:
+        if step.kind == "affine":
+            group_sums, bias = by_name[step.layer.name]
+            step.sums = [s.reshape(step.layer.weight.shape) for s in group_sums]
+            b = step.layer.bias if step.layer.bias is not None else torch.zeros(step.layer.d_out, dtype=torch.float64)
+            step.dbias = (bias if bias is not None else torch.zeros_like(b)) - b
+    relax = Relaxation(steps, c.domain)
+    with torch.no_grad():
+        out_shape = tuple(c.folded(torch.zeros((1, *c.input_shape), dtype=torch.float64)).shape[1:])
+        relax.run(interval_step, out_shape)
+        a = ap = _inputs(c.input_shape, c.domain)
+        checked = 0
+        for i, step in enumerate(steps):
+            if step.kind in ("relu", "maxpool"):
+                l, u, delta = relax.bounds[i]  # interval bounds tightened by the backward ones
+                assert torch.all(a >= l - 1e-9) and torch.all(a <= u + 1e-9)
+                assert torch.all((ap - a).abs() <= delta + 1e-9)
+                t, e = relax.neuron_bounds(i, error=False), relax.neuron_bounds(i, error=True)  # backward alone
+                assert torch.all(a <= t[0] + 1e-9) and torch.all(-a <= t[1] + 1e-9)
+                assert torch.all(ap - a <= e[0] + 1e-9) and torch.all(a - ap <= e[1] + 1e-9)
+                checked += 1
+            if step.kind == "affine":
+                layer = step.layer
+                bias_p = (layer.bias if layer.bias is not None else 0) + step.dbias  # the pair's bias b'
+                bias_p = bias_p.reshape(-1, *([1] * (a.dim() - 2)))
+                s1 = step.sums[1] if len(step.sums) > 1 else step.sums[0]
+                ap = _apply(layer, ap.clamp(min=0), step.sums[0]) - _apply(layer, (-ap).clamp(min=0), s1) + bias_p
+                a = step.fn(a)
+            else:
+                a, ap = step.fn(a), step.fn(ap)
+        assert checked >= 2
+        x = _inputs(c.input_shape, c.domain)
+        assert torch.allclose(ap, c.pruned(x), atol=1e-5)  # the simulation is the pruned network
+
+
+@pytest.mark.parametrize("make, shape", [(tiny_cnn, (2, 8, 8)), (lambda: shifted_output(0.5), (4,))])
+def test_graphs_that_are_not_a_chain_keep_interval_propagation(make, shape):
+    c = construct(make(), shape, (0.0, 1.0), ConstructOptions.from_kwargs(n=3, workers=1, progress=False))
+    assert chain(c.folded, c.layers, shape) is None  # a residual add; a constant added to the output
+    check = verify(c, None, samples=32, adversarial=2)
+    assert check["bound_method"] == IBP_METHOD and check["certified_bound"] == check["interval_bound"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_each_relaxation_holds_on_samples(seed):
+    """relu and max pooling, for the target (lam . phi(z)) and the error (rho . (phi(z + d) - phi(z))):
+    the linear bound holds for samples of z in [l, u] and |d| <= delta, windows with and without a
+    dominant element, neurons on, off and unstable."""
+    from models.crown import pool_error, pool_target, relu_error, relu_target
+
+    gen = torch.Generator().manual_seed(seed)
+    shape = (2, 4, 6)
+    centre = torch.randn(shape, generator=gen, dtype=torch.float64)
+    centre[0, :2, :2] = torch.tensor([[3.0, 0.0], [0.1, -0.2]])  # a dominant window
+    l = centre - torch.rand(shape, generator=gen, dtype=torch.float64) * 0.5
+    u = centre + torch.rand(shape, generator=gen, dtype=torch.float64) * 0.5
+    delta = torch.rand(shape, generator=gen, dtype=torch.float64) * 0.3
+    z = l + (u - l) * torch.rand((4000, *shape), generator=gen, dtype=torch.float64)
+    z[:500] = torch.where(torch.rand((500, *shape), generator=gen) < 0.5, l, u)  # vertices
+    d = delta * (2 * torch.rand((4000, *shape), generator=gen, dtype=torch.float64) - 1)
+    d[:500] = torch.where(torch.rand((500, *shape), generator=gen) < 0.5, -delta, delta)
+    pool = lambda t: F.max_pool2d(t, 2)  # noqa: E731
+    for phi, target_rule, error_rule, out in ((torch.relu, relu_target, lambda r: relu_error(r, l, u, delta), shape),
+                                               (pool, lambda lam, a, b: pool_target(lam, a, b, 2),
+                                                lambda r: pool_error(r, l, u, delta, 2), (2, 2, 3))):
+        lam = torch.randn((5, *out), generator=gen, dtype=torch.float64)
+        lam_in, const = target_rule(lam, l, u)
+        value = (lam[None] * phi(z)[:, None]).flatten(2).sum(-1)  # (samples, functionals)
+        assert torch.all(value <= (lam_in[None] * z[:, None]).flatten(2).sum(-1) + const + 1e-12)
+        rho_in, const = error_rule(lam)
+        value = (lam[None] * (phi(z + d) - phi(z))[:, None]).flatten(2).sum(-1)
+        assert torch.all(value <= (rho_in[None] * d[:, None]).flatten(2).sum(-1) + const + 1e-12)
