@@ -236,6 +236,7 @@ def goal_lines(rows: list[dict[str, Any]], cores: int) -> list[str]:
 
     checks = [
         (f"mitm numba {cores} cores", "min-error", 21, 50e-6, f"mitm batched, m = 21, min-error on {cores} cores <= 50 us/problem"),
+        ("mitm numba 1 core", "min-error", 21, 15e-6, "mitm, m = 21, min-error on one worker <= 15 us/problem"),
         ("mitm torch CUDA", "min-error", 21, 1e-6, "mitm on CUDA, m = 21, min-error <= 1 us/problem"),
         ("cpsat 1 core", "min-size", 21, 5e-3, "cpsat, m = 21, min-size eps = 0.01 <= 5 ms/problem/core"),
     ]

@@ -30,12 +30,14 @@ def _add(sub, name: str, module, help: str) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `claims` and `bench BENCHMARK` to the `lottery` command's subparsers."""
-    from . import backends, claims, coldstart, exactness, exp1, layouts, scale
+    from . import backends, certificates, claims, coldstart, exactness, exp1, layouts, scale
 
     _add(sub, "claims", claims, "test the paper's subset-sum, lower-bound and width claims")
     bench = sub.add_parser("bench", help="run a benchmark (tables, JSON and plots)")
     bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     _add(bench_sub, "backends", backends, "time every installed solver backend on the same subset-sum instances")
+    _add(bench_sub, "certificates", certificates, "trained MLP and LeNet-5 tickets: eps coverage, accuracy, "
+         "certified bound vs adversarial error, kept count")
     _add(bench_sub, "coldstart", coldstart, "import + first solve in a fresh process, with and without numba's cache")
     _add(bench_sub, "exp1", exp1, "the paper's Experiment 1 (784-500-10 MLP, n = 21, eps = 0.01) at full scale")
     _add(bench_sub, "exactness", exactness, "every backend against the float64 optimum, problem by problem")

@@ -84,7 +84,7 @@ def network(name: str, n: int, eps: float, seed: int) -> list[dict[str, Any]]:
         from .exp1 import target_for
 
         target = load_target(target_for(500), "mlp")
-        shape = (784,)
+        shape = (1, 28, 28)  # the data's shape; the MLP flattens it first
     data = digits28("test")
     rows = []
     for layout in LAYOUTS:
