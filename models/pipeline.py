@@ -53,7 +53,8 @@ class Job:
 def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run ``job`` and write its run directory; returns (the report as written, the verification)."""
     start = time.perf_counter()
-    model = load_target(job.target_file, job.arch, job.max_abs_weight)
+    notes: list[str] = []
+    model = load_target(job.target_file, job.arch, job.max_abs_weight, notes)
     data = load_data(job.data, job.normalize)
     input_shape = job.input_shape or (tuple(data.x.shape[1:]) if data is not None else input_shape_of(model, job.arch))
     domain = job.domain or (data.domain if data is not None else (0.0, 1.0))
@@ -64,7 +65,7 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ValueError(f"inputs of shape {input_shape} do not fit the target ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0]})") from exc
     target_desc = {"name": job.name, "arch": job.arch, "source": str(job.target_file),
-                   "sha256": sha256_file(job.target_file)}
+                   "sha256": sha256_file(job.target_file), "loaded": notes}
     # what determines the result (not workers, executor, progress: results are identical across them)
     config = {"target_sha256": target_desc["sha256"], "arch": job.arch, "options": job.options.hashed(),
               "variant": job.variant, "input_domain": list(domain), "input_shape": list(input_shape),

@@ -213,6 +213,7 @@ def console_summary(r: dict[str, Any]) -> str:
 def report_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"# Lottery ticket for {r['target'].get('name', 'target')}\n",
+        *([f"Target loaded: {'; '.join(r['target']['loaded'])}.\n"] if r["target"].get("loaded") else []),
         f"Random network: {len(r['layers'])} target layers -> {2 * len(r['layers'])} layers (fan-out A, ReLU, "
         f"combine B), n = {r['n'] if r['n'] != 'auto' else 'auto (per layer below, at most ' + str(r['n_max']) + ')'}"
         f" coefficients per subset-sum problem, layout {r['layout']}, variant "

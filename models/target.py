@@ -30,12 +30,42 @@ def _listed(keys: list[str], most: int = 10) -> str:
     return ", ".join(keys[:most]) + more
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+#: keys under which training scripts commonly nest the state_dict in a checkpoint dict
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
+#: key prefixes added by nn.DataParallel / DistributedDataParallel and by torch.compile
+PREFIXES = ("module.", "_orig_mod.")
+
+
+def _unwrap(obj, path: Path, notes: list[str]):
+    """The state_dict inside a checkpoint as users save them: nested under one of WRAPPER_KEYS (the
+    other entries - epoch, accuracy, optimizer state - are left out) and with every key prefixed by
+    'module.' or '_orig_mod.' (removed). What was done is appended to ``notes``."""
+    while isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict) and obj[k]), None)
+        if key is None:
+            break
+        others = sorted(str(k) for k in obj if k != key)
+        notes.append(f"state_dict taken from the checkpoint's {key!r} entry"
+                     + (f" (left out: {_listed(others)})" if others else ""))
+        obj = obj[key]
+    if isinstance(obj, dict) and obj and all(isinstance(k, str) for k in obj):
+        changed = True
+        while changed:
+            changed = False
+            for prefix in PREFIXES:
+                if all(k.startswith(prefix) for k in obj):
+                    obj = {k[len(prefix):]: v for k, v in obj.items()}
+                    notes.append(f"prefix {prefix!r} removed from every key")
+                    changed = True
+    return obj
+
+
+def _load_state_dict(path: Path, notes: list[str]) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            return _unwrap(load_file(str(path)), path, notes)
         except Exception as exc:  # safetensors raises its own error types for a damaged file
             raise TargetError(f"cannot read {str(path)!r} as safetensors ({_first_line(exc)})") from exc
     try:
@@ -45,10 +75,14 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"cannot load {str(path)!r} as a state_dict with torch.load(weights_only=True) "
             f"({_first_line(exc)}); for a pickled full module you trust, pass --arch full"
         ) from exc
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+    obj = _unwrap(obj, path, notes)
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise TargetError(f"{str(path)!r} does not hold a state_dict (a dict of tensors); got {type(obj).__name__}")
+        what = type(obj).__name__
+        if isinstance(obj, dict):
+            others = [f"{k!r} ({type(v).__name__})" for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+            what = f"a dict with non-tensor entries {_listed(others)}"
+        raise TargetError(f"{str(path)!r} does not hold a state_dict (a dict of tensors, or one under "
+                          f"{' | '.join(map(repr, WRAPPER_KEYS))}); got {what}")
     return obj
 
 
@@ -142,17 +176,68 @@ def _from_torchscript(path: Path, max_abs: float) -> nn.Module:
     return module
 
 
-MODULE_ARCH = re.compile(r"module:([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*):([A-Za-z_]\w*)")
+MODULE_ARCH = re.compile(r"module:([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*):([A-Za-z_]\w*)(?:\((.*)\))?", re.DOTALL)
 
 
-def load_target(path: str | Path, arch: str | None, max_abs: float = MAX_ABS_WEIGHT) -> nn.Module:
+def _keywords(arch: str, text: str | None) -> dict:
+    """The literal keyword arguments of ``module:pkg.mod:NAME(key=value, ...)``."""
+    import ast
+
+    if not text or not text.strip():
+        return {}
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+    except SyntaxError as exc:
+        raise TargetError(f"--arch {arch}: the arguments must be keyword=literal pairs ({exc.msg})") from exc
+    if call.args or any(k.arg is None for k in call.keywords):
+        raise TargetError(f"--arch {arch}: only keyword arguments are accepted, e.g. NAME(num_classes=10)")
+    out = {}
+    for k in call.keywords:
+        try:
+            out[k.arg] = ast.literal_eval(k.value)
+        except ValueError as exc:
+            raise TargetError(f"--arch {arch}: argument {k.arg!r} must be a literal (number, string, bool, None, "
+                              f"tuple, list or dict)") from exc
+    return out
+
+
+def _module_arch(arch: str) -> nn.Module:
+    """An instance from ``module:pkg.mod:NAME[(key=value, ...)]``: NAME a module class or a factory."""
+    match = MODULE_ARCH.fullmatch(arch)
+    if match is None:
+        raise TargetError(f"--arch module:... must be module:pkg.mod:NAME or module:pkg.mod:NAME(key=value, ...) "
+                          f"(Python names); got {arch!r}")
+    mod_name, name, args = match.groups()
+    kwargs = _keywords(arch, args)
+    try:
+        factory = getattr(importlib.import_module(mod_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise TargetError(f"--arch {arch}: cannot import {name!r} from {mod_name!r} ({exc}); the module must be "
+                          f"importable, e.g. installed or on PYTHONPATH") from exc
+    if not callable(factory):
+        raise TargetError(f"--arch {arch}: {mod_name}.{name} is a {type(factory).__name__}, not a class or function")
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:  # the user's constructor: any error means these arguments do not fit it
+        raise TargetError(f"--arch {arch}: {mod_name}.{name}(**{kwargs}) failed ({_first_line(exc)})") from exc
+    if not isinstance(model, nn.Module):
+        raise TargetError(f"--arch {arch}: {mod_name}.{name}(...) returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def load_target(path: str | Path, arch: str | None, max_abs: float = MAX_ABS_WEIGHT,
+                notes: list[str] | None = None) -> nn.Module:
     """Load the target network in eval mode.
 
-    ``arch``: ``mlp``, ``lenet5``, ``module:pkg.mod:Class`` (a state_dict file), ``full`` (a
-    pickled module, loaded with weights_only=False: only for files you trust) or None for a
-    TorchScript file. Every tensor of the checkpoint must be used; a non-finite value, or a
-    weight above ``max_abs`` in magnitude, is refused naming the tensor.
+    ``arch``: ``mlp``, ``lenet5``, ``module:pkg.mod:NAME`` or ``module:pkg.mod:NAME(key=value, ...)``
+    (NAME a module class or a factory function, called with those literal keyword arguments; a
+    state_dict file), ``full`` (a pickled module, loaded with weights_only=False: only for files
+    you trust) or None for a TorchScript file. A state_dict nested in a checkpoint dict
+    (``WRAPPER_KEYS``) or with DataParallel / torch.compile key prefixes is unwrapped, and what was
+    done is appended to ``notes``. Every tensor of the state_dict must be used; a non-finite value,
+    or a weight above ``max_abs`` in magnitude, is refused naming the tensor.
     """
+    notes = [] if notes is None else notes
     path = Path(path)
     if not path.is_file():
         raise TargetError(f"target file {str(path)!r} does not exist")
@@ -167,7 +252,7 @@ def load_target(path: str | Path, arch: str | None, max_abs: float = MAX_ABS_WEI
             raise TargetError(f"--arch full: {str(path)!r} holds a {type(model).__name__}, not an nn.Module")
         _check_values(model.state_dict(), path, max_abs)
         return model.eval()
-    sd = _load_state_dict(path)
+    sd = _load_state_dict(path, notes)
     _check_values(sd, path, max_abs)
     if arch == "mlp":
         return _mlp_from_state(sd).eval()
@@ -175,17 +260,9 @@ def load_target(path: str | Path, arch: str | None, max_abs: float = MAX_ABS_WEI
         biases = {k: f"{k}.bias" in sd for k in LeNet5.LAYERS}
         return _strict_load(LeNet5(biases), sd, arch).eval()
     if arch.startswith("module:"):
-        match = MODULE_ARCH.fullmatch(arch)
-        if match is None:
-            raise TargetError(f"--arch module:... must be module:pkg.mod:Class (Python names); got {arch!r}")
-        mod_name, cls_name = match.groups()
-        try:
-            cls = getattr(importlib.import_module(mod_name), cls_name)
-        except (ImportError, AttributeError) as exc:
-            raise TargetError(f"--arch {arch}: cannot import {cls_name!r} from {mod_name!r} ({exc}); the module must be "
-                              f"importable, e.g. installed or on PYTHONPATH") from exc
-        return _strict_load(cls(), sd, arch).eval()
-    raise TargetError(f"unknown --arch {arch!r}; expected mlp, lenet5, module:pkg.mod:Class, full, or none for TorchScript")
+        return _strict_load(_module_arch(arch), sd, arch).eval()
+    raise TargetError(f"unknown --arch {arch!r}; expected mlp, lenet5, module:pkg.mod:NAME[(key=value, ...)], full, "
+                      f"or none for TorchScript")
 
 
 def input_shape_of(model: nn.Module, arch: str | None) -> tuple[int, ...]:

@@ -245,3 +245,13 @@ def chain_cnn(seed: int = 0) -> ChainCNN:
         net.bn1.running_mean.uniform_(-0.2, 0.2)
         net.bn1.running_var.uniform_(0.5, 1.5)
     return net.eval()
+
+
+def width_mlp(width: int = 6, classes: int = 2) -> nn.Sequential:
+    """A factory (not a class) with keyword arguments, for `--arch module:tests.nets:width_mlp(width=...)`."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, width), nn.ReLU(), nn.Linear(width, classes)).eval()
+
+
+def not_a_module(**kwargs):
+    return {"kwargs": kwargs}

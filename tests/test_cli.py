@@ -179,3 +179,53 @@ def test_cnn_target_via_module_arch(tmp_path):
     r = json.loads((out / "report.json").read_text())
     assert [l["folded_bn"] for l in r["layers"]] == ["bn1", None, None, None]
     assert main(["verify", str(out)]) == 0
+
+
+@pytest.mark.parametrize("wrap, notes", [
+    (lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}, "best_prec1": 91.2, "epoch": 3},
+     ["state_dict taken from the checkpoint's 'state_dict' entry (left out: best_prec1, epoch)",
+      "prefix 'module.' removed from every key"]),
+    (lambda sd: {"model": {f"_orig_mod.module.{k}": v for k, v in sd.items()}, "optimizer": {"lr": 0.1}},
+     ["state_dict taken from the checkpoint's 'model' entry (left out: optimizer)",
+      "prefix '_orig_mod.' removed from every key", "prefix 'module.' removed from every key"]),
+    (lambda sd: sd, []),
+])
+def test_checkpoints_as_training_scripts_save_them(tmp_path, wrap, notes):
+    from .nets import width_mlp
+
+    target = width_mlp(width=7, classes=3)
+    path = tmp_path / "ckpt.pth"
+    torch.save(wrap(target.state_dict()), path)
+    out = tmp_path / "o"
+    assert main(["solve", str(path), "--arch", "module:tests.nets:width_mlp(width=7, classes=3)", "--n", "4",
+                 "--input-shape", "5", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["target"]["loaded"] == notes and r["target_params"] == 5 * 7 + 7 + 7 * 3 + 3
+    assert all(note in (out / "report.md").read_text() for note in notes)
+    assert main(["verify", str(out)]) == 0
+
+
+@pytest.mark.parametrize("arch, message", [
+    ("module:tests.nets:width_mlp(7)", "only keyword arguments are accepted"),
+    ("module:tests.nets:width_mlp(width=len)", "argument 'width' must be a literal"),
+    ("module:tests.nets:width_mlp(width=7", "must be module:pkg.mod:NAME or module:pkg.mod:NAME(key=value, ...)"),
+    ("module:tests.nets:width_mlp(depth=2)", "tests.nets.width_mlp(**{'depth': 2}) failed (TypeError"),
+    ("module:tests.nets:not_a_module(a=1)", "returned a dict, not an nn.Module"),
+    ("module:tests.nets:width_mlp(width=9)", "shape mismatches"),
+])
+def test_bad_module_arch_is_one_line(tmp_path, capsys, arch, message):
+    from .nets import width_mlp
+
+    path = tmp_path / "m.pt"
+    torch.save(width_mlp(width=7).state_dict(), path)
+    assert main(["solve", str(path), "--arch", arch, "--input-shape", "5", "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_checkpoint_with_other_entries_and_no_state_dict_is_named(tmp_path, capsys):
+    path = tmp_path / "m.pt"
+    torch.save({"fc.weight": torch.zeros(2, 5), "epoch": 3}, path)
+    assert main(["solve", str(path), "--arch", "mlp", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "does not hold a state_dict (a dict of tensors, or one under 'state_dict' | 'model_state_dict'" in \
+        capsys.readouterr().err
