@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .graph import TargetLayer
+from .ops import elementwise, softmax_bounds, softmax_dim
 
 ROUNDING_SLACK = 1e-9
 
@@ -56,8 +57,27 @@ class _BoundLayer(nn.Module):
 
 
 class _BoundInterpreter(fx.Interpreter):
-    """Runs the stacked (lo, hi, delta) tensor through the graph; fixes the two ops where the
-    three parts must not be treated alike: adding a constant (shifts lo/hi, not delta)."""
+    """Runs the stacked (lo, hi, delta) tensor through the graph; fixes the ops where the three
+    parts must not be treated alike: adding a constant (shifts lo/hi, not delta), and the
+    activations and softmax of :mod:`models.ops` (image of the interval, delta times L)."""
+
+    def __init__(self, module: fx.GraphModule):
+        super().__init__(module)
+        self._modules_by_name = dict(module.named_modules())
+
+    def run_node(self, n: fx.Node):
+        if n.op in ("call_module", "call_function", "call_method"):
+            rule = elementwise(n, self._modules_by_name)
+            dim = softmax_dim(n, self._modules_by_name)
+            if rule is not None or dim is not None:
+                args, _ = self.fetch_args_kwargs_from_env(n)
+                x = args[0]
+                lo, hi, delta = x[0:1], x[1:2], x[2:3]
+                if rule is not None:
+                    lo2, hi2 = rule.image(lo, hi)
+                    return torch.cat([lo2, hi2, (rule.lipschitz * delta).clamp(max=rule.span)])
+                return torch.cat(softmax_bounds(lo, hi, delta, dim))
+        return super().run_node(n)
 
     def call_function(self, target, args, kwargs):
         if target in (operator.add, torch.add) and any(isinstance(a, (int, float)) for a in args):

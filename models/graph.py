@@ -3,8 +3,10 @@
 The target becomes a GraphModule whose parametrised layers are Linear and Conv2d (BatchNorm in
 eval mode folded into the layer before it) and whose other nodes are
 parameter-free ops that the construction leaves in place: ReLU, max/avg pooling, flatten and
-reshapes, dropout/identity, additions (residuals). Anything else is refused with the op's name
-and where it is in the graph.
+reshapes, dropout/identity, additions (residuals). Elementwise activations and softmax with a bound rule
+(:mod:`models.ops`: ReLU6, LeakyReLU, Sigmoid, Hardsigmoid, Tanh, Hardtanh, ELU, Softplus, SiLU,
+GELU, Hardswish, Mish) and adaptive pooling are kept too. Anything else is refused with the op's
+name and where it is in the graph.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
+from .ops import elementwise, softmax_dim
+
 PARAM_MODULES = (nn.Linear, nn.Conv2d)
 BN_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d)
-PASS_MODULES = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+PASS_MODULES = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten,
+                nn.Dropout, nn.Identity)
 PASS_FUNCTIONS = {
     torch.relu: "relu", F.relu: "relu", operator.add: "add", torch.add: "add",
     torch.flatten: "flatten", F.max_pool2d: "max_pool2d", F.avg_pool2d: "avg_pool2d",
+    F.adaptive_avg_pool2d: "adaptive_avg_pool2d", F.adaptive_max_pool2d: "adaptive_max_pool2d",
     F.dropout: "dropout",
 }
 PASS_METHODS = {"relu", "flatten", "view", "reshape", "size", "add", "contiguous"}
@@ -135,10 +141,15 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
         return isinstance(a, (int, float)) and a >= 0
 
     for node in gm.graph.nodes:
+        rule = elementwise(node, modules) if node.op in ("call_module", "call_function", "call_method") else None
         if node.op == "placeholder":
             nonneg[node] = input_nonneg
         elif node.op == "output":
             continue
+        elif rule is not None:  # an activation kept as it is (its output sign from the rule)
+            nonneg[node] = rule.nonneg if rule.nonneg is not None else arg_nonneg(node.args[0])
+        elif node.op != "placeholder" and softmax_dim(node, modules) is not None:
+            nonneg[node] = True
         elif node.op == "call_module":
             sub = modules[node.target]
             if isinstance(sub, PARAM_MODULES):
@@ -175,8 +186,9 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
             else:
                 raise UnsupportedModelError(
                     f"unsupported module {type(sub).__name__} {node.target!r} ({_where(node)}); supported: "
-                    f"Linear, Conv2d (groups=1), BatchNorm1d/2d after them, ReLU, MaxPool2d, AvgPool2d, "
-                    f"Flatten, Dropout, Identity, additions"
+                    f"Linear, Conv2d (groups=1), BatchNorm1d/2d after them, ReLU, ReLU6, LeakyReLU, Sigmoid, "
+                    f"Hardsigmoid, Tanh, Hardtanh, ELU, Softplus, SiLU, GELU, Hardswish, Mish, Softmax, "
+                    f"(adaptive) max and average pooling, Flatten, Dropout, Identity, additions"
                 )
         elif node.op == "call_function":
             kind = PASS_FUNCTIONS.get(node.target)

@@ -255,3 +255,63 @@ def width_mlp(width: int = 6, classes: int = 2) -> nn.Sequential:
 
 def not_a_module(**kwargs):
     return {"kwargs": kwargs}
+
+
+class Activations(nn.Module):
+    """Every kept activation with a bound rule, as modules, functions and methods, and softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(5, 8)
+        self.fc2 = nn.Linear(8, 8)
+        self.fc3 = nn.Linear(8, 8)
+        self.fc4 = nn.Linear(8, 8)
+        self.fc5 = nn.Linear(8, 4)
+        self.mods = nn.ModuleList([nn.GELU(), nn.SiLU(), nn.Hardswish(), nn.LeakyReLU(0.1), nn.ReLU6(), nn.Mish(),
+                                   nn.ELU(), nn.Softplus(), nn.Hardtanh(-0.5, 2.0), nn.Hardsigmoid()])
+
+    def forward(self, x):
+        h = self.fc1(x)
+        h = self.mods[0](h) + self.mods[1](h) + self.mods[2](h) + self.mods[3](h) + self.mods[5](h)
+        h = self.fc2(h)
+        h = torch.nn.functional.gelu(h, approximate="tanh") + torch.tanh(h) + h.sigmoid() + self.mods[4](h)
+        h = self.fc3(h)
+        h = self.mods[6](h) + self.mods[7](h) + self.mods[8](h) + torch.nn.functional.leaky_relu(h, 0.2)
+        h = self.fc4(self.mods[9](h) + torch.nn.functional.silu(h))
+        return torch.softmax(self.fc5(h), dim=1)
+
+
+class AdaptivePoolCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.act = nn.Hardswish()
+        self.avg = nn.AdaptiveAvgPool2d((2, 2))
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x):
+        h = self.avg(self.act(self.conv(x)))
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_max_pool2d(h, 1) + h, 1))
+
+
+class WithPReLU(nn.Module):
+    """PReLU carries a parameter that enters nonlinearly: refused."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+        self.act = nn.PReLU()
+
+    def forward(self, x):
+        return self.act(self.fc(x))
+
+
+class WithSin(nn.Module):
+    """sin has no bound rule here: refused."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return torch.sin(self.fc(x))

@@ -18,7 +18,7 @@ from models.verify import check_inputs_for, domain_samples, verify
 from solver import SolverInputError
 from solver.files import sha256_file
 
-from .nets import LoneBatchNorm, WithSigmoid, WithTanh, dilated_cnn, shifted_output, tiny_cnn, tiny_mlp
+from .nets import LoneBatchNorm, WithPReLU, WithSin, dilated_cnn, shifted_output, tiny_cnn, tiny_mlp
 
 CASES = {
     "mlp-signed": (tiny_mlp, (5,), (-1.0, 1.0)),
@@ -142,8 +142,8 @@ def test_ticket_rebuilds_bit_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("net, match", [
-    (WithSigmoid, r"unsupported module Sigmoid 'act'"),
-    (WithTanh, r"unsupported function tanh"),
+    (WithPReLU, r"unsupported module PReLU 'act'"),
+    (WithSin, r"unsupported function sin"),
     (LoneBatchNorm, r"BatchNorm 'bn' must directly follow a Linear/Conv2d"),
 ])
 def test_unsupported_ops_are_named(net, match):
@@ -379,3 +379,67 @@ def test_n_auto_needs_eps():
         ConstructOptions.from_kwargs(n="auto")
     with pytest.raises(SolverInputError, match=r"`n` must be an int or one of \['auto'\]; got 'autox'"):
         ConstructOptions.from_kwargs(n="autox", eps=0.1)
+
+
+@pytest.mark.parametrize("make, shape, domain", [
+    ("Activations", (5,), (-1.0, 1.0)),
+    ("Activations", (5,), (0.0, 1.0)),
+    ("AdaptivePoolCNN", (2, 6, 6), (-1.0, 1.0)),
+])
+def test_kept_activations_softmax_and_adaptive_pooling(make, shape, domain):
+    """Every activation with a bound rule stays the target's own op; the bound holds against the
+    observed and the adversarial error."""
+    from . import nets
+
+    torch.manual_seed(0)
+    c = _construct(lambda: getattr(nets, make)().eval(), shape, domain, 6)
+    ops = {n.target for n in c.pruned.graph.nodes if n.op in ("call_function", "call_method")}
+    assert c.pruned.graph is not None and len(c.layers) == (5 if make == "Activations" else 2)
+    check = verify(c, None, samples=512, adversarial=8)
+    observed = _observed_error(c, shape, domain)
+    assert 0 < observed <= check["certified_bound"]
+    assert check["bound_holds"] and check["adversarial_output_error"] <= check["certified_bound"]
+    assert ops  # the functional activations are still in the pruned graph
+    with torch.no_grad():  # the pruned network keeps the activations: same output as the target up to the errors
+        x = domain_samples(shape, domain, 8, 1)
+        assert torch.allclose(c.pruned(x).double(), c.target.double()(x.double()), atol=check["certified_bound"])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_each_activation_rule_holds(seed):
+    """For every rule: phi([lo, hi]) inside the image, |phi(a) - phi(b)| <= L |a - b|; softmax likewise."""
+    import torch.fx as fx
+
+    from models.ops import elementwise, softmax_bounds
+
+    from .nets import Activations
+
+    gm = fx.symbolic_trace(Activations().double())
+    modules = dict(gm.named_modules())
+    rules = [r for r in (elementwise(n, modules) for n in gm.graph.nodes
+                         if n.op in ("call_module", "call_function", "call_method")) if r is not None]
+    assert len({r.name for r in rules}) == 15
+    gen = torch.Generator().manual_seed(seed)
+    centre = 4 * torch.randn(2000, generator=gen, dtype=torch.float64)
+    centre[:100] = torch.linspace(-2, 0, 100, dtype=torch.float64)  # intervals around every valley
+    lo = centre - torch.rand(2000, generator=gen, dtype=torch.float64)
+    hi = centre + torch.rand(2000, generator=gen, dtype=torch.float64)
+    for rule in rules:
+        low, high = rule.image(lo, hi)
+        for t in torch.linspace(0, 1, 41, dtype=torch.float64):
+            a = lo + t * (hi - lo)
+            assert torch.all(rule.fn(a) >= low - 1e-12) and torch.all(rule.fn(a) <= high + 1e-12), rule.name
+        a = 6 * torch.randn(5000, generator=gen, dtype=torch.float64)
+        b = a + 0.01 * torch.randn(5000, generator=gen, dtype=torch.float64)
+        assert torch.all((rule.fn(a) - rule.fn(b)).abs() <= rule.lipschitz * (a - b).abs() + 1e-12), rule.name
+        assert float(rule.fn(a).max() - rule.fn(a).min()) <= rule.span, rule.name
+    lo = torch.randn((50, 6), generator=gen, dtype=torch.float64)
+    hi = lo + torch.rand((50, 6), generator=gen, dtype=torch.float64)
+    delta = 0.05 * torch.rand((50, 6), generator=gen, dtype=torch.float64)
+    low, high, d = softmax_bounds(lo, hi, delta, 1)
+    for _ in range(200):
+        a = lo + (hi - lo) * torch.rand((50, 6), generator=gen, dtype=torch.float64)
+        b = a + delta * (2 * torch.rand((50, 6), generator=gen, dtype=torch.float64) - 1)
+        p = torch.softmax(a, 1)
+        assert torch.all(p >= low - 1e-12) and torch.all(p <= high + 1e-12)
+        assert torch.all((p - torch.softmax(b, 1)).abs() <= d + 1e-12)
