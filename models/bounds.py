@@ -24,7 +24,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .graph import TargetLayer
+from .graph import PASS_FUNCTIONS, TargetLayer
 from .ops import elementwise, softmax_bounds, softmax_dim
 
 ROUNDING_SLACK = 1e-9
@@ -66,6 +66,11 @@ class _BoundInterpreter(fx.Interpreter):
         self._modules_by_name = dict(module.named_modules())
 
     def run_node(self, n: fx.Node):
+        kind = PASS_FUNCTIONS.get(n.target) if n.op == "call_function" else n.target if n.op == "call_method" else None
+        if kind in ("sub", "mul", "div", "neg", "pad"):
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            if any(isinstance(a, torch.Tensor) for a in args):
+                return _arithmetic(kind, args, kwargs)
         if n.op in ("call_module", "call_function", "call_method"):
             rule = elementwise(n, self._modules_by_name)
             dim = softmax_dim(n, self._modules_by_name)
@@ -95,6 +100,38 @@ class _BoundInterpreter(fx.Interpreter):
 IBP_METHOD = "interval bound propagation over the input box with per-layer weight/bias errors (models/bounds.py)"
 CROWN_METHOD = ("linear relaxation (CROWN-style) of the target and of the error with the kept weights "
                 "(models/crown.py), per output the smaller of it and interval propagation")
+
+
+def _parts(x):
+    """(lo, hi, delta) of a stacked tensor, or of a constant (delta 0)."""
+    if isinstance(x, torch.Tensor):
+        return x[0:1], x[1:2], x[2:3]
+    return x, x, 0.0
+
+
+def _arithmetic(kind: str, args, kwargs) -> torch.Tensor:
+    """Interval and error rules of a - b, a * b, a / c, -a and constant padding (c: a constant).
+
+    |ab - a'b'| <= |a| |b - b'| + |b'| |a - a'| <= mag_a delta_b + (mag_b + delta_b) delta_a."""
+    if kind == "neg":
+        lo, hi, d = _parts(args[0])
+        return torch.cat([-hi, -lo, d])
+    if kind == "pad":
+        x, pad = args[0], args[1]
+        value = kwargs.get("value", args[3] if len(args) > 3 else 0.0) or 0.0
+        lo, hi, d = _parts(x)
+        return torch.cat([F.pad(lo, pad, value=value), F.pad(hi, pad, value=value), F.pad(d, pad, value=0.0)])
+    (alo, ahi, ad), (blo, bhi, bd) = _parts(args[0]), _parts(args[1])
+    if kind == "sub":
+        return torch.cat([alo - bhi, ahi - blo, ad + bd + torch.zeros_like(alo - bhi)])
+    if kind == "div":  # by a constant (the tracer refuses division by an activation)
+        blo = bhi = 1.0 / args[1]
+    corners = torch.stack(torch.broadcast_tensors(*[torch.as_tensor(a * b) for a in (alo, ahi) for b in (blo, bhi)]))
+    mag_a = torch.maximum(torch.as_tensor(alo).abs(), torch.as_tensor(ahi).abs())
+    mag_b = torch.maximum(torch.as_tensor(blo).abs(), torch.as_tensor(bhi).abs())
+    bd = 0.0 if kind == "div" else bd
+    delta = mag_a * bd + (mag_b + bd) * ad
+    return torch.cat([corners.amin(0), corners.amax(0), delta + torch.zeros_like(corners[0])])
 
 
 def certified_bound(target: fx.GraphModule, layers: list[TargetLayer], errors: list[tuple[np.ndarray, np.ndarray | None]],

@@ -3,7 +3,9 @@
 The target becomes a GraphModule whose parametrised layers are Linear and Conv2d (BatchNorm in
 eval mode folded into the layer before it) and whose other nodes are
 parameter-free ops that the construction leaves in place: ReLU, max/avg pooling, flatten and
-reshapes, dropout/identity, additions (residuals). Elementwise activations and softmax with a bound rule
+reshapes, dropout/identity, additions (residuals), slicing and padding, cat, transpose/permute,
+mean, differences, products and division by a constant - every one keeping the batch dimension
+(dim 0) apart, which the certified bound's stacking relies on. Elementwise activations and softmax with a bound rule
 (:mod:`models.ops`: ReLU6, LeakyReLU, Sigmoid, Hardsigmoid, Tanh, Hardtanh, ELU, Softplus, SiLU,
 GELU, Hardswish, Mish) and adaptive pooling are kept too. Anything else is refused with the op's
 name and where it is in the graph.
@@ -32,10 +34,67 @@ PASS_FUNCTIONS = {
     torch.relu: "relu", F.relu: "relu", operator.add: "add", torch.add: "add",
     torch.flatten: "flatten", F.max_pool2d: "max_pool2d", F.avg_pool2d: "avg_pool2d",
     F.adaptive_avg_pool2d: "adaptive_avg_pool2d", F.adaptive_max_pool2d: "adaptive_max_pool2d",
-    F.dropout: "dropout",
+    F.dropout: "dropout", operator.getitem: "getitem", F.pad: "pad", torch.cat: "cat", operator.sub: "sub",
+    torch.sub: "sub", operator.mul: "mul", torch.mul: "mul", operator.truediv: "div", torch.div: "div",
+    operator.neg: "neg", torch.mean: "mean", torch.permute: "permute", torch.transpose: "transpose",
 }
-PASS_METHODS = {"relu", "flatten", "view", "reshape", "size", "add", "contiguous"}
+PASS_METHODS = {"relu", "flatten", "view", "reshape", "size", "add", "contiguous", "sub", "mul", "div", "mean",
+                "permute", "transpose"}
 SHAPE_ONLY = {"flatten", "view", "reshape", "contiguous", "dropout"}
+#: functions on shape values (x.size(0) * 2, s[1], ...), never on activations
+SHAPE_ARITHMETIC = (operator.getitem, operator.mul, operator.add, operator.sub, operator.floordiv, operator.truediv,
+                    getattr)
+
+
+def _sign(kind: str, node: fx.Node, arg_nonneg) -> bool:
+    """Whether the op's output is >= 0 wherever its inputs' signs say so."""
+    args = node.args
+    if kind == "relu":
+        return True
+    if kind in ("add", "mul"):
+        return all(arg_nonneg(a) for a in args[:2])
+    if kind == "cat":
+        return all(arg_nonneg(a) for a in args[0])
+    if kind == "div":
+        return arg_nonneg(args[0]) and arg_nonneg(args[1])
+    if kind == "pad":
+        value = node.kwargs.get("value", args[3] if len(args) > 3 else 0)
+        return arg_nonneg(args[0]) and isinstance(value, (int, float)) and value >= 0
+    if kind in ("sub", "neg"):
+        return False
+    return arg_nonneg(args[0])
+
+
+def _batch_kept(node: fx.Node, kind: str) -> str | None:
+    """Why an op would mix the batch dimension (dim 0) into others, or None: slicing must keep
+    ``[:, ...]``, cat/mean/transpose must not name dim 0, permute must keep 0 first."""
+    args = list(node.args) + list(node.kwargs.values())
+    if kind == "getitem":
+        index = node.args[1]
+        first = index[0] if isinstance(index, tuple) and index else index
+        inner = index if isinstance(index, tuple) else (index,)
+        if first != slice(None) or any(isinstance(i, fx.Node) for i in inner):
+            return f"indexing must keep the batch dimension whole and use constant indices (x[:, ...]); got {index!r}"
+    if kind in ("cat", "mean"):
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+        if any(d == 0 or d is None or isinstance(d, fx.Node) for d in dims):
+            return f"{kind} over dim {dim!r} would mix the batch dimension (dim 0) in; use dims >= 1"
+    if kind == "transpose" and any(a == 0 for a in args[1:3]):
+        return "transpose of dim 0 (the batch dimension)"
+    if kind == "permute":
+        dims = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+        if not dims or dims[0] != 0:
+            return f"permute must keep the batch dimension first; got {tuple(dims)}"
+    if kind == "pad":
+        mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
+        if mode != "constant":
+            return f"pad mode {mode!r}; only 'constant' has a bound rule here"
+    if kind == "div":
+        if len(node.args) > 1 and isinstance(node.args[1], fx.Node):
+            return "division by an activation (only by a constant)"
+    return None
+
 
 
 class UnsupportedModelError(ValueError):
@@ -135,6 +194,8 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
     if len(placeholders) != 1:
         raise UnsupportedModelError(f"the target must take exactly one input tensor; its forward takes {len(placeholders)}")
 
+    tensor: dict[fx.Node, bool] = {}  # False: a shape value (x.size(0), ...), not an activation
+
     def arg_nonneg(a: Any) -> bool:
         if isinstance(a, fx.Node):
             return nonneg.get(a, False)
@@ -142,6 +203,7 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
 
     for node in gm.graph.nodes:
         rule = elementwise(node, modules) if node.op in ("call_module", "call_function", "call_method") else None
+        tensor[node] = True
         if node.op == "placeholder":
             nonneg[node] = input_nonneg
         elif node.op == "output":
@@ -190,25 +252,27 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
                     f"Hardsigmoid, Tanh, Hardtanh, ELU, Softplus, SiLU, GELU, Hardswish, Mish, Softmax, "
                     f"(adaptive) max and average pooling, Flatten, Dropout, Identity, additions"
                 )
+        elif node.op == "call_function" and node.target in SHAPE_ARITHMETIC and \
+                not any(tensor.get(a, False) for a in node.all_input_nodes):
+            tensor[node] = False  # shape arithmetic (x.size(0) * 2, ...): no tensor involved
+            continue
         elif node.op == "call_function":
             kind = PASS_FUNCTIONS.get(node.target)
             if kind is None:
                 raise UnsupportedModelError(f"unsupported function {getattr(node.target, '__name__', node.target)} ({_where(node)})")
-            if kind == "relu":
-                nonneg[node] = True
-            elif kind == "add":
-                nonneg[node] = all(arg_nonneg(a) for a in node.args)
-            else:
-                nonneg[node] = arg_nonneg(node.args[0])
+            why = _batch_kept(node, kind)
+            if why:
+                raise UnsupportedModelError(f"{kind}: {why} ({_where(node)})")
+            nonneg[node] = _sign(kind, node, arg_nonneg)
         elif node.op == "call_method":
             if node.target not in PASS_METHODS:
                 raise UnsupportedModelError(f"unsupported tensor method .{node.target}() ({_where(node)})")
-            if node.target == "relu":
-                nonneg[node] = True
-            elif node.target == "add":
-                nonneg[node] = all(arg_nonneg(a) for a in node.args)
-            else:
-                nonneg[node] = arg_nonneg(node.args[0])
+            why = _batch_kept(node, node.target)
+            if why:
+                raise UnsupportedModelError(f".{node.target}(): {why} ({_where(node)})")
+            nonneg[node] = _sign(node.target, node, arg_nonneg)
+            if node.target == "size":
+                tensor[node] = False
         elif node.op == "get_attr":
             raise UnsupportedModelError(f"the target reads a tensor attribute directly ({_where(node)}); only module calls are supported")
     if not layers:

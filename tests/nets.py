@@ -315,3 +315,58 @@ class WithSin(nn.Module):
 
     def forward(self, x):
         return torch.sin(self.fc(x))
+
+
+class OptionAShortcut(nn.Module):
+    """A CIFAR ResNet block with the option-A shortcut: x[:, :, ::2, ::2] padded with zero channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 8, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.conv1(x)))
+        short = torch.nn.functional.pad(h[:, :, ::2, ::2], (0, 0, 0, 0, 2, 2), "constant", 0)
+        out = torch.relu(self.bn2(self.conv2(h)) + short)
+        out = torch.nn.functional.avg_pool2d(out, out.size(3))
+        return self.fc(out.view(out.size(0), -1))
+
+
+class Arithmetic(nn.Module):
+    """Products of activations, differences, division by a constant, negation, cat, transpose, mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 6)
+        self.fc2 = nn.Linear(4, 6)
+        self.fc3 = nn.Linear(12, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.fc1(x))
+        b = torch.tanh(self.fc2(x))
+        h = torch.cat([a * b - a / 2.0, -b + 1.0 - a], dim=1)
+        h = h.view(h.size(0), 3, 4).transpose(1, 2).reshape(h.size(0), -1)
+        return self.fc3(h) * 0.5 - h.mean(dim=1, keepdim=True)
+
+
+class BatchIndexing(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x)[0]
+
+
+class BatchCat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return torch.cat([h, h], dim=0)

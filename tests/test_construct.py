@@ -443,3 +443,70 @@ def test_each_activation_rule_holds(seed):
         p = torch.softmax(a, 1)
         assert torch.all(p >= low - 1e-12) and torch.all(p <= high + 1e-12)
         assert torch.all((p - torch.softmax(b, 1)).abs() <= d + 1e-12)
+
+
+@pytest.mark.parametrize("make, shape, domain", [
+    ("OptionAShortcut", (3, 8, 8), (0.0, 1.0)),
+    ("Arithmetic", (4,), (-1.0, 1.0)),
+])
+def test_slicing_padding_and_arithmetic_between_activations(make, shape, domain):
+    from . import nets
+
+    torch.manual_seed(0)
+    net = getattr(nets, make)()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    c = _construct(lambda: net.eval(), shape, domain, 6)
+    check = verify(c, None, samples=512, adversarial=8)
+    observed = _observed_error(c, shape, domain)
+    assert 0 < observed <= check["certified_bound"]
+    assert check["bound_holds"] and check["adversarial_output_error"] <= check["certified_bound"]
+    if make == "OptionAShortcut":  # the shortcut's zero channels keep conv2's input non-negative
+        assert [layer.input_nonneg for layer in c.layers] == [True, True, True]
+
+
+@pytest.mark.parametrize("make, match", [
+    ("BatchIndexing", r"getitem: indexing must keep the batch dimension whole"),
+    ("BatchCat", r"cat: cat over dim 0 would mix the batch dimension"),
+])
+def test_ops_that_mix_the_batch_dimension_are_refused(make, match):
+    from . import nets
+
+    with pytest.raises(UnsupportedModelError, match=match):
+        trace_target(getattr(nets, make)(), input_nonneg=False)
+
+
+@pytest.mark.parametrize("kind", ["sub", "mul", "mul-const", "div", "neg", "rsub"])
+def test_each_arithmetic_rule_holds(kind):
+    """For a and b in their intervals and a', b' within delta of them: the op's value in the interval
+    the rule gives, and the pruned-side value within its delta."""
+    from models.bounds import _arithmetic
+
+    gen = torch.Generator().manual_seed(5)
+
+    def stacked():
+        lo = torch.randn((1, 40), generator=gen, dtype=torch.float64)
+        hi = lo + torch.rand((1, 40), generator=gen, dtype=torch.float64)
+        return torch.cat([lo, hi, 0.2 * torch.rand((1, 40), generator=gen, dtype=torch.float64)])
+
+    A, B = stacked(), stacked()
+    args = {"sub": (A, B), "mul": (A, B), "mul-const": (A, -1.7), "div": (A, -3.0), "neg": (A,), "rsub": (2.0, B)}[kind]
+    op = {"sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "mul-const": lambda a, b: a * b,
+          "div": lambda a, b: a / b, "neg": lambda a: -a, "rsub": lambda a, b: a - b}[kind]
+    out = _arithmetic({"mul-const": "mul", "rsub": "sub"}.get(kind, kind), args, {})
+    for _ in range(300):
+        vals, pruned = [], []
+        for x in args:
+            if isinstance(x, torch.Tensor):
+                v = x[0] + (x[1] - x[0]) * torch.rand(40, generator=gen, dtype=torch.float64)
+                vals.append(v)
+                pruned.append(v + x[2] * (2 * torch.rand(40, generator=gen, dtype=torch.float64) - 1))
+            else:
+                vals.append(x)
+                pruned.append(x)
+        y, y2 = op(*vals), op(*pruned)
+        assert torch.all(y >= out[0] - 1e-12) and torch.all(y <= out[1] + 1e-12)
+        assert torch.all((y - y2).abs() <= out[2] + 1e-12)
