@@ -510,3 +510,28 @@ def test_each_arithmetic_rule_holds(kind):
         y, y2 = op(*vals), op(*pruned)
         assert torch.all(y >= out[0] - 1e-12) and torch.all(y <= out[1] + 1e-12)
         assert torch.all((y - y2).abs() <= out[2] + 1e-12)
+
+
+def test_large_data_errors_in_float64_on_the_worst_and_a_random_part(monkeypatch):
+    import copy
+
+    import models.verify as verify_module
+    from models.data import Dataset
+
+    monkeypatch.setattr(verify_module, "FLOAT64_INPUTS", 64)
+    c = _construct(tiny_cnn, (2, 8, 8), (0.0, 1.0), 4)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((2000, 2, 8, 8), generator=gen)
+    data = Dataset("random", x, torch.randint(0, 3, (2000,), generator=gen), (0.0, 1.0))
+    check = verify(c, data, adversarial=0)
+    assert check["count"] == 2000 and check["float64_inputs"] == 64
+    assert "errors in float64 on 64 of its 2000 inputs (32 with the largest float32 errors" in check["inputs"]
+    with torch.no_grad():
+        f32, g32 = copy.deepcopy(c.target).float()(x), c.pruned(x)
+        f64, g64 = copy.deepcopy(c.target).double()(x.double()), c.pruned(x.double())
+    assert check["accuracy"]["pruned"] == float((g32.argmax(1) == data.y).double().mean())
+    assert check["agreement"] == float((f32.argmax(1) == g32.argmax(1)).double().mean())
+    err64 = (f64 - g64).abs().amax(1)
+    worst32 = int((f32 - g32).abs().amax(1).argmax())
+    assert err64[worst32] <= check["max_output_error"] <= float(err64.max())
+    assert check["max_output_error"] >= float(err64.topk(32).values[-1]) * 0.5  # near the worst in float64
