@@ -263,9 +263,15 @@ class _Builder:
         else:  # aten::batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, cudnn)
             mean, var, training, momentum, eps = ins[3:8]
             rank = out.type().dim() if isinstance(out.type(), torch._C.TensorType) else None
-            if training or rank not in (2, 3, 4) or not isinstance(mean, _Param):
+            if training or rank not in (2, 3, 4, None) or not isinstance(mean, _Param):
                 raise TorchScriptError(f"{_where(node)}: only eval-mode BatchNorm1d/2d with running statistics "
                                        f"is supported (training={training}, input rank {rank})")
+            if rank is None:  # a traced file saved and reloaded no longer says the rank: the producer does
+                producer = self.root.get_submodule(x.target) if isinstance(x, fx.Node) and x.op == "call_module" else None
+                rank = 4 if isinstance(producer, nn.Conv2d) else 2 if isinstance(producer, nn.Linear) else None
+                if rank is None:
+                    raise TorchScriptError(f"{_where(node)}: the saved graph does not say this BatchNorm's input rank "
+                                           f"and it does not follow a Linear or Conv2d")
             module = (nn.BatchNorm2d if rank == 4 else nn.BatchNorm1d)(w.shape[0], eps=eps, momentum=momentum)
             with torch.no_grad():
                 module.running_mean.copy_(mean.value)

@@ -24,12 +24,22 @@ TARGETS = {
 
 
 def _compile(model, x, how):
+    """Scripted or traced; '-saved': also written to a file and loaded back (a traced graph then
+    no longer knows its tensors' ranks)."""
+    import io
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.* is deprecated upstream; users still have such files
-        return torch.jit.script(model) if how == "script" else torch.jit.trace(model, x)
+        compiled = torch.jit.script(model) if how.startswith("script") else torch.jit.trace(model, x)
+        if how.endswith("-saved"):
+            buffer = io.BytesIO()
+            torch.jit.save(compiled, buffer)
+            buffer.seek(0)
+            compiled = torch.jit.load(buffer)
+        return compiled
 
 
-@pytest.mark.parametrize("how", ["script", "trace"])
+@pytest.mark.parametrize("how", ["script", "trace", "script-saved", "trace-saved"])
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_rebuilt_graph_computes_the_same_function_with_the_same_layers(name, how):
     make, shape = TARGETS[name]
