@@ -171,9 +171,15 @@ class _Builder:
         elif kind == "prim::CallMethod":
             sub, qualname = ins[0]
             method = node.s("name")
-            if method != "forward":
-                raise TorchScriptError(f"{_where(node)}: calls method {method!r} of {qualname}; only forward is supported")
-            env[outs[0]] = self.call_module(sub, qualname, ins[1:])
+            if method == "forward":
+                env[outs[0]] = self.call_module(sub, qualname, ins[1:])
+            else:  # another method (torchvision's forward calls self._forward_impl): followed into its graph
+                try:
+                    graph = getattr(sub, method).graph
+                except (AttributeError, RuntimeError) as exc:
+                    raise TorchScriptError(f"{_where(node)}: cannot follow method {method!r} of "
+                                           f"{qualname or '(root)'} ({exc})") from exc
+                env[outs[0]] = self.inline(sub, graph, qualname, ins[1:])
         elif kind == "prim::CallFunction":
             env[outs[0]] = self.call_function(node, ins[1:])
         elif kind in _SCALAR_OPS and not any(isinstance(x, (fx.Node, _Param)) for x in ins):

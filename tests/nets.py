@@ -370,3 +370,27 @@ class BatchCat(nn.Module):
     def forward(self, x):
         h = self.fc(x)
         return torch.cat([h, h], dim=0)
+
+
+class ForwardImpl(nn.Module):
+    """forward calls another method, as torchvision's models do (self._forward_impl)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3 * 8 * 8, 2)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)))
+
+    def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self._features(x), 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward_impl(x)
+
+
+def forward_impl(seed: int = 0) -> ForwardImpl:
+    torch.manual_seed(seed)
+    return ForwardImpl().eval()

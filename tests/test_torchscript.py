@@ -13,13 +13,14 @@ from models.graph import trace_target
 from models.target import TargetError, load_target
 from models.torchscript import graph_module_from_script
 
-from .nets import Repeated, ScaledOutput, WithSigmoid, dilated_cnn, tiny_cnn, tiny_mlp, tiny_resnet
+from .nets import Repeated, ScaledOutput, WithSigmoid, dilated_cnn, forward_impl, tiny_cnn, tiny_mlp, tiny_resnet
 
 TARGETS = {
     "mlp": (tiny_mlp, (4, 5)),
     "cnn-bn-residual": (tiny_cnn, (3, 2, 8, 8)),
     "resnet-block": (tiny_resnet, (3, 2, 8, 8)),
     "dilated-sequential": (dilated_cnn, (3, 2, 8, 8)),
+    "forward-calls-methods": (forward_impl, (3, 2, 8, 8)),
 }
 
 
