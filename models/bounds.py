@@ -42,7 +42,8 @@ class _BoundLayer(nn.Module):
         if self.layer.kind == "linear":
             return F.linear(x, w, b)
         c = self.layer.conv
-        return F.conv2d(x, w, b, stride=c["stride"], padding=c["padding"], dilation=c["dilation"])
+        return F.conv2d(x, w, b, stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
+                        groups=c.get("groups", 1))
 
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
         lo, hi, delta = stacked[0:1], stacked[1:2], stacked[2:3]

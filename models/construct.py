@@ -41,7 +41,7 @@ class LayerSolution:
     """Masks and errors of one pair."""
 
     masks: dict[str, torch.Tensor]  # "u" (d_in, upi), "a_bias" (hidden,), "B" like B: bool
-    weight_error: np.ndarray  # (d_out, d_in[, kh, kw]): max over the sign groups
+    weight_error: np.ndarray  # like the target's weight: max over the sign groups
     bias_error: np.ndarray | None  # (d_out,)
     status_counts: dict[str, int]
     seconds: float
@@ -203,13 +203,14 @@ def make_spec(layer: TargetLayer, index: int, options: ConstructOptions, in_shap
         scale = options.margin * size if size > 0 else 1.0
     conv = layer.conv
     return LayerSpec(
-        name=layer.name, kind=layer.kind, d_in=layer.d_in, d_out=layer.d_out, kernel=layer.kernel,
+        name=layer.name, kind=layer.kind, d_in=layer.in_channels, d_out=layer.d_out, kernel=layer.kernel,
         stride=conv.get("stride", (1, 1)), padding=conv.get("padding", (0, 0)),
         dilation=conv.get("dilation", (1, 1)), n=options.n_max if options.n == "auto" else options.n,
         layout=options.layout,
         input_nonneg=layer.input_nonneg, has_bias=layer.bias is not None, scale=scale,
         seed=layer_seed(options.seed, index),
         const_tap=const_tap(layer, in_shape) if layer.kind == "conv2d" and layer.bias is not None else (0, 0),
+        groups=layer.groups,
     )
 
 
@@ -224,8 +225,8 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
     start = time.perf_counter()
     values = generate(spec)
     kh, kw = spec.kernel
-    b_mask = np.zeros((spec.d_out, spec.hidden, kh, kw), dtype=bool)
-    weight_error = np.zeros((spec.d_out, spec.d_in, kh, kw))
+    b_mask = np.zeros((spec.d_out, spec.hidden_group, kh, kw), dtype=bool)
+    weight_error = np.zeros((spec.d_out, spec.in_group, kh, kw))
     bias_error = np.zeros(spec.d_out) if spec.has_bias else None
     counts = {s.name.lower(): 0 for s in Status}
     problems = presolved = 0

@@ -197,7 +197,8 @@ def _apply(layer: TargetLayer, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor
     if layer.kind == "linear":
         return F.linear(x, w)
     c = layer.conv
-    return F.conv2d(x, w, None, stride=c["stride"], padding=c["padding"], dilation=c["dilation"])
+    return F.conv2d(x, w, None, stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
+                    groups=c.get("groups", 1))
 
 
 def _vjp(fn: Callable[[torch.Tensor], torch.Tensor], in_shape: tuple[int, ...], lam: torch.Tensor) -> torch.Tensor:

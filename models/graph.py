@@ -119,7 +119,16 @@ class TargetLayer:
 
     @property
     def d_in(self) -> int:
+        """Inputs per output: the weight's second dimension (in_channels / groups for a conv)."""
         return int(self.weight.shape[1])
+
+    @property
+    def groups(self) -> int:
+        return int(self.conv.get("groups", 1))
+
+    @property
+    def in_channels(self) -> int:
+        return self.d_in * self.groups
 
     @property
     def kernel(self) -> tuple[int, int]:
@@ -215,8 +224,6 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
         elif node.op == "call_module":
             sub = modules[node.target]
             if isinstance(sub, PARAM_MODULES):
-                if isinstance(sub, nn.Conv2d) and sub.groups != 1:
-                    raise UnsupportedModelError(f"Conv2d {node.target!r} has groups={sub.groups}; only groups=1 is supported ({_where(node)})")
                 layer = TargetLayer(
                     name=node.target,
                     kind="linear" if isinstance(sub, nn.Linear) else "conv2d",
@@ -226,7 +233,7 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
                 )
                 if layer.kind == "conv2d":
                     layer.conv = {"stride": tuple(sub.stride), "padding": _conv_padding(sub, node.target),
-                                  "dilation": tuple(sub.dilation)}
+                                  "dilation": tuple(sub.dilation), "groups": int(sub.groups)}
                 layers.append(layer)
                 by_name[node.target] = layer
                 nonneg[node] = False
@@ -248,7 +255,7 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
             else:
                 raise UnsupportedModelError(
                     f"unsupported module {type(sub).__name__} {node.target!r} ({_where(node)}); supported: "
-                    f"Linear, Conv2d (groups=1), BatchNorm1d/2d after them, ReLU, ReLU6, LeakyReLU, Sigmoid, "
+                    f"Linear, Conv2d (any groups), BatchNorm1d/2d after them, ReLU, ReLU6, LeakyReLU, Sigmoid, "
                     f"Hardsigmoid, Tanh, Hardtanh, ELU, Softplus, SiLU, GELU, Hardswish, Mish, Softmax, "
                     f"(adaptive) max and average pooling, Flatten, Dropout, Identity, additions"
                 )
@@ -283,8 +290,8 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
         if layer.kind == "linear":
             new = nn.Linear(layer.d_in, layer.d_out, bias=layer.bias is not None, dtype=torch.float64)
         else:
-            new = nn.Conv2d(layer.d_in, layer.d_out, layer.kernel, stride=layer.conv["stride"],
-                            padding=layer.conv["padding"], dilation=layer.conv["dilation"],
+            new = nn.Conv2d(layer.in_channels, layer.d_out, layer.kernel, stride=layer.conv["stride"],
+                            padding=layer.conv["padding"], dilation=layer.conv["dilation"], groups=layer.groups,
                             bias=layer.bias is not None, dtype=torch.float64)
         with torch.no_grad():
             new.weight.copy_(layer.weight)

@@ -101,7 +101,7 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
     widest_target = max((_numel(s) for io in shapes.values() for s in io), default=0)
     for spec in specs:
         kh, kw = spec.kernel
-        b_entries = spec.d_out * spec.hidden * kh * kw
+        b_entries = spec.d_out * spec.hidden_group * kh * kw
         values = spec.dense_params() if variant == "dense" else spec.fanout_params()
         masks = b_entries + spec.hidden + spec.d_in * spec.units_per_input
         if variant == "dense":
@@ -110,15 +110,15 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
         # solving a layer: its values once more (generate), its B mask, and per block of problems the
         # float64 coefficients (about three copies) and the block's B rows in float64
         upi = spec.units_per_input
-        block = min(block_problems, spec.d_out * spec.d_in * kh * kw * 2)
+        block = min(block_problems, spec.d_out * spec.in_group * kh * kw * 2)
         solve_transient = max(solve_transient, 4 * values + b_entries + 3 * 8 * block * upi
                               + 8 * block * spec.hidden // max(spec.d_in, 1))
         cast = max(cast, 12 * b_entries)  # weight * mask in float32, then its float64 copy
         in_shape, out_shape = shapes[spec.name]
         spatial = _numel(in_shape) // max(in_shape[1], 1) if len(in_shape) > 2 else 1
         out_spatial = _numel(out_shape) // max(out_shape[1], 1) if len(out_shape) > 2 else 1
-        unfolded = spec.hidden * kh * kw * out_spatial if spec.kind == "conv2d" else 0
-        target_unfolded = spec.d_in * kh * kw * out_spatial if spec.kind == "conv2d" else 0
+        unfolded = spec.hidden_group * kh * kw * out_spatial if spec.kind == "conv2d" else 0
+        target_unfolded = spec.in_group * kh * kw * out_spatial if spec.kind == "conv2d" else 0
         per_input = max(per_input, 8 * (2 * spec.hidden * spatial + unfolded + target_unfolded + _numel(out_shape)))
     per_input += 8 * 2 * widest_target
     targets = 8 * 2 * target_params

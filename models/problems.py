@@ -1,7 +1,8 @@
 """The per-weight subset-sum problems of one pair, and the pair's masks back from their solutions.
 
 For target weight W[o, i(, p, q)] and each sign group g of input i's fan-out units the
-coefficients are ``c_k = B[o, (i, k)(, p, q)] * u[i, k]`` for k in g; for bias b[o] they are
+coefficients are ``c_k = B[o, (i, k)(, p, q)] * u[i, k]`` for k in g (for a grouped convolution
+i is the i-th input of o's conv group, and B's columns are that group's hidden units); for bias b[o] they are
 ``B[o, const_k(, tap)] * relu(beta_k)`` (see :mod:`models.random_net` for the units). The hidden
 units of input i are shared by every output o: each output picks its own subset, and unit
 (i, k) is kept in A iff some output keeps it. :func:`coefficients` is the one place this
@@ -22,25 +23,36 @@ from .random_net import LayerSpec, groups
 SUM_BLOCK = 1 << 24
 
 
+def per_output(spec: LayerSpec, t: torch.Tensor, rows: slice) -> torch.Tensor:
+    """A per-input tensor (d_in, ...) for the output rows ``rows``: (d, in_group, ...), the inputs of
+    each output's conv group (all inputs when groups = 1)."""
+    group_of = torch.arange(rows.start, rows.stop) // (spec.d_out // spec.groups)
+    return t.reshape(spec.groups, spec.in_group, *t.shape[1:])[group_of]
+
+
 def coefficients(spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
-    """Float64 products ``C[o, i, p, q, k] = B[o, (i, k), p, q] * u[i, k]`` for the output rows ``rows``."""
+    """Float64 products ``C[o, c, p, q, k] = B[o, (c, k), p, q] * u[i, k]`` for the output rows ``rows``,
+    input i = c-th of o's conv group."""
     d = rows.stop - rows.start
     upi, (kh, kw) = spec.units_per_input, spec.kernel
     B = values["B"][rows].double()
     if spec.kind == "linear":
         B = B[:, :, None, None]
-    Bw = B[:, :spec.d_in * upi].reshape(d, spec.d_in, upi, kh, kw).permute(0, 1, 3, 4, 2)
-    return Bw * values["u"].double()[None, :, None, None, :]
+    Bw = B[:, :spec.in_group * upi].reshape(d, spec.in_group, upi, kh, kw).permute(0, 1, 3, 4, 2)
+    return Bw * per_output(spec, values["u"].double(), rows)[:, :, None, None, :]
 
 
 def bias_coefficients(spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
-    """Float64 products ``B[o, const_k, tap] * relu(beta_k)`` (d, n_const) for the output rows ``rows``."""
-    n_fan = spec.d_in * spec.units_per_input
+    """Float64 products ``B[o, const_k, tap] * relu(beta_k)`` (d, n_const) for the output rows ``rows``
+    (beta of the constant units of o's conv group)."""
+    n_fan = spec.in_group * spec.units_per_input
     B = values["B"][rows].double()
     if spec.kind == "linear":
         B = B[:, :, None, None]
     p, q = spec.const_tap
-    return B[:, n_fan:, p, q] * torch.relu(values["a_bias"][n_fan:].double())[None, :]
+    beta = values["a_bias"][spec.const_index()].double()  # (groups, n_const)
+    group_of = torch.arange(rows.start, rows.stop) // (spec.d_out // spec.groups)
+    return B[:, n_fan:, p, q] * torch.relu(beta[group_of])
 
 
 def build_problems(layer: TargetLayer, spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice | None = None):
@@ -54,18 +66,18 @@ def build_problems(layer: TargetLayer, spec: LayerSpec, values: dict[str, torch.
     d = rows.stop - rows.start
     kh, kw = spec.kernel
     C = coefficients(spec, values, rows).numpy()
-    W = layer.weight[rows].reshape(d, spec.d_in, kh, kw).numpy()
+    W = layer.weight[rows].reshape(d, spec.in_group, kh, kw).numpy()
     targets, coeffs, lengths, parts = [], [], [], []
     for g, member in enumerate(groups(spec, values["u"])):
-        member = member.numpy()
-        perm = np.argsort(~member, axis=1, kind="stable")  # group members first, in order
-        count = member.sum(axis=1)  # (d_in,)
+        member = per_output(spec, member, rows).numpy()  # (d, in_group, upi)
+        perm = np.argsort(~member, axis=-1, kind="stable")  # group members first, in order
+        count = member.sum(axis=-1)  # (d, in_group)
         width = int(count.max()) if count.size else 0
-        perm = perm[:, :width]
-        Cg = np.take_along_axis(C, perm[None, :, None, None, :], axis=-1)
+        perm = perm[..., :width]
+        Cg = np.take_along_axis(C, perm[:, :, None, None, :], axis=-1)
         targets.append(W.reshape(-1))
         coeffs.append(Cg.reshape(-1, width))
-        lengths.append(np.broadcast_to(count[None, :, None, None], W.shape).reshape(-1))
+        lengths.append(np.broadcast_to(count[:, :, None, None], W.shape).reshape(-1))
         parts.append(("weight", g, perm))
     del C
     if spec.has_bias:
@@ -83,15 +95,15 @@ def build_problems(layer: TargetLayer, spec: LayerSpec, values: dict[str, torch.
 def masks_from_solutions(spec: LayerSpec, scatter, res: solver.SolveResult):
     """B's mask and the per-weight / per-bias errors for the block of rows the problems came from.
 
-    Returns (b_mask (d, hidden, kh, kw) bool, weight_error (d, d_in, kh, kw), bias_error (d,) or None).
+    Returns (b_mask (d, hidden_group, kh, kw) bool, weight_error (d, in_group, kh, kw), bias_error (d,) or None).
     """
     parts, sizes, d = scatter
     upi = spec.units_per_input
-    n_fan = spec.d_in * upi
+    n_fan = spec.in_group * upi
     kh, kw = spec.kernel
-    b_mask = np.zeros((d, spec.hidden, kh, kw), dtype=bool)
-    fan = np.zeros((d, spec.d_in, kh, kw, upi), dtype=bool)
-    weight_error = np.zeros((d, spec.d_in, kh, kw))
+    b_mask = np.zeros((d, spec.hidden_group, kh, kw), dtype=bool)
+    fan = np.zeros((d, spec.in_group, kh, kw, upi), dtype=bool)
+    weight_error = np.zeros((d, spec.in_group, kh, kw))
     bias_error = None
     start = 0
     for (kind, _, perm), size in zip(parts, sizes):
@@ -99,10 +111,10 @@ def masks_from_solutions(spec: LayerSpec, scatter, res: solver.SolveResult):
         err = res.errors[start:start + size]
         start += size
         if kind == "weight":
-            width = perm.shape[1]
-            sol = sol[:, :width].reshape(d, spec.d_in, kh, kw, width)
+            width = perm.shape[-1]
+            sol = sol[:, :width].reshape(d, spec.in_group, kh, kw, width)
             scattered = np.zeros_like(fan)
-            np.put_along_axis(scattered, np.broadcast_to(perm[None, :, None, None, :], sol.shape), sol, axis=-1)
+            np.put_along_axis(scattered, np.broadcast_to(perm[:, :, None, None, :], sol.shape), sol, axis=-1)
             fan |= scattered
             weight_error = np.maximum(weight_error, err.reshape(weight_error.shape))
         else:
@@ -114,13 +126,13 @@ def masks_from_solutions(spec: LayerSpec, scatter, res: solver.SolveResult):
 
 
 def pair_masks(spec: LayerSpec, b_mask: np.ndarray) -> dict[str, torch.Tensor]:
-    """All masks of a pair from B's: unit (i, k) is kept in A iff some output keeps it."""
+    """All masks of a pair from B's: unit (i, k) is kept in A iff some output (of its conv group) keeps it."""
     upi = spec.units_per_input
-    n_fan = spec.d_in * upi
-    used = b_mask.any(axis=(0, 2, 3))  # (hidden,)
-    u_mask = used[:n_fan].reshape(spec.d_in, upi)
+    n_fan = spec.in_group * upi
+    used = b_mask.reshape(spec.groups, spec.d_out // spec.groups, *b_mask.shape[1:]).any(axis=(1, 3, 4))
+    u_mask = used[:, :n_fan].reshape(spec.d_in, upi)  # (groups, hidden_group) -> the groups' inputs
     a_bias_mask = np.zeros(spec.hidden, dtype=bool)
-    a_bias_mask[n_fan:] = used[n_fan:]
+    a_bias_mask[spec.const_index().reshape(-1).numpy()] = used[:, n_fan:].reshape(-1)
     if spec.kind == "linear":
         b_mask = b_mask[:, :, 0, 0]
     return {"u": torch.from_numpy(np.ascontiguousarray(u_mask)), "a_bias": torch.from_numpy(a_bias_mask),
@@ -134,17 +146,17 @@ def kept_sums(spec: LayerSpec, values: dict[str, torch.Tensor],
     ``S_0 v`` for a non-negative input) - and the bias it adds (d_out,) or None. Rows are taken
     a block at a time, so memory beyond the result is about ``SUM_BLOCK`` coefficients."""
     kh, kw = spec.kernel
-    n_fan = spec.d_in * spec.units_per_input
+    n_fan = spec.in_group * spec.units_per_input
     Bm = masks["B"] if spec.kind == "conv2d" else masks["B"][:, :, None, None]
     members = groups(spec, values["u"])
-    sums = [torch.zeros((spec.d_out, spec.d_in, kh, kw), dtype=torch.float64) for _ in members]
-    step = max(1, SUM_BLOCK // max(1, spec.d_in * kh * kw * spec.units_per_input))
+    sums = [torch.zeros((spec.d_out, spec.in_group, kh, kw), dtype=torch.float64) for _ in members]
+    step = max(1, SUM_BLOCK // max(1, spec.in_group * kh * kw * spec.units_per_input))
     for r0 in range(0, spec.d_out, step):
         rows = slice(r0, min(spec.d_out, r0 + step))
         C = coefficients(spec, values, rows)
-        kept = Bm[rows, :n_fan].reshape(-1, spec.d_in, spec.units_per_input, kh, kw).permute(0, 1, 3, 4, 2)
+        kept = Bm[rows, :n_fan].reshape(-1, spec.in_group, spec.units_per_input, kh, kw).permute(0, 1, 3, 4, 2)
         for s, member in zip(sums, members):
-            s[rows] = (C * (kept & member[None, :, None, None, :])).sum(dim=-1)
+            s[rows] = (C * (kept & per_output(spec, member, rows)[:, :, None, None, :])).sum(dim=-1)
     bias = None
     if spec.has_bias:
         p, q = spec.const_tap

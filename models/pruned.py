@@ -61,9 +61,9 @@ class MaskedLinear(_Masked, nn.Linear):
 
 
 class MaskedConv2d(_Masked, nn.Conv2d):
-    def __init__(self, weight, bias, weight_mask, bias_mask, stride=1, padding=0, dilation=1):
-        nn.Conv2d.__init__(self, weight.shape[1], weight.shape[0], tuple(weight.shape[2:]), stride=stride,
-                           padding=padding, dilation=dilation, device="meta")
+    def __init__(self, weight, bias, weight_mask, bias_mask, stride=1, padding=0, dilation=1, groups=1):
+        nn.Conv2d.__init__(self, weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride=stride,
+                           padding=padding, dilation=dilation, groups=groups, device="meta")
         self._init_masked(weight, bias, weight_mask, bias_mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,7 +73,8 @@ class MaskedConv2d(_Masked, nn.Conv2d):
     def plain(self) -> nn.Conv2d:
         w, b = self.masked()
         out = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
-                        padding=self.padding, dilation=self.dilation, device="meta").to_empty(device=w.device)
+                        padding=self.padding, dilation=self.dilation, groups=self.groups,
+                        device="meta").to_empty(device=w.device)
         out.weight, out.bias = nn.Parameter(w.detach().clone()), nn.Parameter(b.detach().clone())
         return out
 
@@ -87,6 +88,9 @@ class FanOut(nn.Module):
         super().__init__()
         self.conv = spec.kind == "conv2d"
         self.d_in, self.upi, self.n_const = spec.d_in, spec.units_per_input, spec.n_const
+        # where the fan-out and constant units sit among the hidden units (grouped: group by group)
+        self.register_buffer("fan_index", spec.fan_index().reshape(-1), persistent=False)
+        self.register_buffer("const_index", spec.const_index().reshape(-1), persistent=False)
         self.weight_orig = nn.Parameter(u.detach())  # (d_in, units_per_input), taken over
         self.bias_orig = nn.Parameter(a_bias.detach())  # (hidden,)
         self.register_buffer("weight_mask", u_mask.to(torch.bool))
@@ -96,13 +100,18 @@ class FanOut(nn.Module):
         w = (self.weight_orig * self.weight_mask).to(x.dtype)  # exact cast, see _Masked.masked
         b = (self.bias_orig * self.bias_mask).to(x.dtype)
         n_fan = self.d_in * self.upi
+        fan_b = b[self.fan_index]
         if self.conv:  # x: (N, c_in, H, W) -> (N, c_in * upi, H, W) as a grouped 1x1 conv
-            h = F.conv2d(x, w.reshape(n_fan, 1, 1, 1), b[:n_fan], groups=self.d_in)
-            const = b[n_fan:].reshape(1, -1, 1, 1).expand(x.shape[0], -1, x.shape[2], x.shape[3])
+            h = F.conv2d(x, w.reshape(n_fan, 1, 1, 1), fan_b, groups=self.d_in)
         else:
-            h = (x.unsqueeze(-1) * w).reshape(x.shape[0], n_fan) + b[:n_fan]
-            const = b[n_fan:].expand(x.shape[0], -1)
-        return torch.cat([h, const], dim=1) if self.n_const else h
+            h = (x.unsqueeze(-1) * w).reshape(x.shape[0], n_fan) + fan_b
+        if not self.n_const:
+            return h
+        hidden = n_fan + len(self.const_index)
+        out = h.new_empty((h.shape[0], hidden, *h.shape[2:]))
+        out[:, self.fan_index] = h
+        out[:, self.const_index] = b[self.const_index].reshape(1, -1, *([1] * (h.dim() - 2)))
+        return out
 
 
 class TicketPair(nn.Module):
@@ -113,9 +122,9 @@ class TicketPair(nn.Module):
         super().__init__()
         self.spec_name = spec.name
         if variant == "dense":
-            rows = torch.arange(spec.d_in * spec.units_per_input)
             a_mask = torch.zeros(spec.hidden, spec.d_in, dtype=torch.bool)
-            a_mask[rows, rows // spec.units_per_input] = masks["u"].reshape(-1)
+            inputs = torch.arange(spec.d_in).repeat_interleave(spec.units_per_input)
+            a_mask[spec.fan_index().reshape(-1), inputs] = masks["u"].reshape(-1)
             if spec.kind == "linear":
                 self.fan_out = MaskedLinear(values["A"], values["a_bias"], a_mask, masks["a_bias"])
             else:
@@ -131,7 +140,7 @@ class TicketPair(nn.Module):
             self.combine = MaskedLinear(values["B"], values["b_bias"], masks["B"], no_bias)
         else:
             self.combine = MaskedConv2d(values["B"], values["b_bias"], masks["B"], no_bias, stride=spec.stride,
-                                        padding=spec.padding, dilation=spec.dilation)
+                                        padding=spec.padding, dilation=spec.dilation, groups=spec.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.combine(self.relu(self.fan_out(x)))

@@ -63,6 +63,7 @@ class LayerSpec:
     scale: float  # B ~ U[-scale, scale]
     seed: int  # this layer's generator seed
     const_tap: tuple[int, int] = (0, 0)  # conv: the one tap of the constant channels kept
+    groups: int = 1  # conv groups: the pair keeps them (each group its own units and constant units)
 
     @property
     def units_per_input(self) -> int:
@@ -72,11 +73,33 @@ class LayerSpec:
 
     @property
     def n_const(self) -> int:
+        """Constant units per group."""
         return self.n if self.has_bias else 0
 
     @property
+    def in_group(self) -> int:
+        """Input channels of one group (the target weight's second dimension)."""
+        return self.d_in // self.groups
+
+    @property
+    def hidden_group(self) -> int:
+        """Hidden units of one group: its inputs' fan-out units, then its constant units."""
+        return self.in_group * self.units_per_input + self.n_const
+
+    @property
     def hidden(self) -> int:
-        return self.d_in * self.units_per_input + self.n_const
+        return self.groups * self.hidden_group
+
+    def fan_index(self) -> torch.Tensor:
+        """(d_in, units_per_input): the hidden channel of fan-out unit (i, k)."""
+        i = torch.arange(self.d_in)[:, None]
+        k = torch.arange(self.units_per_input)[None, :]
+        return (i // self.in_group) * self.hidden_group + (i % self.in_group) * self.units_per_input + k
+
+    def const_index(self) -> torch.Tensor:
+        """(groups, n_const): the hidden channel of constant unit j of group G."""
+        g = torch.arange(self.groups)[:, None]
+        return g * self.hidden_group + self.in_group * self.units_per_input + torch.arange(self.n_const)[None, :]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,12 +114,12 @@ class LayerSpec:
     def dense_params(self) -> int:
         """Parameters of the theorem's dense pair: A (hidden x d_in) + its bias, B + its bias."""
         kh, kw = self.kernel
-        return self.hidden * self.d_in + self.hidden + self.d_out * self.hidden * kh * kw + self.d_out
+        return self.hidden * self.d_in + self.hidden + self.d_out * self.hidden_group * kh * kw + self.d_out
 
     def fanout_params(self) -> int:
         """Parameters materialised by the fan-out variant (block entries of A only)."""
         kh, kw = self.kernel
-        return self.d_in * self.units_per_input + self.hidden + self.d_out * self.hidden * kh * kw + self.d_out
+        return self.d_in * self.units_per_input + self.hidden + self.d_out * self.hidden_group * kh * kw + self.d_out
 
 
 def layer_seed(seed: int, index: int) -> int:
@@ -121,8 +144,8 @@ def unit_sign(j: int) -> float:
 
 
 def _fan_unit(spec: LayerSpec, g: int, j: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fan-out unit j of sign group g, for every input: u (d_in,), B's columns (d_out, d_in[, kh, kw])
-    and the (pruned) A biases (d_in,)."""
+    """Fan-out unit j of sign group g, for every input: u (d_in,), B's columns (d_out, in_group[, kh, kw])
+    (output o's column for the input in_group * (o's conv group) + c at c) and the (pruned) A biases (d_in,)."""
     gen = _stream(spec, FAN_KEY, g, j)
     if spec.layout in SIGNED_UNITS:
         u = 1.0 - torch.rand((spec.d_in,), generator=gen, dtype=torch.float32)  # (0, 1]
@@ -130,20 +153,28 @@ def _fan_unit(spec: LayerSpec, g: int, j: int) -> tuple[torch.Tensor, torch.Tens
             u = -u  # the second group of a signed input is negative
     else:
         u = _uniform(gen, (spec.d_in,), -1.0, 1.0)
-    B = _uniform(gen, (spec.d_out, spec.d_in, *_taps(spec)), -spec.scale, spec.scale)
+    B = _uniform(gen, (spec.d_out, spec.in_group, *_taps(spec)), -spec.scale, spec.scale)
     if spec.layout == "balanced":  # |B| with the sign that makes the product B u the unit's
-        sign = unit_sign(j) * torch.sign(u)
-        B = B.abs() * sign.reshape(1, -1, *([1] * (B.dim() - 2)))
+        sign = unit_sign(j) * torch.sign(_per_output(spec, u))  # (d_out, in_group)
+        B = B.abs() * sign.reshape(*sign.shape, *([1] * (B.dim() - 2)))
     return u, B, _uniform(gen, (spec.d_in,), -1.0, 1.0)
 
 
+def _per_output(spec: LayerSpec, t: torch.Tensor) -> torch.Tensor:
+    """A per-input tensor (d_in, ...) seen from each output: (d_out, in_group, ...), the inputs of
+    the output's conv group."""
+    group_of = torch.arange(spec.d_out) // (spec.d_out // spec.groups)
+    return t.reshape(spec.groups, spec.in_group, *t.shape[1:])[group_of]
+
+
 def _const_unit(spec: LayerSpec, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Constant unit j: its bias beta (1,) and B's column (d_out[, kh, kw])."""
+    """Constant unit j of every conv group: its biases beta (groups,) and B's column (d_out[, kh, kw])
+    (output o's for the unit of its own group)."""
     gen = _stream(spec, CONST_KEY, j)
     if spec.layout in SIGNED_UNITS:
-        beta = 1.0 - torch.rand((1,), generator=gen, dtype=torch.float32)
+        beta = 1.0 - torch.rand((spec.groups,), generator=gen, dtype=torch.float32)
     else:
-        beta = _uniform(gen, (1,), -1.0, 1.0)
+        beta = _uniform(gen, (spec.groups,), -1.0, 1.0)
     B = _uniform(gen, (spec.d_out, *_taps(spec)), -spec.scale, spec.scale)
     if spec.layout == "balanced":
         B = B.abs() * unit_sign(j)
@@ -175,20 +206,24 @@ def generate(spec: LayerSpec, dense: bool = False) -> dict[str, torch.Tensor]:
     fan = [_fan_unit(spec, g, j) for g, j in keys]
     const = [_const_unit(spec, j) for j in range(spec.n_const)]
     u = torch.stack([f[0] for f in fan], dim=1)  # (d_in, upi)
-    B_fan = torch.stack([f[1] for f in fan], dim=2)  # (d_out, d_in, upi[, kh, kw])
-    B_fan = B_fan.reshape(spec.d_out, spec.d_in * spec.units_per_input, *_taps(spec))
-    B = torch.cat([B_fan, *[c[1].unsqueeze(1) for c in const]], dim=1)
-    other_a_bias = torch.stack([f[2] for f in fan], dim=1).reshape(-1)
-    beta = torch.cat([c[0] for c in const]) if const else torch.zeros(0)
+    B_fan = torch.stack([f[1] for f in fan], dim=2)  # (d_out, in_group, upi[, kh, kw])
+    B_fan = B_fan.reshape(spec.d_out, spec.in_group * spec.units_per_input, *_taps(spec))
+    B = torch.cat([B_fan, *[c[1].unsqueeze(1) for c in const]], dim=1)  # (d_out, hidden_group[, kh, kw])
+    a_bias = torch.empty(spec.hidden)
+    a_bias[spec.fan_index().reshape(-1)] = torch.stack([f[2] for f in fan], dim=1).reshape(-1)
+    if const:
+        a_bias[spec.const_index().reshape(-1)] = torch.stack([c[0] for c in const], dim=1).reshape(-1)
     b_bias = _uniform(_stream(spec, BIAS_KEY), (spec.d_out,), -1.0, 1.0)
-    out = {"u": u, "a_bias": torch.cat([other_a_bias, beta]), "B": B, "b_bias": b_bias}
+    out = {"u": u, "a_bias": a_bias, "B": B, "b_bias": b_bias}
     if dense:  # the dense variant's off-block entries of A: one more stream per unit
         rows = [_uniform(_stream(spec, DENSE_KEY, g, j), (spec.d_in, spec.d_in), -1.0, 1.0) for g, j in keys]
-        A_fan = torch.stack(rows, dim=1).reshape(spec.d_in * spec.units_per_input, spec.d_in)
-        A_const = [_uniform(_stream(spec, DENSE_KEY, 2, j), (1, spec.d_in), -1.0, 1.0) for j in range(spec.n_const)]
-        A = torch.cat([A_fan, *A_const])
-        block = torch.arange(spec.d_in * spec.units_per_input)
-        A[block, block // spec.units_per_input] = u.reshape(-1)
+        A = torch.empty(spec.hidden, spec.d_in)
+        A[spec.fan_index().reshape(-1)] = torch.stack(rows, dim=1).reshape(spec.d_in * spec.units_per_input, spec.d_in)
+        if spec.n_const:
+            A_const = torch.stack([_uniform(_stream(spec, DENSE_KEY, 2, j), (spec.groups, spec.d_in), -1.0, 1.0)
+                                   for j in range(spec.n_const)], dim=1)  # (groups, n_const, d_in)
+            A[spec.const_index().reshape(-1)] = A_const.reshape(-1, spec.d_in)
+        A[spec.fan_index().reshape(-1), torch.arange(spec.d_in).repeat_interleave(spec.units_per_input)] = u.reshape(-1)
         out["A"] = A
     return out
 

@@ -45,7 +45,7 @@ def theorem_n(c: Construction) -> dict[str, Any] | None:
     largest fan-in (d_in x kernel taps) or fan-out of any layer, l the number of layers."""
     if c.options.eps is None or c.options.eps <= 0:
         return None
-    d = max(max(s.d_in * s.kernel[0] * s.kernel[1], s.d_out) for s in c.specs)
+    d = max(max(s.in_group * s.kernel[0] * s.kernel[1], s.d_out) for s in c.specs)
     depth = len(c.specs)
     return {"d": d, "l": depth, "eps": c.options.eps, "log2_d_l_over_eps": float(np.log2(d * depth / c.options.eps))}
 

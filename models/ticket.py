@@ -76,6 +76,8 @@ def _spec(d: Any, where: str) -> LayerSpec:
         and math.isfinite(d["scale"]) and d["scale"] > 0,
         "seed": _is_int(d["seed"]),
         "const_tap": _pair(d["const_tap"], 0) and all(t < k for t, k in zip(d["const_tap"], d["kernel"] or (0, 0))),
+        "groups": _is_int(d["groups"], 1) and _is_int(d["d_in"], 1) and _is_int(d["d_out"], 1)
+        and d["d_in"] % d["groups"] == 0 and d["d_out"] % d["groups"] == 0,
     }
     for key, ok in checks.items():
         _check(ok, f"{where}.{key}", f"has an invalid value {d[key]!r}")
@@ -84,7 +86,7 @@ def _spec(d: Any, where: str) -> LayerSpec:
 
 def _mask_shapes(spec: LayerSpec) -> dict[str, list[int]]:
     kh, kw = spec.kernel
-    b = [spec.d_out, spec.hidden] + ([] if spec.kind == "linear" else [kh, kw])
+    b = [spec.d_out, spec.hidden_group] + ([] if spec.kind == "linear" else [kh, kw])
     return {"u": [spec.d_in, spec.units_per_input], "a_bias": [spec.hidden], "B": b}
 
 
@@ -205,7 +207,7 @@ class Rebuilt:
 def _check_fits(spec: LayerSpec, layer: TargetLayer, i: int) -> None:
     """The spec must describe the target's layer exactly (the target's SHA-256 is checked apart)."""
     conv = layer.conv or {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}
-    want = {"kind": layer.kind, "d_in": layer.d_in, "d_out": layer.d_out, "kernel": tuple(layer.kernel),
+    want = {"kind": layer.kind, "d_in": layer.in_channels, "groups": layer.groups, "d_out": layer.d_out, "kernel": tuple(layer.kernel),
             "stride": tuple(conv["stride"]), "padding": tuple(conv["padding"]), "dilation": tuple(conv["dilation"]),
             "input_nonneg": layer.input_nonneg,
             "has_bias": layer.bias is not None}

@@ -394,3 +394,30 @@ class ForwardImpl(nn.Module):
 def forward_impl(seed: int = 0) -> ForwardImpl:
     torch.manual_seed(seed)
     return ForwardImpl().eval()
+
+
+class GroupedCNN(nn.Module):
+    """A grouped convolution (groups=2), a depthwise one with bias (groups=channels) and BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1, groups=2, bias=False)
+        self.bn2 = nn.BatchNorm2d(6)
+        self.dw = nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=6)
+        self.fc = nn.Linear(6 * 4 * 4, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.conv1(x))
+        h = torch.relu(self.bn2(self.conv2(h)))
+        h = torch.relu(self.dw(h))
+        return self.fc(torch.flatten(h, 1))
+
+
+def grouped_cnn(seed: int = 0) -> GroupedCNN:
+    torch.manual_seed(seed)
+    net = GroupedCNN()
+    with torch.no_grad():
+        net.bn2.running_mean.uniform_(-0.2, 0.2)
+        net.bn2.running_var.uniform_(0.5, 1.5)
+    return net.eval()

@@ -229,3 +229,16 @@ def test_a_checkpoint_with_other_entries_and_no_state_dict_is_named(tmp_path, ca
     assert main(["solve", str(path), "--arch", "mlp", "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "does not hold a state_dict (a dict of tensors, or one under 'state_dict' | 'model_state_dict'" in \
         capsys.readouterr().err
+
+
+def test_grouped_conv_target_solves_and_verifies_from_its_ticket(tmp_path):
+    from .nets import grouped_cnn
+
+    path = tmp_path / "g.pt"
+    torch.save(grouped_cnn().state_dict(), path)
+    out = tmp_path / "o"
+    assert main(["solve", str(path), "--arch", "module:tests.nets:grouped_cnn(seed=1)", "--n", "4",
+                 "--input-shape", "2,8,8", "--input-domain", "signed", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["bound_holds"] and r["layers"][2]["shape"] == [6, 1, 3, 3]
+    assert main(["verify", str(out)]) == 0

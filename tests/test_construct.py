@@ -18,7 +18,7 @@ from models.verify import check_inputs_for, domain_samples, verify
 from solver import SolverInputError
 from solver.files import sha256_file
 
-from .nets import LoneBatchNorm, WithPReLU, WithSin, dilated_cnn, shifted_output, tiny_cnn, tiny_mlp
+from .nets import LoneBatchNorm, WithPReLU, WithSin, dilated_cnn, grouped_cnn, shifted_output, tiny_cnn, tiny_mlp
 
 CASES = {
     "mlp-signed": (tiny_mlp, (5,), (-1.0, 1.0)),
@@ -26,6 +26,7 @@ CASES = {
     "cnn-nonneg": (tiny_cnn, (2, 8, 8), (0.0, 1.0)),
     "cnn-signed": (tiny_cnn, (2, 8, 8), (-0.5, 1.0)),
     "cnn-dilated": (dilated_cnn, (2, 8, 8), (-1.0, 1.0)),
+    "cnn-grouped": (grouped_cnn, (2, 8, 8), (-1.0, 1.0)),
 }
 
 
@@ -151,10 +152,32 @@ def test_unsupported_ops_are_named(net, match):
         trace_target(net(), input_nonneg=False)
 
 
-def test_grouped_conv_refused():
-    net = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, groups=2))
-    with pytest.raises(UnsupportedModelError, match=r"groups=2; only groups=1"):
-        trace_target(net, input_nonneg=True)
+@pytest.mark.parametrize("domain", [(-1.0, 1.0), (0.0, 1.0)])
+def test_grouped_and_depthwise_convolutions_keep_their_groups(domain, tmp_path):
+    """Each conv group gets its own units and constant units; B is a grouped conv; the errors from
+    the masks are the solver's; dense and fan-out variants agree; the ticket rebuilds bit-exactly."""
+    from models.problems import errors_from_masks
+    from models.random_net import generate
+
+    c = _construct(grouped_cnn, (2, 8, 8), domain, 5)
+    assert [s.groups for s in c.specs] == [1, 2, 6, 1]
+    pairs = {m.spec_name: m for m in c.pruned.modules() if type(m).__name__ == "TicketPair"}
+    for spec in c.specs:
+        if spec.groups > 1:
+            combine = pairs[spec.name].combine
+            assert combine.groups == spec.groups and combine.weight_orig.shape[1] == spec.hidden_group
+            assert spec.hidden == spec.groups * (spec.in_group * spec.units_per_input + spec.n_const)
+    for layer, spec, sol in zip(c.layers, c.specs, c.solutions):
+        we, be = errors_from_masks(layer, spec, generate(spec), sol.masks)
+        assert np.allclose(we, sol.weight_error, atol=1e-12) and we.shape == tuple(layer.weight.shape)
+        if be is not None:
+            assert np.allclose(be, sol.bias_error, atol=1e-12)
+    check = verify(c, None, samples=256, adversarial=4)
+    assert check["bound_holds"] and 0 < _observed_error(c, (2, 8, 8), domain) <= check["certified_bound"]
+    dense = _construct(grouped_cnn, (2, 8, 8), domain, 5, "dense")
+    x = domain_samples((2, 8, 8), domain, 32, seed=3)
+    with torch.no_grad():
+        assert torch.equal(c.pruned(x), dense.pruned(x))
 
 
 def test_options_are_validated():
