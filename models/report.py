@@ -40,6 +40,14 @@ def layer_rows(c: Construction) -> list[dict[str, Any]]:
     return rows
 
 
+def unconstructed(c: Construction) -> list[str]:
+    """Target parameters the pruned network uses as they are (not replaced by a random pair nor
+    folded into one): their names. Every parametrised op the tracer accepts is constructed, so this
+    is empty unless a future op keeps its parameters."""
+    owners = {layer.name for layer in c.layers} | {layer.folded_bn for layer in c.layers if layer.folded_bn}
+    return [name for name, _ in c.target.named_parameters() if name.rsplit(".", 1)[0] not in owners]
+
+
 def theorem_n(c: Construction) -> dict[str, Any] | None:
     """The theorem's n = O(log2(d l / eps)) for this target, to read beside each layer's n: d the
     largest fan-in (d_in x kernel taps) or fan-out of any layer, l the number of layers."""
@@ -84,6 +92,8 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
     report = {
         "target": target_desc,
         "target_params": sum(l.num_params() for l in c.layers),
+        "unconstructed_params": len(unconstructed(c)),
+        "unconstructed_param_names": unconstructed(c),
         "random_params": sum(r["random_params"] for r in rows),
         "random_params_materialized": sum((r["random_params"] if c.variant == "dense" else r["random_params_fanout"]) for r in rows),
         "kept_params": sum(r["kept_params"] for r in rows),
@@ -223,6 +233,9 @@ def report_markdown(r: dict[str, Any]) -> str:
         *(f"| {k} | {v} |" for k, v in headline(r)),
     ]
     lines.append("")
+    lines.append(f"Target parameters used as they are (not constructed): {r.get('unconstructed_params', 0)}"
+                 + (f" ({', '.join(r['unconstructed_param_names'])})" if r.get("unconstructed_param_names") else "")
+                 + ".\n")
     lines.append("## Per layer\n")
     lines.append("| layer | kind | weights | n | random params | kept params | max weight error | mean weight error | statuses | time |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|")

@@ -558,3 +558,21 @@ def test_large_data_errors_in_float64_on_the_worst_and_a_random_part(monkeypatch
     worst32 = int((f32 - g32).abs().amax(1).argmax())
     assert err64[worst32] <= check["max_output_error"] <= float(err64.max())
     assert check["max_output_error"] >= float(err64.topk(32).values[-1]) * 0.5  # near the worst in float64
+
+
+def test_unconstructed_params_are_counted_and_named():
+    from models.report import unconstructed
+
+    c = _construct(tiny_cnn, (2, 8, 8), (0.0, 1.0), 3)  # BatchNorm folded: constructed too
+    assert unconstructed(c) == []
+
+    def with_spare():
+        net = tiny_mlp()
+        net.spare = torch.nn.Parameter(torch.zeros(3))  # a parameter no pair replaces
+        return net
+
+    c = _construct(with_spare, (5,), (0.0, 1.0), 3)
+    assert unconstructed(c) == ["spare"]
+    report = build_report(c, verify(c, None, samples=8, adversarial=0), target_desc={"name": "t"}, data_spec=None,
+                          total_seconds=1.0)
+    assert report["unconstructed_params"] == 1 and report["unconstructed_param_names"] == ["spare"]
