@@ -108,6 +108,7 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
         "bound_holds": check["bound_holds"],
         "bound_method": check["bound_method"],
         "verified_on": check["inputs"],
+        "errors_measured_on": check.get("measured_on"),
         **eps_coverage(c),
         "memory": dict(c.memory or {}, peak_rss_mb=peak_rss_mb()),
         "status_counts": _count_statuses(c),
@@ -172,7 +173,8 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("max / mean weight error", f"{_fmt(r['max_weight_error'])} / {_fmt(r['mean_weight_error'])}"),
         *_coverage_rows(r),
         *_n_rows(r),
-        (f"max / mean output error ({r['verified_on']})", f"{_fmt(r['max_output_error'])} / {_fmt(r['mean_output_error'])}"),
+        (f"max / mean output error ({r['verified_on']})", f"{_fmt(r['max_output_error'])} / {_fmt(r['mean_output_error'])}"
+         + (f" ({r['errors_measured_on']})" if r.get("errors_measured_on") else "")),
         (f"certified bound on sup error over the input box {r['input_domain']}", _fmt(r["certified_bound"])),
     ]
     if r.get("adversarial_output_error") is not None:

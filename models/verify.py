@@ -99,13 +99,14 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     bound = certified_bound(c.folded, c.layers, [(s.weight_error, s.bias_error) for s in c.solutions],
                             c.input_shape, c.domain, kept=kept)
     worst = float(diff.max())
-    name = data.name if data is not None else f"{len(x)} samples of the domain"
+    measured_on = None
     if f32 is not None:
-        name += (f"; errors in float64 on {len(measured)} of its {len(x)} inputs ({FLOAT64_INPUTS // 2} with the "
-                 f"largest float32 errors, the others at random; the mean over the random ones), accuracy and "
-                 f"agreement on all in float32")
+        measured_on = (f"errors in float64 on {len(measured)} of its {len(x)} inputs ({FLOAT64_INPUTS // 2} with the "
+                       f"largest float32 errors, the others at random; the mean over the random ones), accuracy and "
+                       f"agreement on all in float32")
     out: dict[str, Any] = {
-        "inputs": name,
+        "inputs": data.name if data is not None else f"{len(x)} samples of the domain",
+        "measured_on": measured_on,
         "count": len(x),
         "float64_inputs": len(measured),
         "max_output_error": worst,

@@ -548,7 +548,7 @@ def test_large_data_errors_in_float64_on_the_worst_and_a_random_part(monkeypatch
     data = Dataset("random", x, torch.randint(0, 3, (2000,), generator=gen), (0.0, 1.0))
     check = verify(c, data, adversarial=0)
     assert check["count"] == 2000 and check["float64_inputs"] == 64
-    assert "errors in float64 on 64 of its 2000 inputs (32 with the largest float32 errors" in check["inputs"]
+    assert "errors in float64 on 64 of its 2000 inputs (32 with the largest float32 errors" in check["measured_on"]
     with torch.no_grad():
         f32, g32 = copy.deepcopy(c.target).float()(x), c.pruned(x)
         f64, g64 = copy.deepcopy(c.target).double()(x.double()), c.pruned(x.double())
