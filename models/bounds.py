@@ -38,23 +38,22 @@ class _BoundLayer(nn.Module):
         eb = np.zeros(layer.d_out) if bias_error is None else bias_error
         self.register_buffer("eb", torch.as_tensor(eb, dtype=torch.float64))
 
-    def _apply_w(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        if self.layer.kind == "linear":
-            return F.linear(x, w, b)
-        c = self.layer.conv
-        return F.conv2d(x, w, b, stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
-                        groups=c.get("groups", 1))
-
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
-        lo, hi, delta = stacked[0:1], stacked[1:2], stacked[2:3]
-        W, b = self.layer.weight, self.layer.bias
-        centre, radius = (lo + hi) / 2, (hi - lo) / 2
-        out_c = self._apply_w(centre, W, b)
-        out_r = self._apply_w(radius, W.abs(), None)
-        mag = torch.maximum(lo.abs(), hi.abs())
-        eb = self.eb.reshape(1, -1, *([1] * (out_c.dim() - 2)))
-        out_d = self._apply_w(delta, W.abs(), None) + self._apply_w(mag + delta, self.E, None) + eb
-        return torch.cat([out_c - out_r, out_c + out_r, out_d])
+        return torch.cat(affine_interval(self.layer, self.E, self.eb, stacked[0:1], stacked[1:2], stacked[2:3]))
+
+
+def affine_interval(layer: TargetLayer, E: torch.Tensor, eb: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                    delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Interval propagation through one pair (the module docstring's rule), batched tensors in and out:
+    E the per-weight errors (the weight's shape), eb the per-bias errors (d_out,)."""
+    W, b = layer.weight, layer.bias
+    centre, radius = (lo + hi) / 2, (hi - lo) / 2
+    out_c = layer.apply(centre, W, b)
+    out_r = layer.apply(radius, W.abs())
+    mag = torch.maximum(lo.abs(), hi.abs())
+    out_d = (layer.apply(delta, W.abs()) + layer.apply(mag + delta, E)
+             + eb.reshape(1, -1, *([1] * (out_c.dim() - 2))))
+    return out_c - out_r, out_c + out_r, out_d
 
 
 class _BoundInterpreter(fx.Interpreter):
@@ -99,8 +98,6 @@ class _BoundInterpreter(fx.Interpreter):
 
 
 IBP_METHOD = "interval bound propagation over the input box with per-layer weight/bias errors (models/bounds.py)"
-CROWN_METHOD = ("linear relaxation (CROWN-style) of the target and of the error with the kept weights "
-                "(models/crown.py), per output the smaller of it and interval propagation")
 
 
 def _parts(x):
@@ -136,14 +133,13 @@ def _arithmetic(kind: str, args, kwargs) -> torch.Tensor:
 
 
 def certified_bound(target: fx.GraphModule, layers: list[TargetLayer], errors: list[tuple[np.ndarray, np.ndarray | None]],
-                    input_shape: tuple[int, ...], domain: tuple[float, float], kept=None) -> dict[str, object]:
+                    input_shape: tuple[int, ...], domain: tuple[float, float]) -> dict[str, object]:
     """Upper bound on max over the domain box of |f(x) - g(x)| per output, and its maximum.
 
-    ``errors`` holds (weight_error, bias_error) per layer, aligned with ``layers``. ``kept``: a
-    function returning per layer :func:`models.problems.kept_sums` (the pruned pairs' signed sums);
-    with it, targets that :mod:`models.crown` handles get its tighter bound (both are sound, so the
-    smaller is taken per output). Returns {"bound": float, "per_output": list, "output_range":
-    [lo, hi], "method": str, "interval_bound": float}.
+    ``errors`` holds (weight_error, bias_error) per layer, aligned with ``layers``. Returns
+    {"bound": float, "per_output": list, "slack": list (the rounding slack included per output),
+    "output_range": [lo, hi], "method": str, "interval_bound": float}; :func:`models.crown.tighten`
+    replaces it per output by the linear relaxation's where that is smaller.
     """
     import copy
 
@@ -158,19 +154,11 @@ def certified_bound(target: fx.GraphModule, layers: list[TargetLayer], errors: l
     magnitude = torch.maximum(out[0].abs(), out[1].abs())
     slack = ROUNDING_SLACK * (1.0 + magnitude)
     per_output = out[2] + slack
-    interval = float(per_output.max())
-    method = IBP_METHOD
-    if kept is not None:
-        from .crown import chain, crown_bound
-
-        if chain(target, layers, input_shape) is not None:
-            tight = crown_bound(target, layers, kept(), input_shape, domain)
-            per_output = torch.minimum(per_output.reshape(-1), tight + slack.reshape(-1))
-            method = CROWN_METHOD
     return {
         "bound": float(per_output.max()),
         "per_output": per_output.reshape(-1).tolist(),
+        "slack": slack.reshape(-1).tolist(),
         "output_range": [float(out[0].min()), float(out[1].max())],
-        "method": method,
-        "interval_bound": interval,
+        "method": IBP_METHOD,
+        "interval_bound": float(per_output.max()),
     }

@@ -42,6 +42,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .bounds import affine_interval
 from .graph import TargetLayer
 
 #: intermediate nodes with more neurons keep their interval bounds (the backward passes cost O(neurons))
@@ -193,14 +194,6 @@ def chain(gm: fx.GraphModule, layers: list[TargetLayer], input_shape: tuple[int,
     return steps
 
 
-def _apply(layer: TargetLayer, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    if layer.kind == "linear":
-        return F.linear(x, w)
-    c = layer.conv
-    return F.conv2d(x, w, None, stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
-                    groups=c.get("groups", 1))
-
-
 def _vjp(fn: Callable[[torch.Tensor], torch.Tensor], in_shape: tuple[int, ...], lam: torch.Tensor) -> torch.Tensor:
     """lam . fn(x) = (returned) . x + const for a linear or affine fn: the returned coefficients."""
     x = torch.zeros((lam.shape[0], *in_shape), dtype=torch.float64, requires_grad=True)
@@ -311,10 +304,10 @@ class Relaxation:
                 const += _dot(rho, step.dbias.reshape(-1, *([1] * (len(self._out_shape(i)) - 1))).expand(self._out_shape(i)))
                 first = all(s.kind != "affine" for s in self.steps[:i])
                 d0 = step.sums[0] - layer.weight
-                mu = _vjp(lambda x, w=d0: _apply(layer, x, w), step.in_shape, rho)
+                mu = _vjp(lambda x, w=d0: layer.apply(x, w), step.in_shape, rho)
                 if first and not layer.input_nonneg:  # (S_0 - W) a^+ - (S_1 - W) a^-; a = x moved around
                     d1 = step.sums[1] - layer.weight
-                    mu1 = _vjp(lambda x, w=d1: _apply(layer, x, w), step.in_shape, rho)
+                    mu1 = _vjp(lambda x, w=d1: layer.apply(x, w), step.in_shape, rho)
                     on_pos += self.target_backward(mu, i)[0]
                     on_neg -= self.target_backward(mu1, i)[0]
                     return on_x, on_pos, on_neg, const
@@ -323,7 +316,7 @@ class Relaxation:
                 const += c0
                 if first:  # the error is zero before the first layer
                     return on_x, on_pos, on_neg, const
-                rho = _vjp(lambda x, w=step.sums[0]: _apply(layer, x, w), step.in_shape, rho)
+                rho = _vjp(lambda x, w=step.sums[0]: layer.apply(x, w), step.in_shape, rho)
             elif step.kind == "linear":
                 rho = _vjp(step.fn, step.in_shape, rho)
             else:
@@ -387,16 +380,9 @@ def interval_step(step: Step, lo: torch.Tensor, hi: torch.Tensor, delta: torch.T
     """Interval propagation of (l, u, delta) through one step (as models.bounds, on the chain)."""
     batch = lambda t: t.unsqueeze(0)  # noqa: E731
     if step.kind == "affine":
-        layer = step.layer
-        centre, radius = (lo + hi) / 2, (hi - lo) / 2
-        out_c = step.fn(batch(centre))[0]
-        out_r = _apply(layer, batch(radius), layer.weight.abs())[0]
-        mag = torch.maximum(lo.abs(), hi.abs())
-        err = torch.stack([(s - layer.weight).abs() for s in step.sums]).amax(0)
-        shape = (-1, *([1] * (out_c.dim() - 1)))
-        out_d = (_apply(layer, batch(delta), layer.weight.abs())[0] + _apply(layer, batch(mag + delta), err)[0]
-                 + step.dbias.abs().reshape(shape))
-        return out_c - out_r, out_c + out_r, out_d
+        err = torch.stack([(s - step.layer.weight).abs() for s in step.sums]).amax(0)
+        out = affine_interval(step.layer, err, step.dbias.abs(), batch(lo), batch(hi), batch(delta))
+        return tuple(t[0] for t in out)
     if step.kind == "relu":
         return lo.clamp(min=0), hi.clamp(min=0), torch.minimum(delta, (hi + delta).clamp(min=0))
     if step.kind == "maxpool":
@@ -406,24 +392,44 @@ def interval_step(step: Step, lo: torch.Tensor, hi: torch.Tensor, delta: torch.T
     return f(lo), f(hi), f(delta)
 
 
-def crown_bound(target: fx.GraphModule, layers: list[TargetLayer], sums: list[tuple[list[torch.Tensor], torch.Tensor | None]],
-                input_shape: tuple[int, ...], domain: tuple[float, float]) -> torch.Tensor | None:
-    """Per-output upper bound on sup over the box of |f(x) - g(x)|, or None when the target is not
-    a chain this module handles. ``sums``: per layer the kept sums per sign group and kept bias
-    (:func:`models.problems.kept_sums`), aligned with ``layers``."""
-    steps = chain(target, layers, input_shape)
-    if steps is None:
-        return None
+CROWN_METHOD = ("linear relaxation (CROWN-style) of the target and of the error with the kept weights "
+                "(models/crown.py), per output the smaller of it and interval propagation")
+
+
+def attach_sums(steps: list[Step], layers: list[TargetLayer], sums: list[tuple[list[torch.Tensor], torch.Tensor | None]]) -> None:
+    """Give every affine step its pair's kept sums per sign group and b' - b (``sums`` aligned with
+    ``layers``, as :func:`models.problems.kept_sums` returns them)."""
     by_name = {layer.name: s for layer, s in zip(layers, sums)}
     for step in steps:
         if step.kind == "affine":
             group_sums, bias = by_name[step.layer.name]
-            shape = step.layer.weight.shape
-            step.sums = [s.reshape(shape).double() for s in group_sums]
+            step.sums = [s.reshape(step.layer.weight.shape).double() for s in group_sums]
             b = step.layer.bias if step.layer.bias is not None else torch.zeros(step.layer.d_out, dtype=torch.float64)
             step.dbias = (bias.double() if bias is not None else torch.zeros_like(b)) - b
+
+
+def crown_bound(target: fx.GraphModule, layers: list[TargetLayer], kept: Callable[[], list],
+                input_shape: tuple[int, ...], domain: tuple[float, float]) -> torch.Tensor | None:
+    """Per-output upper bound on sup over the box of |f(x) - g(x)|, or None when the target is not
+    a chain this module handles. ``kept``: returns per layer the kept sums per sign group and kept
+    bias (:func:`models.problems.kept_sums`), aligned with ``layers``; called only for a chain."""
+    steps = chain(target, layers, input_shape)
+    if steps is None:
+        return None
+    attach_sums(steps, layers, kept())
     with torch.no_grad():
         out = target(torch.zeros((1, *input_shape), dtype=torch.float64))
     relax = Relaxation(steps, domain)
     with torch.no_grad():
         return relax.run(interval_step, tuple(out.shape[1:]))
+
+
+def tighten(interval: dict[str, Any], target: fx.GraphModule, layers: list[TargetLayer], kept: Callable[[], list],
+            input_shape: tuple[int, ...], domain: tuple[float, float]) -> dict[str, Any]:
+    """The interval bound (:func:`models.bounds.certified_bound`) replaced per output by the linear
+    relaxation's (plus the same rounding slack) where that is smaller; both are sound."""
+    tight = crown_bound(target, layers, kept, input_shape, domain)
+    if tight is None:
+        return interval
+    per_output = torch.minimum(torch.tensor(interval["per_output"]), tight + torch.tensor(interval["slack"]))
+    return dict(interval, bound=float(per_output.max()), per_output=per_output.tolist(), method=CROWN_METHOD)

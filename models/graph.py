@@ -137,6 +137,14 @@ class TargetLayer:
     def num_params(self) -> int:
         return self.weight.numel() + (self.bias.numel() if self.bias is not None else 0)
 
+    def apply(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer's linear map with weight ``w`` (its own shape) and bias ``b`` applied to ``x``."""
+        if self.kind == "linear":
+            return F.linear(x, w, b)
+        c = self.conv
+        return F.conv2d(x, w, b, stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
+                        groups=c.get("groups", 1))
+
 
 def _where(node: fx.Node) -> str:
     stack = node.meta.get("stack_trace")
@@ -219,7 +227,7 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
             continue
         elif rule is not None:  # an activation kept as it is (its output sign from the rule)
             nonneg[node] = rule.nonneg if rule.nonneg is not None else arg_nonneg(node.args[0])
-        elif node.op != "placeholder" and softmax_dim(node, modules) is not None:
+        elif softmax_dim(node, modules) is not None:
             nonneg[node] = True
         elif node.op == "call_module":
             sub = modules[node.target]

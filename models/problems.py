@@ -23,13 +23,6 @@ from .random_net import LayerSpec, groups
 SUM_BLOCK = 1 << 24
 
 
-def per_output(spec: LayerSpec, t: torch.Tensor, rows: slice) -> torch.Tensor:
-    """A per-input tensor (d_in, ...) for the output rows ``rows``: (d, in_group, ...), the inputs of
-    each output's conv group (all inputs when groups = 1)."""
-    group_of = torch.arange(rows.start, rows.stop) // (spec.d_out // spec.groups)
-    return t.reshape(spec.groups, spec.in_group, *t.shape[1:])[group_of]
-
-
 def coefficients(spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
     """Float64 products ``C[o, c, p, q, k] = B[o, (c, k), p, q] * u[i, k]`` for the output rows ``rows``,
     input i = c-th of o's conv group."""
@@ -39,7 +32,7 @@ def coefficients(spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice) 
     if spec.kind == "linear":
         B = B[:, :, None, None]
     Bw = B[:, :spec.in_group * upi].reshape(d, spec.in_group, upi, kh, kw).permute(0, 1, 3, 4, 2)
-    return Bw * per_output(spec, values["u"].double(), rows)[:, :, None, None, :]
+    return Bw * spec.per_output(values["u"].double(), rows)[:, :, None, None, :]
 
 
 def bias_coefficients(spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
@@ -51,8 +44,7 @@ def bias_coefficients(spec: LayerSpec, values: dict[str, torch.Tensor], rows: sl
         B = B[:, :, None, None]
     p, q = spec.const_tap
     beta = values["a_bias"][spec.const_index()].double()  # (groups, n_const)
-    group_of = torch.arange(rows.start, rows.stop) // (spec.d_out // spec.groups)
-    return B[:, n_fan:, p, q] * torch.relu(beta[group_of])
+    return B[:, n_fan:, p, q] * torch.relu(beta[spec.group_of(rows)])
 
 
 def build_problems(layer: TargetLayer, spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice | None = None):
@@ -69,7 +61,7 @@ def build_problems(layer: TargetLayer, spec: LayerSpec, values: dict[str, torch.
     W = layer.weight[rows].reshape(d, spec.in_group, kh, kw).numpy()
     targets, coeffs, lengths, parts = [], [], [], []
     for g, member in enumerate(groups(spec, values["u"])):
-        member = per_output(spec, member, rows).numpy()  # (d, in_group, upi)
+        member = spec.per_output(member, rows).numpy()  # (d, in_group, upi)
         perm = np.argsort(~member, axis=-1, kind="stable")  # group members first, in order
         count = member.sum(axis=-1)  # (d, in_group)
         width = int(count.max()) if count.size else 0
@@ -156,7 +148,7 @@ def kept_sums(spec: LayerSpec, values: dict[str, torch.Tensor],
         C = coefficients(spec, values, rows)
         kept = Bm[rows, :n_fan].reshape(-1, spec.in_group, spec.units_per_input, kh, kw).permute(0, 1, 3, 4, 2)
         for s, member in zip(sums, members):
-            s[rows] = (C * (kept & per_output(spec, member, rows)[:, :, None, None, :])).sum(dim=-1)
+            s[rows] = (C * (kept & spec.per_output(member, rows)[:, :, None, None, :])).sum(dim=-1)
     bias = None
     if spec.has_bias:
         p, q = spec.const_tap

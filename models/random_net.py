@@ -90,6 +90,16 @@ class LayerSpec:
     def hidden(self) -> int:
         return self.groups * self.hidden_group
 
+    def group_of(self, rows: slice | None = None) -> torch.Tensor:
+        """The conv group of each output row in ``rows`` (all rows by default)."""
+        rows = rows or slice(0, self.d_out)
+        return torch.arange(rows.start, rows.stop) // (self.d_out // self.groups)
+
+    def per_output(self, t: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+        """A per-input tensor (d_in, ...) seen from the output rows ``rows``: (rows, in_group, ...),
+        the inputs of each output's conv group (all inputs when groups = 1)."""
+        return t.reshape(self.groups, self.in_group, *t.shape[1:])[self.group_of(rows)]
+
     def fan_index(self) -> torch.Tensor:
         """(d_in, units_per_input): the hidden channel of fan-out unit (i, k)."""
         i = torch.arange(self.d_in)[:, None]
@@ -155,16 +165,9 @@ def _fan_unit(spec: LayerSpec, g: int, j: int) -> tuple[torch.Tensor, torch.Tens
         u = _uniform(gen, (spec.d_in,), -1.0, 1.0)
     B = _uniform(gen, (spec.d_out, spec.in_group, *_taps(spec)), -spec.scale, spec.scale)
     if spec.layout == "balanced":  # |B| with the sign that makes the product B u the unit's
-        sign = unit_sign(j) * torch.sign(_per_output(spec, u))  # (d_out, in_group)
+        sign = unit_sign(j) * torch.sign(spec.per_output(u))  # (d_out, in_group)
         B = B.abs() * sign.reshape(*sign.shape, *([1] * (B.dim() - 2)))
     return u, B, _uniform(gen, (spec.d_in,), -1.0, 1.0)
-
-
-def _per_output(spec: LayerSpec, t: torch.Tensor) -> torch.Tensor:
-    """A per-input tensor (d_in, ...) seen from each output: (d_out, in_group, ...), the inputs of
-    the output's conv group."""
-    group_of = torch.arange(spec.d_out) // (spec.d_out // spec.groups)
-    return t.reshape(spec.groups, spec.in_group, *t.shape[1:])[group_of]
 
 
 def _const_unit(spec: LayerSpec, j: int) -> tuple[torch.Tensor, torch.Tensor]:

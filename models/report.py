@@ -88,12 +88,13 @@ def eps_coverage(c: Construction) -> dict[str, Any]:
 def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[str, Any], data_spec: str | None,
                  total_seconds: float) -> dict[str, Any]:
     rows = layer_rows(c)
+    spare = unconstructed(c)
     all_errs = np.concatenate([s.errors() for s in c.solutions])
     report = {
         "target": target_desc,
         "target_params": sum(l.num_params() for l in c.layers),
-        "unconstructed_params": len(unconstructed(c)),
-        "unconstructed_param_names": unconstructed(c),
+        "unconstructed_params": len(spare),
+        "unconstructed_param_names": spare,
         "random_params": sum(r["random_params"] for r in rows),
         "random_params_materialized": sum((r["random_params"] if c.variant == "dense" else r["random_params_fanout"]) for r in rows),
         "kept_params": sum(r["kept_params"] for r in rows),

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from .adversarial import adversarial_search
 from .bounds import certified_bound
+from .crown import tighten
 from .construct import Construction
 from .data import DataError, Dataset
 from .memory import MAX_VERIFY_BATCH
@@ -96,8 +97,8 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     def kept():
         return [kept_sums(spec, generate(spec), s.masks) for spec, s in zip(c.specs, c.solutions)]
 
-    bound = certified_bound(c.folded, c.layers, [(s.weight_error, s.bias_error) for s in c.solutions],
-                            c.input_shape, c.domain, kept=kept)
+    bound = tighten(certified_bound(c.folded, c.layers, [(s.weight_error, s.bias_error) for s in c.solutions],
+                                    c.input_shape, c.domain), c.folded, c.layers, kept, c.input_shape, c.domain)
     worst = float(diff.max())
     measured_on = None
     if f32 is not None:
