@@ -51,9 +51,24 @@ def affine_interval(layer: TargetLayer, E: torch.Tensor, eb: torch.Tensor, lo: t
     out_c = layer.apply(centre, W, b)
     out_r = layer.apply(radius, W.abs())
     mag = torch.maximum(lo.abs(), hi.abs())
-    out_d = (layer.apply(delta, W.abs()) + layer.apply(mag + delta, E)
-             + eb.reshape(1, -1, *([1] * (out_c.dim() - 2))))
+    eb = eb if layer.kind == "linear" else eb.reshape(1, -1, *([1] * (out_c.dim() - 2)))  # features last / dim 1
+    out_d = layer.apply(delta, W.abs()) + layer.apply(mag + delta, E) + eb
     return out_c - out_r, out_c + out_r, out_d
+
+
+class NoBoundRule(Exception):
+    """An op of the target has no rule here: the certified bound is not given (never a wrong number)."""
+
+
+#: ops that act on the stacked (lo, hi, delta) tensor correctly as they are: they move, select or
+#: sum entries of each part alike, or are monotone with delta' <= delta (ReLU, max pooling)
+_AS_IS = {"relu", "add", "flatten", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
+          "dropout", "getitem", "cat", "mean", "permute", "transpose", "movedim", "view", "reshape", "size",
+          "contiguous"}
+_AS_IS_MODULES = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten,
+                  nn.Dropout, nn.Identity)
+_NO_RULE = {"layer_norm": "layer_norm (its Lipschitz constant is unbounded as the variance goes to 0)",
+            "group_norm": "group_norm (its Lipschitz constant is unbounded as the variance goes to 0)"}
 
 
 class _BoundInterpreter(fx.Interpreter):
@@ -67,10 +82,21 @@ class _BoundInterpreter(fx.Interpreter):
 
     def run_node(self, n: fx.Node):
         kind = PASS_FUNCTIONS.get(n.target) if n.op == "call_function" else n.target if n.op == "call_method" else None
-        if kind in ("sub", "mul", "div", "neg", "pad"):
+        if kind in ("sub", "mul", "div", "neg", "pad", "matmul"):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             if any(isinstance(a, torch.Tensor) for a in args):
                 return _arithmetic(kind, args, kwargs)
+        if n.op in ("call_function", "call_method") and kind not in _AS_IS and \
+                elementwise(n, self._modules_by_name) is None and softmax_dim(n, self._modules_by_name) is None:
+            args, _ = self.fetch_args_kwargs_from_env(n)
+            if any(isinstance(a, torch.Tensor) for a in args):
+                name = kind or getattr(n.target, "__name__", str(n.target))
+                raise NoBoundRule(_NO_RULE.get(name, name))
+        if n.op == "call_module":
+            mod = self._modules_by_name[n.target]
+            if not isinstance(mod, (_BoundLayer, *_AS_IS_MODULES)) and elementwise(n, self._modules_by_name) is None \
+                    and softmax_dim(n, self._modules_by_name) is None:
+                raise NoBoundRule(type(mod).__name__)
         if n.op in ("call_module", "call_function", "call_method"):
             rule = elementwise(n, self._modules_by_name)
             dim = softmax_dim(n, self._modules_by_name)
@@ -120,6 +146,8 @@ def _arithmetic(kind: str, args, kwargs) -> torch.Tensor:
         lo, hi, d = _parts(x)
         return torch.cat([F.pad(lo, pad, value=value), F.pad(hi, pad, value=value), F.pad(d, pad, value=0.0)])
     (alo, ahi, ad), (blo, bhi, bd) = _parts(args[0]), _parts(args[1])
+    if kind == "matmul":
+        return _matmul(args[0], args[1])
     if kind == "sub":
         return torch.cat([alo - bhi, ahi - blo, ad + bd + torch.zeros_like(alo - bhi)])
     if kind == "div":  # by a constant (the tracer refuses division by an activation)
@@ -132,6 +160,19 @@ def _arithmetic(kind: str, args, kwargs) -> torch.Tensor:
     return torch.cat([corners.amin(0), corners.amax(0), delta + torch.zeros_like(corners[0])])
 
 
+def _matmul(a, b) -> torch.Tensor:
+    """Interval and error rule of a product of two activations (batched, dim 0 kept): midpoint-radius
+    interval arithmetic, and |AB - A'B'| <= |A| |B - B'| + |A - A'| |B'| with |B'| <= |B| + delta_B."""
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.dim() < 3 or b.dim() < 3:
+        raise NoBoundRule("matmul that is not batched over dim 0 (both operands need 3 or more dimensions)")
+    (alo, ahi, ad), (blo, bhi, bd) = _parts(a), _parts(b)
+    ac, ar, bc, br = (alo + ahi) / 2, (ahi - alo) / 2, (blo + bhi) / 2, (bhi - blo) / 2
+    centre = ac @ bc
+    radius = ac.abs() @ br + ar @ bc.abs() + ar @ br
+    mag_a, mag_b = torch.maximum(alo.abs(), ahi.abs()), torch.maximum(blo.abs(), bhi.abs())
+    return torch.cat([centre - radius, centre + radius, mag_a @ bd + ad @ (mag_b + bd)])
+
+
 def certified_bound(target: fx.GraphModule, layers: list[TargetLayer], errors: list[tuple[np.ndarray, np.ndarray | None]],
                     input_shape: tuple[int, ...], domain: tuple[float, float]) -> dict[str, object]:
     """Upper bound on max over the domain box of |f(x) - g(x)| per output, and its maximum.
@@ -139,7 +180,8 @@ def certified_bound(target: fx.GraphModule, layers: list[TargetLayer], errors: l
     ``errors`` holds (weight_error, bias_error) per layer, aligned with ``layers``. Returns
     {"bound": float, "per_output": list, "slack": list (the rounding slack included per output),
     "output_range": [lo, hi], "method": str, "interval_bound": float}; :func:`models.crown.tighten`
-    replaces it per output by the linear relaxation's where that is smaller.
+    replaces it per output by the linear relaxation's where that is smaller. Where an op of the target
+    has no rule (:class:`NoBoundRule`), every figure is None and "reason" names the op.
     """
     import copy
 
@@ -150,7 +192,12 @@ def certified_bound(target: fx.GraphModule, layers: list[TargetLayer], errors: l
     lo = torch.full((1, *input_shape), float(domain[0]), dtype=torch.float64)
     hi = torch.full((1, *input_shape), float(domain[1]), dtype=torch.float64)
     with torch.no_grad():
-        out = _BoundInterpreter(gm).run(torch.cat([lo, hi, torch.zeros_like(lo)]))
+        try:
+            out = _BoundInterpreter(gm).run(torch.cat([lo, hi, torch.zeros_like(lo)]))
+        except NoBoundRule as exc:
+            why = f"no bound rule for {str(exc).splitlines()[0]}"  # (fx's interpreter appends the graph)
+            return {"bound": None, "per_output": None, "slack": None, "output_range": None, "method": why,
+                    "interval_bound": None, "reason": why}
     magnitude = torch.maximum(out[0].abs(), out[1].abs())
     slack = ROUNDING_SLACK * (1.0 + magnitude)
     per_output = out[2] + slack

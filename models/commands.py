@@ -19,6 +19,7 @@ from solver.options import check_field
 
 from .construct import ConstructOptions
 from .pipeline import Job, solve_run, verify_run
+from .report import _fmt
 from .random_net import VARIANTS
 from .target import MAX_ABS_WEIGHT
 from .report import console_summary
@@ -193,7 +194,7 @@ def run_solve(args: argparse.Namespace) -> int:
     print(console_summary(report))
     print(f"report: {job.out_dir / 'report.md'}  (ticket: {job.out_dir / 'ticket.pt'}; "
           f"re-check with `lottery verify {job.out_dir}`)")
-    if not check["bound_holds"]:
+    if check["bound_holds"] is False:
         print("error: an observed error exceeds the certified bound; this is a bug, please report it", file=sys.stderr)
         return 1
     return 0
@@ -213,7 +214,7 @@ def run_verify(args: argparse.Namespace) -> int:
     print(f"rebuilt {out.layers} pairs from {args.run_dir / 'ticket.pt'}; outputs on {out.checked} stored inputs "
           f"bit-exact: {out.bit_exact}")
     print(f"max output error {check['max_output_error']:.3g} (report: {out.reported_output_error:.3g}), "
-          f"certified bound {check['certified_bound']:.3g}, bound holds: {check['bound_holds']}")
+          f"certified bound {_fmt(check['certified_bound'])}, bound holds: {check['bound_holds']}")
     if "accuracy" in check:
         print(f"accuracy target/pruned {100 * check['accuracy']['target']:.2f}% / {100 * check['accuracy']['pruned']:.2f}%")
     print("verify: OK" if out.ok else "verify: FAILED")

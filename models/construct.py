@@ -201,11 +201,9 @@ def make_spec(layer: TargetLayer, index: int, options: ConstructOptions, in_shap
         else:  # "rms"
             size = float(values.pow(2).mean().sqrt())
         scale = options.margin * size if size > 0 else 1.0
-    conv = layer.conv
     return LayerSpec(
         name=layer.name, kind=layer.kind, d_in=layer.in_channels, d_out=layer.d_out, kernel=layer.kernel,
-        stride=conv.get("stride", (1, 1)), padding=conv.get("padding", (0, 0)),
-        dilation=conv.get("dilation", (1, 1)), n=options.n_max if options.n == "auto" else options.n,
+        **layer.geometry, n=options.n_max if options.n == "auto" else options.n,
         layout=options.layout,
         input_nonneg=layer.input_nonneg, has_bias=layer.bias is not None, scale=scale,
         seed=layer_seed(options.seed, index),

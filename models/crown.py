@@ -428,6 +428,8 @@ def tighten(interval: dict[str, Any], target: fx.GraphModule, layers: list[Targe
             input_shape: tuple[int, ...], domain: tuple[float, float]) -> dict[str, Any]:
     """The interval bound (:func:`models.bounds.certified_bound`) replaced per output by the linear
     relaxation's (plus the same rounding slack) where that is smaller; both are sound."""
+    if interval["bound"] is None:  # an op without a rule: no bound at all
+        return interval
     tight = crown_bound(target, layers, kept, input_shape, domain)
     if tight is None:
         return interval

@@ -1,7 +1,10 @@
 """Tracing a target network with torch.fx: supported ops, BatchNorm folding, sign analysis.
 
-The target becomes a GraphModule whose parametrised layers are Linear and Conv2d (BatchNorm in
-eval mode folded into the layer before it) and whose other nodes are
+The target becomes a GraphModule whose parametrised layers are Linear (on the last dimension, any
+leading ones), Conv2d (any groups) and diagonal maps (:class:`GroupedLinear`: LayerNorm/GroupNorm
+weight and bias, BatchNorm that does not follow a layer, layer scale; a BatchNorm after a Linear/Conv2d
+is folded into it), attention decomposed into its projections (:mod:`models.attention`), and whose
+other nodes are
 parameter-free ops that the construction leaves in place: ReLU, max/avg pooling, flatten and
 reshapes, dropout/identity, additions (residuals), slicing and padding, cat, transpose/permute,
 mean, differences, products and division by a constant - every one keeping the batch dimension
@@ -24,9 +27,42 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_weights, fuse_linear_bn_weights
 
+from .attention import decompose
+from .errors import UnsupportedModelError
 from .ops import elementwise, softmax_dim
 
-PARAM_MODULES = (nn.Linear, nn.Conv2d)
+def grouped_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, groups: int = 1) -> torch.Tensor:
+    """A linear map of the last dimension whose inputs and outputs split into ``groups`` blocks, output
+    block G reading input block G only; ``w`` (d_out, d_in / groups). groups = 1: ``F.linear``."""
+    if groups == 1:
+        return F.linear(x, w, b)
+    d_out, k = w.shape
+    y = torch.einsum("...gk,gok->...go", x.unflatten(-1, (groups, k)), w.reshape(groups, d_out // groups, k))
+    y = y.flatten(-2)
+    return y if b is None else y + b
+
+
+class GroupedLinear(nn.Module):
+    """:func:`grouped_linear` as a layer. With one input and one output per group it is a diagonal
+    map, ``x * weight + bias`` per feature: how the tracer represents elementwise affine parameters
+    that cannot be folded (LayerNorm/GroupNorm weight and bias, a BatchNorm after a nonlinearity,
+    layer scale), so the construction gives them a pair like any other layer."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, groups: int):
+        super().__init__()
+        self.groups = int(groups)
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1] * self.groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return grouped_linear(x, self.weight, self.bias, self.groups)
+
+
+PARAM_MODULES = (nn.Linear, nn.Conv2d, GroupedLinear)
 BN_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d)
 PASS_MODULES = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten,
                 nn.Dropout, nn.Identity)
@@ -37,9 +73,11 @@ PASS_FUNCTIONS = {
     F.dropout: "dropout", operator.getitem: "getitem", F.pad: "pad", torch.cat: "cat", operator.sub: "sub",
     torch.sub: "sub", operator.mul: "mul", torch.mul: "mul", operator.truediv: "div", torch.div: "div",
     operator.neg: "neg", torch.mean: "mean", torch.permute: "permute", torch.transpose: "transpose",
+    torch.movedim: "movedim", torch.matmul: "matmul", operator.matmul: "matmul",
+    F.layer_norm: "layer_norm", F.group_norm: "group_norm",
 }
 PASS_METHODS = {"relu", "flatten", "view", "reshape", "size", "add", "contiguous", "sub", "mul", "div", "mean",
-                "permute", "transpose"}
+                "permute", "transpose", "movedim", "matmul"}
 SHAPE_ONLY = {"flatten", "view", "reshape", "contiguous", "dropout"}
 #: functions on shape values (x.size(0) * 2, s[1], ...), never on activations
 SHAPE_ARITHMETIC = (operator.getitem, operator.mul, operator.add, operator.sub, operator.floordiv, operator.truediv,
@@ -51,7 +89,7 @@ def _sign(kind: str, node: fx.Node, arg_nonneg) -> bool:
     args = node.args
     if kind == "relu":
         return True
-    if kind in ("add", "mul"):
+    if kind in ("add", "mul", "matmul"):
         return all(arg_nonneg(a) for a in args[:2])
     if kind == "cat":
         return all(arg_nonneg(a) for a in args[0])
@@ -60,7 +98,7 @@ def _sign(kind: str, node: fx.Node, arg_nonneg) -> bool:
     if kind == "pad":
         value = node.kwargs.get("value", args[3] if len(args) > 3 else 0)
         return arg_nonneg(args[0]) and isinstance(value, (int, float)) and value >= 0
-    if kind in ("sub", "neg"):
+    if kind in ("sub", "neg", "layer_norm", "group_norm"):
         return False
     return arg_nonneg(args[0])
 
@@ -80,8 +118,11 @@ def _batch_kept(node: fx.Node, kind: str) -> str | None:
         dims = dim if isinstance(dim, (tuple, list)) else (dim,)
         if any(d == 0 or d is None or isinstance(d, fx.Node) for d in dims):
             return f"{kind} over dim {dim!r} would mix the batch dimension (dim 0) in; use dims >= 1"
-    if kind == "transpose" and any(a == 0 for a in args[1:3]):
-        return "transpose of dim 0 (the batch dimension)"
+    if kind in ("transpose", "movedim") and any(a == 0 for a in args[1:3]):
+        return f"{kind} of dim 0 (the batch dimension)"
+    if kind in ("layer_norm", "group_norm") and any(isinstance(a, fx.Node) for a in node.args[2:4]) or \
+            any(isinstance(node.kwargs.get(k), fx.Node) for k in ("weight", "bias")) and kind in ("layer_norm", "group_norm"):
+        return "normalisation weight or bias computed from activations"
     if kind == "permute":
         dims = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
         if not dims or dims[0] != 0:
@@ -97,10 +138,6 @@ def _batch_kept(node: fx.Node, kind: str) -> str | None:
 
 
 
-class UnsupportedModelError(ValueError):
-    """The target holds an op the construction cannot replace or keep."""
-
-
 @dataclass
 class TargetLayer:
     """One parametrised layer of the target (BatchNorm already folded in)."""
@@ -112,6 +149,7 @@ class TargetLayer:
     input_nonneg: bool  # the layer's input is >= 0 on the whole input domain
     conv: dict[str, Any] = field(default_factory=dict)  # stride, padding, dilation
     folded_bn: str | None = None  # name of the BatchNorm folded into it
+    sources: list[str] = field(default_factory=list)  # the target's parameters it replaces (besides folded_bn's)
 
     @property
     def d_out(self) -> int:
@@ -134,13 +172,20 @@ class TargetLayer:
     def kernel(self) -> tuple[int, int]:
         return tuple(self.weight.shape[2:]) if self.kind == "conv2d" else (1, 1)
 
+    @property
+    def geometry(self) -> dict[str, tuple[int, int]]:
+        """stride, padding and dilation (a Linear's: those of a 1x1 convolution)."""
+        c = self.conv
+        return {"stride": tuple(c.get("stride", (1, 1))), "padding": tuple(c.get("padding", (0, 0))),
+                "dilation": tuple(c.get("dilation", (1, 1)))}
+
     def num_params(self) -> int:
         return self.weight.numel() + (self.bias.numel() if self.bias is not None else 0)
 
     def apply(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
         """The layer's linear map with weight ``w`` (its own shape) and bias ``b`` applied to ``x``."""
         if self.kind == "linear":
-            return F.linear(x, w, b)
+            return grouped_linear(x, w, b, self.groups)
         c = self.conv
         return F.conv2d(x, w, b, stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
                         groups=c.get("groups", 1))
@@ -189,6 +234,134 @@ def _fold_bn(layer: "TargetLayer", bn: nn.Module, name: str) -> tuple[torch.Tens
     return w.detach(), b.detach()
 
 
+#: torch.nn modules traced into (their forward's functional calls are what the tracer checks), where
+#: torch.fx would keep them as opaque calls: normalisation layers (F.layer_norm / F.group_norm with
+#: their affine parameters, split below) and transformer encoder layers
+TRACED_THROUGH = (nn.LayerNorm, nn.GroupNorm, nn.TransformerEncoderLayer)
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return super().is_leaf_module(m, qualname) and not isinstance(m, TRACED_THROUGH)
+
+
+def _diag_node(gm: fx.GraphModule, after: fx.Node, x: fx.Node, name: str, weight: torch.Tensor,
+               bias: torch.Tensor | None, dim: int = -1) -> fx.Node:
+    """Insert ``x * weight + bias`` along ``dim`` (a diagonal :class:`GroupedLinear` named ``name``) after
+    ``after``; off the last dimension the features are moved last and back (torch.movedim)."""
+    graph = gm.graph
+    if name in dict(gm.named_modules()):
+        gm.delete_submodule(name)
+    gm.add_submodule(name, GroupedLinear(weight.reshape(-1, 1), bias, groups=weight.numel()))
+    with graph.inserting_after(after):
+        src = graph.call_function(torch.movedim, (x, dim, -1)) if dim != -1 else x
+    with graph.inserting_after(src if dim != -1 else after):
+        out = graph.call_module(name, (src,))
+    if dim == -1:
+        return out
+    with graph.inserting_after(out):
+        return graph.call_function(torch.movedim, (out, -1, dim))
+
+
+def _param(gm: fx.GraphModule, node: Any) -> torch.Tensor | None:
+    return None if node is None else gm.get_parameter(node.target).detach().double() if isinstance(node, fx.Node) \
+        else None
+
+
+def _free_name(gm: fx.GraphModule, base: str, called: set[str]) -> str:
+    """``base`` when no call in the graph uses a module of that name and it names no parameter or
+    buffer (a module traced into, e.g. a LayerNorm, is replaced), else base_affine, base_affine2, ..."""
+    tensors = {n for n, _ in gm.named_parameters()} | {n for n, _ in gm.named_buffers()}
+    name, i = base, 1
+    while name in called or name in tensors:
+        name = f"{base}_affine" + (str(i) if i > 1 else "")
+        i += 1
+    called.add(name)
+    return name
+
+
+def _affine_to_pairs(gm: fx.GraphModule, sources: dict[str, list[str]]) -> None:
+    """Rewrite the elementwise affine parameters of the graph as diagonal layers (:class:`GroupedLinear`)
+    so each gets a pair: F.layer_norm / F.group_norm with weight or bias become the parameter-free
+    normalisation then ``x * weight + bias`` per feature; a BatchNorm that does not directly follow a
+    Linear/Conv2d (so cannot be folded) becomes its per-channel affine map; a tensor multiplied or
+    added by a parameter with one non-broadcast dimension (layer scale, a learned per-channel shift)
+    becomes a diagonal layer too. ``sources`` gets, per new layer, the target parameters it replaces."""
+    graph = gm.graph
+    modules = dict(gm.named_modules())
+    called = {n.target for n in graph.nodes if n.op == "call_module"}
+
+    def arg(node, i, key, default=None):
+        return node.args[i] if len(node.args) > i else node.kwargs.get(key, default)
+
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in (F.layer_norm, F.group_norm):
+            w_node, b_node = arg(node, 2, "weight"), arg(node, 3, "bias")
+            params = [p for p in (w_node, b_node) if isinstance(p, fx.Node)]
+            if not params or any(p.op != "get_attr" for p in params):
+                continue
+            x, size = node.args[0], node.args[1]
+            if node.target is F.layer_norm and len(tuple(size)) != 1:
+                raise UnsupportedModelError(
+                    f"layer_norm over {len(tuple(size))} dimensions {tuple(size)} with an affine weight: only the "
+                    f"last dimension's is supported ({_where(node)})")
+            weight, bias = _param(gm, w_node), _param(gm, b_node)
+            d = (weight if weight is not None else bias).numel()
+            weight = torch.ones(d, dtype=torch.float64) if weight is None else weight
+            eps = arg(node, 4, "eps", 1e-5)
+            with graph.inserting_before(node):
+                plain = graph.call_function(node.target, (x, size, None, None, eps))
+            name = _free_name(gm, params[0].target.rsplit(".", 1)[0], called)
+            out = _diag_node(gm, plain, plain, name, weight, bias, dim=-1 if node.target is F.layer_norm else 1)
+            sources[name] = [p.target for p in params]
+        elif node.op == "call_module" and isinstance(modules.get(node.target), BN_MODULES):
+            src = node.args[0]
+            foldable = (isinstance(src, fx.Node) and src.op == "call_module"
+                        and isinstance(modules.get(src.target), PARAM_MODULES) and len(src.users) == 1)
+            if foldable:
+                continue
+            bn = modules[node.target]
+            layer = TargetLayer(node.target, "linear", torch.eye(bn.num_features, dtype=torch.float64), None, False)
+            weight, bias = _fold_bn(layer, bn, node.target)
+            name = _free_name(gm, node.target, called - {node.target})
+            gm.delete_submodule(node.target)
+            out = _diag_node(gm, node, node.args[0], name, torch.diagonal(weight).clone(), bias, dim=1)
+            sources[name] = [f"{node.target}.{p}" for p, _ in bn.named_parameters()]
+        elif node.op in ("call_function", "call_method") and (node.target in (operator.mul, torch.mul, operator.add, torch.add)
+                                                              or node.target in ("mul", "add")) and len(node.args) == 2:
+            params = [a for a in node.args if isinstance(a, fx.Node) and a.op == "get_attr"]
+            others = [a for a in node.args if a not in params]
+            if len(params) != 1 or len(others) != 1 or not isinstance(others[0], fx.Node):
+                continue
+            value = gm.get_parameter(params[0].target).detach().double() if params[0].target in dict(gm.named_parameters()) \
+                else None
+            if value is None:
+                continue
+            big = [i for i, s in enumerate(value.shape) if s != 1]
+            if len(big) != 1:
+                raise UnsupportedModelError(
+                    f"parameter {params[0].target!r} of shape {tuple(value.shape)} {'multiplies' if 'mul' in str(node.target) else 'is added to'} "
+                    f"an activation; a parameter entering elementwise must vary along one dimension only (a per-channel "
+                    f"scale or shift) to become a diagonal pair ({_where(node)})")
+            dim = big[0] - value.dim()
+            vec = value.reshape(-1)
+            scale = "mul" in getattr(node.target, "__name__", str(node.target))
+            weight, bias = (vec, None) if scale else (torch.ones_like(vec), vec)
+            name = _free_name(gm, params[0].target.rsplit(".", 1)[0] if "." in params[0].target else params[0].target,
+                              called)
+            out = _diag_node(gm, node, others[0], name, weight, bias, dim=dim)
+            sources[name] = [params[0].target]
+        else:
+            continue
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+    for node in list(graph.nodes):
+        if node.op == "get_attr" and not node.users:
+            graph.erase_node(node)
+    graph.lint()
+    gm.recompile()
+
+
 def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule, list[TargetLayer]]:
     """Trace ``module`` (eval mode), check every op, fold BatchNorm, find non-negative inputs.
 
@@ -196,13 +369,22 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
     by Identity and folded into the layer before it) and its parametrised layers in graph order.
     """
     module = copy.deepcopy(module).eval().double()
+    sources = decompose(module)  # nn.MultiheadAttention and nn.TransformerEncoder as their own ops
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the encoder layer's fused path is not traceable
     try:
-        gm = fx.symbolic_trace(module)
+        graph = _Tracer().trace(module)
+        gm = fx.GraphModule(module, graph, type(module).__name__)
+    except UnsupportedModelError:
+        raise
     except Exception as exc:  # fx raises many types for untraceable code
         raise UnsupportedModelError(
             f"torch.fx could not trace the target ({type(exc).__name__}: {exc}); the target must be "
             f"a plain feed-forward module (no data-dependent control flow)"
         ) from exc
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    _affine_to_pairs(gm, sources)
     modules = dict(gm.named_modules())
     nonneg: dict[fx.Node, bool] = {}
     layers: list[TargetLayer] = []
@@ -234,7 +416,7 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
             if isinstance(sub, PARAM_MODULES):
                 layer = TargetLayer(
                     name=node.target,
-                    kind="linear" if isinstance(sub, nn.Linear) else "conv2d",
+                    kind="conv2d" if isinstance(sub, nn.Conv2d) else "linear",
                     weight=sub.weight.detach().double().clone(),
                     bias=None if sub.bias is None else sub.bias.detach().double().clone(),
                     input_nonneg=arg_nonneg(node.args[0]),
@@ -242,6 +424,9 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
                 if layer.kind == "conv2d":
                     layer.conv = {"stride": tuple(sub.stride), "padding": _conv_padding(sub, node.target),
                                   "dilation": tuple(sub.dilation), "groups": int(sub.groups)}
+                elif isinstance(sub, GroupedLinear):
+                    layer.conv = {"groups": sub.groups}
+                layer.sources = sources.get(node.target) or [f"{node.target}.{p}" for p, _ in sub.named_parameters()]
                 layers.append(layer)
                 by_name[node.target] = layer
                 nonneg[node] = False
@@ -263,7 +448,8 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
             else:
                 raise UnsupportedModelError(
                     f"unsupported module {type(sub).__name__} {node.target!r} ({_where(node)}); supported: "
-                    f"Linear, Conv2d (any groups), BatchNorm1d/2d after them, ReLU, ReLU6, LeakyReLU, Sigmoid, "
+                    f"Linear, Conv2d (any groups), BatchNorm1d/2d, LayerNorm, GroupNorm, MultiheadAttention "
+                    f"(batch_first, no masks), TransformerEncoder(Layer), ReLU, ReLU6, LeakyReLU, Sigmoid, "
                     f"Hardsigmoid, Tanh, Hardtanh, ELU, Softplus, SiLU, GELU, Hardswish, Mish, Softmax, "
                     f"(adaptive) max and average pooling, Flatten, Dropout, Identity, additions"
                 )
@@ -289,13 +475,18 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
             if node.target == "size":
                 tensor[node] = False
         elif node.op == "get_attr":
-            raise UnsupportedModelError(f"the target reads a tensor attribute directly ({_where(node)}); only module calls are supported")
+            raise UnsupportedModelError(
+                f"the target uses the tensor {node.target!r} directly ({_where(node)}); supported: a parameter that "
+                f"multiplies or is added to an activation and varies along one dimension (a per-channel scale or "
+                f"shift), and the weight and bias of layer_norm / group_norm")
     if not layers:
         raise UnsupportedModelError("the target has no Linear or Conv2d layer: nothing to construct")
 
     for layer in layers:  # the folded target computes with the folded parameters
         old = gm.get_submodule(layer.name)
-        if layer.kind == "linear":
+        if layer.kind == "linear" and layer.groups > 1:
+            new = GroupedLinear(layer.weight, layer.bias, layer.groups)
+        elif layer.kind == "linear":
             new = nn.Linear(layer.d_in, layer.d_out, bias=layer.bias is not None, dtype=torch.float64)
         else:
             new = nn.Conv2d(layer.in_channels, layer.d_out, layer.kernel, stride=layer.conv["stride"],

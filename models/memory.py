@@ -115,8 +115,11 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
                               + 8 * block * spec.hidden // max(spec.d_in, 1))
         cast = max(cast, 12 * b_entries)  # weight * mask in float32, then its float64 copy
         in_shape, out_shape = shapes[spec.name]
-        spatial = _numel(in_shape) // max(in_shape[1], 1) if len(in_shape) > 2 else 1
-        out_spatial = _numel(out_shape) // max(out_shape[1], 1) if len(out_shape) > 2 else 1
+        if spec.kind == "linear":  # features last: every leading position (token) has its hidden units
+            spatial = out_spatial = _numel(in_shape) // max(in_shape[-1], 1)
+        else:
+            spatial = _numel(in_shape) // max(in_shape[1], 1) if len(in_shape) > 2 else 1
+            out_spatial = _numel(out_shape) // max(out_shape[1], 1) if len(out_shape) > 2 else 1
         unfolded = spec.hidden_group * kh * kw * out_spatial if spec.kind == "conv2d" else 0
         target_unfolded = spec.in_group * kh * kw * out_spatial if spec.kind == "conv2d" else 0
         per_input = max(per_input, 8 * (2 * spec.hidden * spatial + unfolded + target_unfolded + _numel(out_shape)))

@@ -106,7 +106,7 @@ class VerifyOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.bit_exact and self.check["bound_holds"] and self.same_as_report
+        return self.bit_exact and self.check["bound_holds"] is not False and self.same_as_report
 
 
 def verify_run(run_dir: Path, data_spec: str | None = None, trust_pickle: bool = False) -> VerifyOutcome:

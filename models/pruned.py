@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import prune
 
+from .graph import GroupedLinear, grouped_linear
 from .random_net import LayerSpec
 
 
@@ -45,16 +46,22 @@ class _Masked:
 
 
 class MaskedLinear(_Masked, nn.Linear):
-    def __init__(self, weight, bias, weight_mask, bias_mask):
-        nn.Linear.__init__(self, weight.shape[1], weight.shape[0], device="meta")
+    """A masked Linear of the last dimension; with ``groups`` > 1 block-diagonal
+    (:func:`models.graph.grouped_linear`: the combine layer of a grouped or diagonal pair)."""
+
+    def __init__(self, weight, bias, weight_mask, bias_mask, groups: int = 1):
+        nn.Linear.__init__(self, weight.shape[1] * groups, weight.shape[0], device="meta")
+        self.groups = int(groups)
         self._init_masked(weight, bias, weight_mask, bias_mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.masked(x.dtype)
-        return F.linear(x, w, b)
+        return grouped_linear(x, w, b, self.groups)
 
-    def plain(self) -> nn.Linear:
+    def plain(self) -> nn.Module:
         w, b = self.masked()
+        if self.groups > 1:
+            return GroupedLinear(w, b, self.groups)
         out = nn.Linear(self.in_features, self.out_features, device="meta").to_empty(device=w.device)
         out.weight, out.bias = nn.Parameter(w.detach().clone()), nn.Parameter(b.detach().clone())
         return out
@@ -103,11 +110,16 @@ class FanOut(nn.Module):
         fan_b = b[self.fan_index]
         if self.conv:  # x: (N, c_in, H, W) -> (N, c_in * upi, H, W) as a grouped 1x1 conv
             h = F.conv2d(x, w.reshape(n_fan, 1, 1, 1), fan_b, groups=self.d_in)
-        else:
-            h = (x.unsqueeze(-1) * w).reshape(x.shape[0], n_fan) + fan_b
+        else:  # features last, any leading dimensions (batch, tokens, ...)
+            h = (x.unsqueeze(-1) * w).flatten(-2) + fan_b
         if not self.n_const:
             return h
         hidden = n_fan + len(self.const_index)
+        if not self.conv:
+            out = h.new_empty((*h.shape[:-1], hidden))
+            out[..., self.fan_index] = h
+            out[..., self.const_index] = b[self.const_index]
+            return out
         out = h.new_empty((h.shape[0], hidden, *h.shape[2:]))
         out[:, self.fan_index] = h
         out[:, self.const_index] = b[self.const_index].reshape(1, -1, *([1] * (h.dim() - 2)))
@@ -137,7 +149,7 @@ class TicketPair(nn.Module):
         self.relu = nn.ReLU()
         no_bias = torch.zeros(spec.d_out, dtype=torch.bool)  # B's biases are all pruned
         if spec.kind == "linear":
-            self.combine = MaskedLinear(values["B"], values["b_bias"], masks["B"], no_bias)
+            self.combine = MaskedLinear(values["B"], values["b_bias"], masks["B"], no_bias, groups=spec.groups)
         else:
             self.combine = MaskedConv2d(values["B"], values["b_bias"], masks["B"], no_bias, stride=spec.stride,
                                         padding=spec.padding, dilation=spec.dilation, groups=spec.groups)

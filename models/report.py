@@ -44,8 +44,10 @@ def unconstructed(c: Construction) -> list[str]:
     """Target parameters the pruned network uses as they are (not replaced by a random pair nor
     folded into one): their names. Every parametrised op the tracer accepts is constructed, so this
     is empty unless a future op keeps its parameters."""
-    owners = {layer.name for layer in c.layers} | {layer.folded_bn for layer in c.layers if layer.folded_bn}
-    return [name for name, _ in c.target.named_parameters() if name.rsplit(".", 1)[0] not in owners]
+    owners = {layer.folded_bn for layer in c.layers if layer.folded_bn}
+    covered = {name for layer in c.layers for name in layer.sources}
+    return [name for name, _ in c.target.named_parameters()
+            if name not in covered and name.rsplit(".", 1)[0] not in owners]
 
 
 def theorem_n(c: Construction) -> dict[str, Any] | None:
@@ -108,6 +110,7 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
         "adversarial_search": check.get("adversarial"),
         "bound_holds": check["bound_holds"],
         "bound_method": check["bound_method"],
+        "certified_bound_reason": check.get("certified_bound_reason"),
         "verified_on": check["inputs"],
         "errors_measured_on": check.get("measured_on"),
         **eps_coverage(c),
@@ -160,8 +163,9 @@ def random_network_description(c: Construction) -> dict[str, Any]:
                      "index in the group), so the values for n are a prefix of those for n + 1; float32 on the CPU"}
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.3g}"
+def _fmt(x: float | None) -> str:
+    """Three significant digits; None (a figure not given, e.g. no certified bound) as "none"."""
+    return "none" if x is None else f"{x:.3g}"
 
 
 def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
@@ -180,7 +184,8 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if r.get("adversarial_output_error") is not None:
         adv = r["adversarial_output_error"]
-        ratio = f" (certified / adversarial = {r['certified_bound'] / adv:.3g}x)" if adv > 0 else ""
+        ratio = f" (certified / adversarial = {r['certified_bound'] / adv:.3g}x)" if adv > 0 and r["certified_bound"] \
+            is not None else ""
         rows.append(("adversarial output error (a lower bound on the sup)", _fmt(adv) + ratio))
     if "accuracy" in r:
         rows.append(("accuracy target / pruned", f"{100 * r['accuracy']['target']:.2f}% / {100 * r['accuracy']['pruned']:.2f}%"))
@@ -250,7 +255,11 @@ def report_markdown(r: dict[str, Any]) -> str:
                      f"{_fmt(row['mean_weight_error'])} | {status} | {row['seconds']:.2f} s |")
     lines.extend(_n_lines(r))
     lines.append("")
-    lines.append(f"Certified bound: {r['bound_method']}; it holds on every verified input: {r['bound_holds']}.\n")
+    if r["certified_bound"] is None:
+        lines.append(f"Certified bound: none, {r['bound_method']} (the op is kept as the target's own; no sound "
+                     f"bound is given rather than a wrong one).\n")
+    else:
+        lines.append(f"Certified bound: {r['bound_method']}; it holds on every verified input: {r['bound_holds']}.\n")
     lines.append("![weight errors](weight_errors.png)\n")
     return "\n".join(lines)
 

@@ -206,10 +206,8 @@ class Rebuilt:
 
 def _check_fits(spec: LayerSpec, layer: TargetLayer, i: int) -> None:
     """The spec must describe the target's layer exactly (the target's SHA-256 is checked apart)."""
-    conv = layer.conv or {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1)}
-    want = {"kind": layer.kind, "d_in": layer.in_channels, "groups": layer.groups, "d_out": layer.d_out, "kernel": tuple(layer.kernel),
-            "stride": tuple(conv["stride"]), "padding": tuple(conv["padding"]), "dilation": tuple(conv["dilation"]),
-            "input_nonneg": layer.input_nonneg,
+    want = {"kind": layer.kind, "d_in": layer.in_channels, "groups": layer.groups, "d_out": layer.d_out,
+            "kernel": tuple(layer.kernel), **layer.geometry, "input_nonneg": layer.input_nonneg,
             "has_bias": layer.bias is not None}
     for key, value in want.items():
         if getattr(spec, key) != value:

@@ -115,6 +115,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
         "certified_bound": bound["bound"],
         "interval_bound": bound["interval_bound"],
         "bound_method": bound["method"],
+        "certified_bound_reason": bound.get("reason"),  # why there is none, when there is none
     }
     if adversarial:
         per_input = diff.reshape(len(measured), -1).amax(dim=1)
@@ -125,7 +126,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
         out["witness"] = search.pop("witness")
         out["adversarial"] = search
         worst = max(worst, out["adversarial_output_error"])
-    out["bound_holds"] = bool(worst <= bound["bound"])
+    out["bound_holds"] = None if bound["bound"] is None else bool(worst <= bound["bound"])
     fa, ga = (f32, g32) if f32 is not None else (f, g)  # on every input
     if data is not None and fa.dim() == 2:
         y = data.y

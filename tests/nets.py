@@ -421,3 +421,75 @@ def grouped_cnn(seed: int = 0) -> GroupedCNN:
         net.bn2.running_mean.uniform_(-0.2, 0.2)
         net.bn2.running_var.uniform_(0.5, 1.5)
     return net.eval()
+
+
+class NormNet(nn.Module):
+    """Elementwise affine parameters that cannot be folded: GroupNorm and LayerNorm weight and bias,
+    a BatchNorm after a ReLU (2d and 1d), layer scale (a (C, 1, 1) parameter times the activation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.gn = nn.GroupNorm(2, 4)
+        self.bn = nn.BatchNorm2d(4)
+        self.gamma = nn.Parameter(torch.rand(4, 1, 1) + 0.5)
+        self.fc = nn.Linear(4 * 4 * 4, 5)
+        self.ln = nn.LayerNorm(5)
+        self.bn1 = nn.BatchNorm1d(5)
+
+    def forward(self, x):
+        h = self.bn(torch.relu(self.gn(self.conv(x)))) * self.gamma
+        return self.bn1(torch.relu(self.ln(self.fc(h.flatten(1)))))
+
+
+def norm_net(seed: int = 0) -> NormNet:
+    torch.manual_seed(seed)
+    net = NormNet()
+    for m in net.modules():  # non-trivial statistics and affine parameters
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+class EncoderClassifier(nn.Module):
+    """Tokens (batch, T, 3) -> Linear -> nn.TransformerEncoder (batch_first, GELU) -> mean -> Linear."""
+
+    def __init__(self, d: int = 8, heads: int = 2, depth: int = 1, norm_first: bool = False):
+        super().__init__()
+        self.embed = nn.Linear(3, d)
+        layer = nn.TransformerEncoderLayer(d, heads, 2 * d, dropout=0.1, activation="gelu", batch_first=True,
+                                           norm_first=norm_first)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x)).mean(dim=1))
+
+
+def encoder_classifier(seed: int = 0, **kw) -> EncoderClassifier:
+    torch.manual_seed(seed)
+    return EncoderClassifier(**kw).eval()
+
+
+class AttentionOnly(nn.Module):
+    """nn.MultiheadAttention without normalisation: every op has a bound rule (matmul, softmax)."""
+
+    def __init__(self, d: int = 6, heads: int = 2, mask: bool = False, batch_first: bool = True):
+        super().__init__()
+        self.mask = mask
+        self.register_buffer("causal", torch.ones(4, 4, dtype=torch.bool).triu(1))  # for 4 tokens
+        self.att = nn.MultiheadAttention(d, heads, batch_first=batch_first)
+        self.fc = nn.Linear(d, 2)
+
+    def forward(self, x):
+        h, _ = self.att(x, x, x, attn_mask=self.causal if self.mask else None, need_weights=False)
+        return self.fc(torch.relu(h + x)).mean(dim=1)
+
+
+def attention_only(seed: int = 0, **kw) -> AttentionOnly:
+    torch.manual_seed(seed)
+    return AttentionOnly(**kw).eval()

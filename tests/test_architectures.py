@@ -1,0 +1,208 @@
+"""Elementwise affine parameters as diagonal pairs, attention decomposed into its projections,
+matmul between activations, and a certified bound that is none (with the reason) where an op has
+no rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from models.attention import decompose
+from models.construct import ConstructOptions, construct
+from models.graph import UnsupportedModelError, trace_target
+from models.problems import errors_from_masks
+from models.random_net import generate
+from models.report import build_report, report_markdown, unconstructed
+from models.verify import domain_samples, verify
+
+from .nets import LoneBatchNorm, attention_only, encoder_classifier, norm_net
+
+
+def _construct(make, shape, domain, n, variant="fanout", **kw):
+    options = ConstructOptions.from_kwargs(n=n, progress=False, workers=1, objective="min-error", **kw)
+    return construct(make(), shape, domain, options, variant)
+
+
+def _errors(c, shape, domain, count=128):
+    x = domain_samples(shape, domain, count, 3).double()
+    with torch.no_grad():
+        f = c.target.double()(x)
+        return f, (f - c.pruned(x)).abs()
+
+
+def _check_pairs(c):
+    """Every pair's errors recomputed from its masks are the solver's."""
+    for layer, spec, sol in zip(c.layers, c.specs, c.solutions):
+        we, be = errors_from_masks(layer, spec, generate(spec), sol.masks)
+        assert np.allclose(we, sol.weight_error, atol=1e-12)
+        if be is not None:
+            assert np.allclose(be, sol.bias_error, atol=1e-12)
+
+
+def lone_batch_norm():
+    torch.manual_seed(1)
+    return LoneBatchNorm().eval()
+
+
+@pytest.mark.parametrize("make, shape", [(norm_net, (1, 6, 6)), (lone_batch_norm, (3,))])
+def test_elementwise_affine_parameters_become_diagonal_pairs(make, shape):
+    """GroupNorm/LayerNorm weight and bias, BatchNorm after a nonlinearity and layer scale each get a
+    diagonal pair (one unit group per feature); nothing of the target is used as it is."""
+    c = _construct(make, shape, (-1.0, 1.0), 21)
+    diag = {layer.name: layer for layer in c.layers if layer.groups > 1}
+    expected = {"gn", "bn", "gamma_affine", "ln", "bn1"} if make is norm_net else {"bn"}
+    assert set(diag) == expected
+    for layer in diag.values():
+        assert layer.weight.shape == (layer.d_out, 1) and layer.groups == layer.d_out
+    if make is norm_net:
+        assert diag["gamma_affine"].sources == ["gamma"] and diag["gamma_affine"].bias is None
+        assert diag["ln"].sources == ["ln.weight", "ln.bias"]
+    assert unconstructed(c) == []
+    _check_pairs(c)
+    f, err = _errors(c, shape, (-1.0, 1.0))
+    assert float(err.max()) <= 1e-3 * float(f.abs().max())
+    dense = _construct(make, shape, (-1.0, 1.0), 21, variant="dense")
+    x = domain_samples(shape, (-1.0, 1.0), 16, 4).double()
+    with torch.no_grad():
+        assert torch.allclose(dense.pruned(x), c.pruned(x), atol=1e-12)
+
+
+def test_an_op_without_a_bound_rule_gives_no_bound_and_says_why():
+    c = _construct(norm_net, (1, 6, 6), (-1.0, 1.0), 8)
+    check = verify(c, None, samples=32, adversarial=2)
+    assert check["certified_bound"] is None and check["bound_holds"] is None
+    assert check["certified_bound_reason"].startswith("no bound rule for group_norm")
+    report = build_report(c, check, target_desc={"name": "norms"}, data_spec=None, total_seconds=1.0)
+    assert report["certified_bound"] is None and "group_norm" in report["certified_bound_reason"]
+    assert "Certified bound: none, no bound rule for group_norm" in report_markdown(report)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_encoder_is_constructed_projection_by_projection(norm_first):
+    make = lambda: encoder_classifier(norm_first=norm_first)  # noqa: E731
+    net = make()
+    folded, layers = trace_target(net, input_nonneg=False)
+    names = [layer.name for layer in layers]
+    prefix = "encoder.layers.0."
+    expected = [prefix + f"self_attn.{p}_proj" for p in ("q", "k", "v", "out")] + [prefix + "norm1", prefix + "norm2"]
+    assert set(expected) <= set(names) and len(names) == len(expected) + 4  # + embed, linear1, linear2, head
+    x = torch.randn(5, 4, 3, dtype=torch.float64)
+    with torch.no_grad():  # the decomposed attention is the same function
+        assert torch.allclose(folded(x), net.double()(x), atol=1e-12)
+    c = _construct(make, (4, 3), (-1.0, 1.0), 21)
+    assert unconstructed(c) == []
+    _check_pairs(c)
+    f, err = _errors(c, (4, 3), (-1.0, 1.0))
+    assert float(err.max()) <= 1e-3 * float(f.max() - f.min())
+
+
+def test_decomposed_attention_equals_multihead_attention():
+    torch.manual_seed(0)
+    for kdim in (None, 5):
+        mha = nn.MultiheadAttention(6, 3, batch_first=True, kdim=kdim, vdim=kdim).double().eval()
+        holder = nn.Module()
+        holder.att = mha
+        ref = nn.Module()
+        ref.att = mha
+        q = torch.randn(2, 4, 6, dtype=torch.float64)
+        kv = torch.randn(2, 7, kdim or 6, dtype=torch.float64)
+        with torch.no_grad():
+            want, want_w = mha(q, kv, kv)
+            sources = decompose(holder)
+            got, got_w = holder.att(q, kv, kv)
+        assert torch.allclose(got, want, atol=1e-12) and torch.allclose(got_w, want_w, atol=1e-12)
+        packed = "att.in_proj_weight" if kdim is None else "att.q_proj_weight"
+        assert packed in sources["att.q_proj"] and "att.in_proj_bias" in sources["att.q_proj"]
+
+
+def test_matmul_and_softmax_between_activations_keep_the_bound():
+    c = _construct(attention_only, (4, 6), (-1.0, 1.0), 10)
+    check = verify(c, None, samples=128, adversarial=4)
+    assert check["certified_bound"] is not None and check["bound_holds"]
+    assert check["max_output_error"] <= check["adversarial_output_error"] <= check["certified_bound"]
+
+
+def test_matmul_rule_holds():
+    """For A, B in their intervals and A', B' within delta of them: AB in the interval the rule gives,
+    A'B' within its delta of AB."""
+    from models.bounds import _matmul
+
+    gen = torch.Generator().manual_seed(2)
+
+    def stacked(shape):
+        lo = torch.randn((1, *shape), generator=gen, dtype=torch.float64)
+        hi = lo + torch.rand((1, *shape), generator=gen, dtype=torch.float64)
+        return torch.cat([lo, hi, 0.2 * torch.rand((1, *shape), generator=gen, dtype=torch.float64)])
+
+    A, B = stacked((2, 3, 4)), stacked((2, 4, 5))
+    out = _matmul(A, B)
+    for trial in range(600):
+        vals, pruned = [], []
+        for x in (A, B):
+            t = torch.rand(x[0].shape, generator=gen, dtype=torch.float64)
+            s = 2 * torch.rand(x[0].shape, generator=gen, dtype=torch.float64) - 1
+            if trial % 2:  # vertices: the extremes of a product are at the intervals' ends
+                t, s = t.round(), s.sign()
+            v = x[0] + (x[1] - x[0]) * t
+            vals.append(v)
+            pruned.append(v + x[2] * s)
+        y, y2 = vals[0] @ vals[1], pruned[0] @ pruned[1]
+        assert torch.all(y >= out[0] - 1e-12) and torch.all(y <= out[1] + 1e-12)
+        assert torch.all((y - y2).abs() <= out[2] + 1e-12)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"mask": True}, r"attention masks .* are not supported"),
+    ({"batch_first": False}, r"batch_first=False"),
+])
+def test_attention_it_cannot_keep_apart_is_refused(kw, match):
+    with pytest.raises(UnsupportedModelError, match=match):
+        trace_target(attention_only(**kw), input_nonneg=False)
+
+
+def test_a_parameter_varying_along_two_dimensions_is_refused():
+    class PositionTable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+            self.table = nn.Parameter(torch.randn(4, 3))
+
+        def forward(self, x):
+            return self.fc(x) + self.table
+
+    with pytest.raises(UnsupportedModelError, match=r"parameter 'table' of shape \(4, 3\) is added to"):
+        trace_target(PositionTable(), input_nonneg=False)
+
+
+def test_grouped_linear_is_the_block_diagonal_linear():
+    from models.graph import grouped_linear
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 3, generator=gen, dtype=torch.float64)  # 2 groups: 3 inputs -> 3 outputs each
+    b = torch.randn(6, generator=gen, dtype=torch.float64)
+    dense = torch.zeros(6, 6, dtype=torch.float64)
+    dense[:3, :3], dense[3:, 3:] = w[:3], w[3:]
+    x = torch.randn(4, 5, 6, generator=gen, dtype=torch.float64)
+    assert torch.allclose(grouped_linear(x, w, b, 2), torch.nn.functional.linear(x, dense, b), atol=1e-12)
+
+
+def test_transformer_from_the_cli_solves_and_its_ticket_rebuilds(tmp_path, capsys):
+    """`lottery solve` on a saved state_dict with a factory arch, then `lottery verify`: the rebuilt
+    pruned network's outputs are bit-exact and the report says why there is no bound."""
+    import json
+
+    from models.cli import main
+
+    path = tmp_path / "enc.pt"
+    torch.save(encoder_classifier().state_dict(), path)
+    out = tmp_path / "run"
+    assert main(["solve", str(path), "--arch", "module:tests.nets:encoder_classifier", "--input-shape", "4,3",
+                 "--input-domain", "signed", "--data", "none", "--n", "12", "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["unconstructed_params"] == 0 and report["certified_bound"] is None
+    assert "layer_norm" in report["certified_bound_reason"]
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 0
+    assert "bit-exact: True" in capsys.readouterr().out
