@@ -64,9 +64,12 @@ class NoBoundRule(Exception):
 #: sum entries of each part alike, or are monotone with delta' <= delta (ReLU, max pooling)
 _AS_IS = {"relu", "add", "flatten", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
           "dropout", "getitem", "cat", "mean", "permute", "transpose", "movedim", "view", "reshape", "size",
-          "contiguous"}
+          "contiguous", "chunk", "split", "unflatten", "dim"}
 _AS_IS_MODULES = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten,
                   nn.Dropout, nn.Identity)
+#: functions of shapes (``x.shape``, comparisons and asserts on it): the stacked tensor's batch of 3
+#: keeps lo, hi and delta apart through any reshape that uses it, as ``x.size(0)`` does
+_ON_SHAPES = (getattr, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, torch._assert)
 _NO_RULE = {"layer_norm": "layer_norm (its Lipschitz constant is unbounded as the variance goes to 0)",
             "group_norm": "group_norm (its Lipschitz constant is unbounded as the variance goes to 0)"}
 
@@ -86,7 +89,7 @@ class _BoundInterpreter(fx.Interpreter):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             if any(isinstance(a, torch.Tensor) for a in args):
                 return _arithmetic(kind, args, kwargs)
-        if n.op in ("call_function", "call_method") and kind not in _AS_IS and \
+        if n.op in ("call_function", "call_method") and kind not in _AS_IS and n.target not in _ON_SHAPES and \
                 elementwise(n, self._modules_by_name) is None and softmax_dim(n, self._modules_by_name) is None:
             args, _ = self.fetch_args_kwargs_from_env(n)
             if any(isinstance(a, torch.Tensor) for a in args):

@@ -74,14 +74,19 @@ PASS_FUNCTIONS = {
     torch.sub: "sub", operator.mul: "mul", torch.mul: "mul", operator.truediv: "div", torch.div: "div",
     operator.neg: "neg", torch.mean: "mean", torch.permute: "permute", torch.transpose: "transpose",
     torch.movedim: "movedim", torch.matmul: "matmul", operator.matmul: "matmul",
-    F.layer_norm: "layer_norm", F.group_norm: "group_norm",
+    F.layer_norm: "layer_norm", F.group_norm: "group_norm", operator.iadd: "add", torch.chunk: "chunk",
+    torch.split: "split", torch.unflatten: "unflatten",
 }
 PASS_METHODS = {"relu", "flatten", "view", "reshape", "size", "add", "contiguous", "sub", "mul", "div", "mean",
-                "permute", "transpose", "movedim", "matmul"}
+                "permute", "transpose", "movedim", "matmul", "chunk", "split", "unflatten", "dim"}
+TUPLE_KINDS = {"chunk", "split"}  # ops whose value is a tuple of tensors, read by getitem
+#: functions that are the identity in eval mode, found by qualified name (torchvision is not a
+#: dependency): (module, name, position of the ``training`` argument)
+EVAL_IDENTITIES = {("torchvision.ops.stochastic_depth", "stochastic_depth"): 3}
 SHAPE_ONLY = {"flatten", "view", "reshape", "contiguous", "dropout"}
 #: functions on shape values (x.size(0) * 2, s[1], ...), never on activations
 SHAPE_ARITHMETIC = (operator.getitem, operator.mul, operator.add, operator.sub, operator.floordiv, operator.truediv,
-                    getattr)
+                    getattr, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, torch._assert)
 
 
 def _sign(kind: str, node: fx.Node, arg_nonneg) -> bool:
@@ -103,16 +108,47 @@ def _sign(kind: str, node: fx.Node, arg_nonneg) -> bool:
     return arg_nonneg(args[0])
 
 
+def _kind(node: fx.Node) -> str | None:
+    """The pass-through kind of a function or method call (None for other nodes)."""
+    if node.op == "call_function":
+        return PASS_FUNCTIONS.get(node.target)
+    return node.target if node.op == "call_method" else None
+
+
+def _drop_eval_identities(gm: fx.GraphModule) -> None:
+    """Remove calls that are the identity in eval mode (:data:`EVAL_IDENTITIES`, called with training=False)."""
+    for node in list(gm.graph.nodes):
+        key = (getattr(node.target, "__module__", None), getattr(node.target, "__name__", None))
+        if node.op == "call_function" and key in EVAL_IDENTITIES:
+            i = EVAL_IDENTITIES[key]
+            training = node.args[i] if len(node.args) > i else node.kwargs.get("training", True)
+            if training is False:
+                node.replace_all_uses_with(node.args[0])
+                gm.graph.erase_node(node)
+    gm.recompile()
+
+
 def _batch_kept(node: fx.Node, kind: str) -> str | None:
     """Why an op would mix the batch dimension (dim 0) into others, or None: slicing must keep
     ``[:, ...]``, cat/mean/transpose must not name dim 0, permute must keep 0 first."""
     args = list(node.args) + list(node.kwargs.values())
     if kind == "getitem":
         index = node.args[1]
+        src = node.args[0]
+        if isinstance(src, fx.Node) and _kind(src) in TUPLE_KINDS and isinstance(index, int):
+            return None  # one part of a chunk/split
         first = index[0] if isinstance(index, tuple) and index else index
         inner = index if isinstance(index, tuple) else (index,)
         if first != slice(None) or any(isinstance(i, fx.Node) for i in inner):
             return f"indexing must keep the batch dimension whole and use constant indices (x[:, ...]); got {index!r}"
+    if kind == "flatten" and node.op != "call_module":
+        start = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
+        if start == 0:
+            return "flatten from dim 0 would merge the batch dimension; flatten from dim 1 (torch.flatten(x, 1))"
+    if kind in TUPLE_KINDS:
+        dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
+        if dim == 0 or isinstance(dim, fx.Node):
+            return f"{kind} along dim {dim!r} would split the batch dimension (dim 0); use dims >= 1"
     if kind in ("cat", "mean"):
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
         dims = dim if isinstance(dim, (tuple, list)) else (dim,)
@@ -280,13 +316,16 @@ def _free_name(gm: fx.GraphModule, base: str, called: set[str]) -> str:
     return name
 
 
-def _affine_to_pairs(gm: fx.GraphModule, sources: dict[str, list[str]]) -> None:
+def _affine_to_pairs(gm: fx.GraphModule, sources: dict[str, list[str]], original: nn.Module) -> None:
     """Rewrite the elementwise affine parameters of the graph as diagonal layers (:class:`GroupedLinear`)
     so each gets a pair: F.layer_norm / F.group_norm with weight or bias become the parameter-free
     normalisation then ``x * weight + bias`` per feature; a BatchNorm that does not directly follow a
     Linear/Conv2d (so cannot be folded) becomes its per-channel affine map; a tensor multiplied or
     added by a parameter with one non-broadcast dimension (layer scale, a learned per-channel shift)
-    becomes a diagonal layer too. ``sources`` gets, per new layer, the target parameters it replaces."""
+    becomes a diagonal layer too, and so does a learned token (a parameter expanded over the batch and
+    concatenated: class tokens), with weight 0 on zeros and the token as its bias. ``sources`` gets, per new layer, the target parameters it replaces.
+    A normalisation module traced into (in ``original``, the module traced) gives its name to its
+    diagonal layer; other parameters give theirs + "_affine"."""
     graph = gm.graph
     modules = dict(gm.named_modules())
     called = {n.target for n in graph.nodes if n.op == "call_module"}
@@ -311,7 +350,9 @@ def _affine_to_pairs(gm: fx.GraphModule, sources: dict[str, list[str]]) -> None:
             eps = arg(node, 4, "eps", 1e-5)
             with graph.inserting_before(node):
                 plain = graph.call_function(node.target, (x, size, None, None, eps))
-            name = _free_name(gm, params[0].target.rsplit(".", 1)[0], called)
+            owner = params[0].target.rsplit(".", 1)[0] if "." in params[0].target else ""
+            own = dict(original.named_modules()).get(owner) if owner else None
+            name = _free_name(gm, owner if isinstance(own, TRACED_THROUGH) else params[0].target + "_affine", called)
             out = _diag_node(gm, plain, plain, name, weight, bias, dim=-1 if node.target is F.layer_norm else 1)
             sources[name] = [p.target for p in params]
         elif node.op == "call_module" and isinstance(modules.get(node.target), BN_MODULES):
@@ -338,23 +379,61 @@ def _affine_to_pairs(gm: fx.GraphModule, sources: dict[str, list[str]]) -> None:
             if value is None:
                 continue
             big = [i for i, s in enumerate(value.shape) if s != 1]
-            if len(big) != 1:
-                raise UnsupportedModelError(
-                    f"parameter {params[0].target!r} of shape {tuple(value.shape)} {'multiplies' if 'mul' in str(node.target) else 'is added to'} "
-                    f"an activation; a parameter entering elementwise must vary along one dimension only (a per-channel "
-                    f"scale or shift) to become a diagonal pair ({_where(node)})")
-            dim = big[0] - value.dim()
-            vec = value.reshape(-1)
             scale = "mul" in getattr(node.target, "__name__", str(node.target))
+            # a (1, T, D) position table: the last dimensions, and a leading 1 that broadcasts over the batch
+            trailing = bool(big) and big[0] >= 1 and big == list(range(big[0], value.dim()))
+            if len(big) != 1 and not trailing:
+                raise UnsupportedModelError(
+                    f"parameter {params[0].target!r} of shape {tuple(value.shape)} {'multiplies' if scale else 'is added to'} "
+                    f"an activation; a parameter entering elementwise must vary along one dimension (a per-channel "
+                    f"scale or shift) or along the last dimensions after a leading 1 (a (1, T, D) position table) to "
+                    f"become a diagonal pair "
+                    f"({_where(node)})")
+            vec = value.reshape(-1)
             weight, bias = (vec, None) if scale else (torch.ones_like(vec), vec)
-            name = _free_name(gm, params[0].target.rsplit(".", 1)[0] if "." in params[0].target else params[0].target,
-                              called)
-            out = _diag_node(gm, node, others[0], name, weight, bias, dim=dim)
+            name = _free_name(gm, params[0].target + "_affine", called)
+            if len(big) == 1:
+                out = _diag_node(gm, node, others[0], name, weight, bias, dim=big[0] - value.dim())
+            else:  # flatten the table's dimensions into one feature dimension and back
+                core = tuple(value.shape[big[0]:])
+                with graph.inserting_after(node):
+                    flat = graph.call_function(torch.flatten, (others[0], -len(core)))
+                diag = _diag_node(gm, flat, flat, name, weight, bias)
+                with graph.inserting_after(diag):
+                    out = graph.call_function(torch.unflatten, (diag, -1, core))
             sources[name] = [params[0].target]
         else:
             continue
         node.replace_all_uses_with(out)
         graph.erase_node(node)
+    for node in list(graph.nodes):  # learned tokens: a parameter broadcast over the batch and concatenated
+        if node.op != "get_attr" or len(node.users) != 1:
+            continue
+        expand = next(iter(node.users))
+        cat = next(iter(expand.users)) if len(expand.users) == 1 else None
+        if not (expand.op == "call_method" and expand.target == "expand" and cat is not None
+                and cat.op == "call_function" and cat.target is torch.cat):
+            continue
+        dim = cat.kwargs.get("dim", cat.args[1] if len(cat.args) > 1 else 0)
+        others = [t for t in cat.args[0] if t is not expand]
+        value = gm.get_parameter(node.target).detach().double() if node.target in dict(gm.named_parameters()) else None
+        if value is None or not others or not isinstance(dim, int) or dim < 1 or value.shape[0] != 1:
+            continue
+        # the token is what a diagonal pair with weight 0 and bias p computes on any input shaped like
+        # it (a slice of another part of the cat): constant units, as for any bias
+        index = (slice(None),) * dim + (slice(0, value.shape[dim]),)
+        with graph.inserting_before(expand):
+            part = graph.call_function(operator.getitem, (others[0], index))
+        name = _free_name(gm, node.target + "_affine", called)
+        core = tuple(value.shape[1:])
+        with graph.inserting_after(part):
+            flat = graph.call_function(torch.flatten, (part, 1))
+        diag = _diag_node(gm, flat, flat, name, torch.zeros(value.numel(), dtype=torch.float64), value.reshape(-1))
+        with graph.inserting_after(diag):
+            out = graph.call_function(torch.unflatten, (diag, 1, core))
+        sources[name] = [node.target]
+        expand.replace_all_uses_with(out)
+        graph.erase_node(expand)
     for node in list(graph.nodes):
         if node.op == "get_attr" and not node.users:
             graph.erase_node(node)
@@ -384,7 +463,8 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
         ) from exc
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    _affine_to_pairs(gm, sources)
+    _drop_eval_identities(gm)
+    _affine_to_pairs(gm, sources, module)
     modules = dict(gm.named_modules())
     nonneg: dict[fx.Node, bool] = {}
     layers: list[TargetLayer] = []
@@ -453,8 +533,9 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
                     f"Hardsigmoid, Tanh, Hardtanh, ELU, Softplus, SiLU, GELU, Hardswish, Mish, Softmax, "
                     f"(adaptive) max and average pooling, Flatten, Dropout, Identity, additions"
                 )
-        elif node.op == "call_function" and node.target in SHAPE_ARITHMETIC and \
-                not any(tensor.get(a, False) for a in node.all_input_nodes):
+        elif node.op == "call_function" and ((node.target in SHAPE_ARITHMETIC and not any(
+                tensor.get(a, False) for a in node.all_input_nodes)) or (node.target is getattr and node.args[1] in (
+                "shape", "dtype", "device", "ndim"))):
             tensor[node] = False  # shape arithmetic (x.size(0) * 2, ...): no tensor involved
             continue
         elif node.op == "call_function":
@@ -472,7 +553,7 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
             if why:
                 raise UnsupportedModelError(f".{node.target}(): {why} ({_where(node)})")
             nonneg[node] = _sign(node.target, node, arg_nonneg)
-            if node.target == "size":
+            if node.target in ("size", "dim"):
                 tensor[node] = False
         elif node.op == "get_attr":
             raise UnsupportedModelError(

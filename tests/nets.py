@@ -493,3 +493,80 @@ class AttentionOnly(nn.Module):
 def attention_only(seed: int = 0, **kw) -> AttentionOnly:
     torch.manual_seed(seed)
     return AttentionOnly(**kw).eval()
+
+
+class TinyViT(nn.Module):
+    """A vision transformer as torchvision writes one: patch convolution, a learned class token
+    concatenated, a (1, T, D) position table added, pre-norm encoder block, the class token's output."""
+
+    def __init__(self, d: int = 8, patch: int = 4, image: int = 8):
+        super().__init__()
+        self.d = d
+        self.conv_proj = nn.Conv2d(1, d, patch, stride=patch)
+        tokens = (image // patch) ** 2 + 1
+        self.class_token = nn.Parameter(torch.randn(1, 1, d))
+        self.pos_embedding = nn.Parameter(0.1 * torch.randn(1, tokens, d))
+        self.ln_1 = nn.LayerNorm(d)
+        self.attention = nn.MultiheadAttention(d, 2, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        torch._assert(h == w, "square images")
+        x = self.conv_proj(x).reshape(n, self.d, -1).permute(0, 2, 1)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + self.pos_embedding
+        y = self.ln_1(x)
+        y, _ = self.attention(y, y, y, need_weights=False)
+        x = x + y
+        x = x + self.mlp(x)
+        return self.head(x[:, 0])
+
+
+def tiny_vit(seed: int = 0) -> TinyViT:
+    torch.manual_seed(seed)
+    return TinyViT().eval()
+
+
+def _eval_identity(x, p, training=True):
+    """Stands for torchvision's stochastic_depth in tests (the identity when training is False;
+    wrapped, so torch.fx records the call as torchvision's is)."""
+    return x if not training else x * 0
+
+
+torch.fx.wrap("_eval_identity")
+
+
+class ShuffleBlock(nn.Module):
+    """ShuffleNet's pieces: chunk along channels, channel shuffle by view/transpose, in-place add."""
+
+    def __init__(self, training: bool = False):
+        super().__init__()
+        self.training_arg = training
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.branch = nn.Conv2d(2, 2, 1)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        a, b = h.chunk(2, dim=1)
+        h = torch.cat([a, torch.relu(self.branch(b))], dim=1)
+        n, c, hh, ww = h.size()
+        h = torch.transpose(h.view(n, 2, c // 2, hh, ww), 1, 2).contiguous().view(n, -1, hh, ww)
+        h += _eval_identity(h, 0.1, self.training_arg)
+        return self.fc(torch.flatten(h, 1))
+
+
+def shuffle_block(seed: int = 0, training: bool = False) -> ShuffleBlock:
+    torch.manual_seed(seed)
+    return ShuffleBlock(training).eval()
+
+
+class FlattenAll(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return torch.flatten(self.fc(x))

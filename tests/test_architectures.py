@@ -206,3 +206,43 @@ def test_transformer_from_the_cli_solves_and_its_ticket_rebuilds(tmp_path, capsy
     capsys.readouterr()
     assert main(["verify", str(out)]) == 0
     assert "bit-exact: True" in capsys.readouterr().out
+
+
+def test_vision_transformer_tokens_and_position_table_are_constructed():
+    """A class token (expanded and concatenated) and a (1, T, D) position table get pairs like the
+    rest: nothing of the target used as it is, output within 1e-3 of its range at n = 21."""
+    from .nets import tiny_vit
+
+    c = _construct(tiny_vit, (1, 8, 8), (0.0, 1.0), 21)
+    names = {layer.name: layer for layer in c.layers}
+    token, table = names["class_token_affine"], names["pos_embedding_affine"]
+    assert token.sources == ["class_token"] and table.sources == ["pos_embedding"]
+    assert torch.equal(token.weight, torch.zeros_like(token.weight)) and token.d_out == 8
+    assert table.d_out == 5 * 8 and torch.equal(table.weight, torch.ones_like(table.weight))
+    assert unconstructed(c) == []
+    _check_pairs(c)
+    f, err = _errors(c, (1, 8, 8), (0.0, 1.0))
+    assert float(err.max()) <= 1e-3 * float(f.max() - f.min())
+
+
+def test_chunk_channel_shuffle_in_place_add_and_eval_identities(monkeypatch):
+    import models.graph as graph
+
+    from .nets import _eval_identity, shuffle_block
+
+    with pytest.raises(UnsupportedModelError, match="unsupported function _eval_identity"):
+        trace_target(shuffle_block(), input_nonneg=True)
+    monkeypatch.setitem(graph.EVAL_IDENTITIES, (_eval_identity.__module__, "_eval_identity"), 2)
+    with pytest.raises(UnsupportedModelError, match="unsupported function _eval_identity"):  # training=True
+        trace_target(shuffle_block(training=True), input_nonneg=True)
+    c = _construct(shuffle_block, (2, 6, 6), (0.0, 1.0), 8)
+    check = verify(c, None, samples=64, adversarial=2)
+    assert check["bound_holds"] and check["max_output_error"] <= check["certified_bound"]
+    _check_pairs(c)
+
+
+def test_flatten_of_the_batch_dimension_is_refused():
+    from .nets import FlattenAll
+
+    with pytest.raises(UnsupportedModelError, match="flatten from dim 0 would merge the batch dimension"):
+        trace_target(FlattenAll(), input_nonneg=False)
