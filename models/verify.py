@@ -6,7 +6,11 @@ never be below an observed error (``bound_holds``; a failure is a bug). On data 
 :data:`FLOAT64_INPUTS` inputs, accuracy and agreement are measured on every input in float32 and
 the errors in float64 on the half of that many with the largest float32 errors plus as many at
 random (seeded), so that float64 convolutions (a slow path on CPU) never run over a whole test
-set; the report says so. The mean error is the float64 mean over the random part.
+set; the report says so. The mean error is the float64 mean over the random part. Large networks
+are planned by time: one float64 forward is timed, and when the inputs would take more than
+:data:`FLOAT64_SECONDS` in float64 the same float32-everywhere, float64-on-a-subset rule applies
+with as many float64 inputs as fit (at least :data:`MIN_FLOAT64_INPUTS`); the adversarial search
+gets :data:`ADVERSARIAL_SECONDS` (fewer steps, then fewer starts; its settings are reported).
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from .random_net import generate
 CHECK_INPUTS = 32
 #: data with more inputs has its errors measured in float64 on this many of them (see the docstring)
 FLOAT64_INPUTS = 512
+#: time planned for the float64 forwards, the fewest float64 inputs, and the adversarial search's time
+FLOAT64_SECONDS = 60.0
+MIN_FLOAT64_INPUTS = 8
+ADVERSARIAL_SECONDS = 60.0
 
 
 def _batched(model: nn.Module, x: torch.Tensor, batch: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -39,17 +47,29 @@ def _batched(model: nn.Module, x: torch.Tensor, batch: int, dtype: torch.dtype =
         return torch.cat([model(x[i:i + batch].to(dtype)) for i in range(0, len(x), batch)])
 
 
-def _float64_subset(f32: torch.Tensor, g32: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs measured in float64, the random ones among them): the FLOAT64_INPUTS / 2 with the
+def _float64_seconds(c: Construction, target64: nn.Module, x: torch.Tensor) -> float:
+    """Seconds of one float64 forward of the target and the pruned network (second of two calls)."""
+    with torch.no_grad():
+        for _ in range(2):
+            start = time.perf_counter()
+            target64(x[:1].double())
+            c.pruned(x[:1].double())
+            seconds = time.perf_counter() - start
+    return seconds
+
+
+def _float64_subset(f32: torch.Tensor, g32: torch.Tensor, seed: int, count: int = FLOAT64_INPUTS
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs measured in float64, the random ones among them): the ``count`` / 2 with the
     largest float32 errors and as many others drawn at random."""
     n = len(f32)
     err32 = (f32 - g32).abs().reshape(n, -1).amax(dim=1)
-    top = err32.argsort(descending=True)[: FLOAT64_INPUTS // 2]
+    top = err32.argsort(descending=True)[: count // 2]
     rest = torch.ones(n, dtype=torch.bool)
     rest[top] = False
     others = torch.nonzero(rest).flatten()
     gen = torch.Generator().manual_seed(seed)
-    random = others[torch.randperm(len(others), generator=gen)[: FLOAT64_INPUTS - len(top)]]
+    random = others[torch.randperm(len(others), generator=gen)[: count - len(top)]]
     return torch.cat([top, random]), random
 
 
@@ -83,10 +103,13 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     f32 = g32 = None
     measured = x
     mean_rows = slice(None)
-    if data is not None and len(x) > FLOAT64_INPUTS:
+    seconds64 = _float64_seconds(c, target64, x)
+    count = FLOAT64_INPUTS if data is not None else len(x)
+    count = min(count, max(MIN_FLOAT64_INPUTS, int(FLOAT64_SECONDS / max(seconds64, 1e-9))))
+    if len(x) > count:
         target32 = copy.deepcopy(c.target).float().eval()
         f32, g32 = _batched(target32, x, batch, torch.float32), _batched(c.pruned, x, batch, torch.float32)
-        rows, random = _float64_subset(f32, g32, c.options.seed)
+        rows, random = _float64_subset(f32, g32, c.options.seed, count)
         measured = x[rows]
         mean_rows = slice(len(rows) - len(random), None)
     # the pruned layers cast weight * mask to the input's dtype (exact), so float64 inputs are
@@ -102,7 +125,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     worst = float(diff.max())
     measured_on = None
     if f32 is not None:
-        measured_on = (f"errors in float64 on {len(measured)} of its {len(x)} inputs ({FLOAT64_INPUTS // 2} with the "
+        measured_on = (f"errors in float64 on {len(measured)} of its {len(x)} inputs ({count // 2} with the "
                        f"largest float32 errors, the others at random; the mean over the random ones), accuracy and "
                        f"agreement on all in float32")
     out: dict[str, Any] = {
@@ -120,7 +143,13 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     if adversarial:
         per_input = diff.reshape(len(measured), -1).amax(dim=1)
         top = measured[per_input.argsort(descending=True)[: adversarial // 2]]
-        search = adversarial_search(c, target64, top, restarts=adversarial, seed=c.options.seed,
+        # a step is a forward and a backward (about 3 forwards) per start: fewer steps, then fewer starts
+        steps, restarts = 50, adversarial
+        affordable = ADVERSARIAL_SECONDS / (3 * max(seconds64, 1e-9))
+        if restarts * (steps + 1) > affordable:
+            steps = max(5, int(affordable / restarts) - 1)
+            restarts = max(2, min(restarts, int(affordable / (steps + 1))))
+        search = adversarial_search(c, target64, top, restarts=restarts, steps=steps, seed=c.options.seed,
                                     batch=max(1, batch // 3))  # backpropagation keeps the activations
         out["adversarial_output_error"] = search.pop("adversarial_output_error")
         out["witness"] = search.pop("witness")

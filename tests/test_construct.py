@@ -575,3 +575,21 @@ def test_unconstructed_params_are_counted_and_named():
     report = build_report(c, verify(c, None, samples=8, adversarial=0), target_desc={"name": "t"}, data_spec=None,
                           total_seconds=1.0)
     assert report["unconstructed_params"] == 1 and report["unconstructed_param_names"] == ["spare"]
+
+
+def test_float64_inputs_and_adversarial_search_are_planned_by_time(monkeypatch):
+    """When float64 forwards over every sample would exceed the time planned for them, the errors are
+    measured in float64 on a subset (said in the check) and the adversarial search is shortened."""
+    import models.verify as verify_module
+
+    c = _construct(tiny_cnn, (2, 8, 8), (0.0, 1.0), 4)
+    full = verify(c, None, samples=200, adversarial=4)
+    assert full["float64_inputs"] == 202 and full["measured_on"] is None
+    monkeypatch.setattr(verify_module, "FLOAT64_SECONDS", 0.0)
+    monkeypatch.setattr(verify_module, "ADVERSARIAL_SECONDS", 0.0)
+    check = verify(c, None, samples=200, adversarial=4)
+    assert check["count"] == 202 and check["float64_inputs"] == verify_module.MIN_FLOAT64_INPUTS
+    assert check["measured_on"].startswith(f"errors in float64 on {verify_module.MIN_FLOAT64_INPUTS} of its 202")
+    assert check["adversarial"]["steps"] == 5 and check["adversarial"]["starts"] >= 2
+    assert check["max_output_error"] <= full["max_output_error"] and check["bound_holds"]
+    assert check["agreement"] == full["agreement"]  # on every input, in float32 here
