@@ -157,6 +157,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
         worst = max(worst, out["adversarial_output_error"])
     out["bound_holds"] = None if bound["bound"] is None else bool(worst <= bound["bound"])
     fa, ga = (f32, g32) if f32 is not None else (f, g)  # on every input
+    out["output_range_observed"] = [float(fa.min()), float(fa.max())]
     if data is not None and fa.dim() == 2:
         y = data.y
         out["accuracy"] = {"target": float((fa.argmax(1) == y).double().mean()),

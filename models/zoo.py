@@ -42,3 +42,18 @@ class LeNet5(nn.Module):
         x = torch.relu(self.fc1(x))
         x = torch.relu(self.fc2(x))
         return self.fc3(x)
+
+
+class TransformerClassifier(nn.Module):
+    """An ``nn.TransformerEncoder`` classifier: tokens (batch, T, in_features) -> Linear to d ->
+    ``depth`` encoder layers (batch_first, GELU, post-norm) -> mean over tokens -> Linear to classes."""
+
+    def __init__(self, in_features: int = 32, d: int = 64, heads: int = 4, depth: int = 2, classes: int = 10):
+        super().__init__()
+        self.embed = nn.Linear(in_features, d)
+        layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.1, activation="gelu", batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(x)).mean(dim=1))

@@ -101,3 +101,26 @@ def test_bench_coldstart_small(tmp_path):
     goal_rows = [r for r in rows if r["cache"] == "compiled before" and r["objective"] == "min-size"]
     assert payload["goal_met"] == (goal_rows[0]["total"] <= payload["goal_seconds"])
     assert "| objective | numba cache |" in (out / "coldstart.md").read_text()
+
+
+def test_bench_zoo_builds_or_refuses_each_model_and_plots_its_table(tmp_path, capsys):
+    """Without torchvision: the transformer encoder is built (a row with its figures, in its own
+    process), an unknown model is an error, a model whose package is missing is 'not run' with the
+    reason; the plot's points are the table's figures."""
+    import importlib.util
+
+    out = tmp_path / "zoo"
+    assert main(["bench", "zoo", "--models", "resnet9000", "--out", str(out)]) == 2
+    assert "unknown zoo model" in capsys.readouterr().err
+    assert main(["bench", "zoo", "--models", "transformer_encoder,hf_bert_tiny", "--n", "6", "--samples", "16",
+                 "--workers", "1", "--out", str(out)]) == 0
+    payload = json.loads((out / "zoo.json").read_text())
+    enc, bert = payload["rows"]
+    assert enc["status"] == "ok" and enc["input_shape"] == [16, 32] and enc["unconstructed_params"] == 0
+    assert enc["target_params"] == 102_730 and enc["certified_bound"] is None and "layer_norm" in enc["bound_reason"]
+    assert 0 < enc["relative_output_error"] < 1 and enc["peak_rss_mb"] > 0
+    if importlib.util.find_spec("transformers") is None:
+        assert bert["status"] == "not run" and "transformers" in bert["reason"]
+    assert payload["plot"]["0: max output error / output range"]["y"] == [enc["relative_output_error"]]
+    assert payload["plot"]["1: seconds end to end"] == {"x": [enc["target_params"]], "y": [enc["seconds"]]}
+    assert (out / "zoo.png").stat().st_size > 0 and "| transformer_encoder | 16x32 | 6 |" in (out / "zoo.md").read_text()
