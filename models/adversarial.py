@@ -4,7 +4,9 @@ The certified bound is an upper bound on sup_x max_j |f(x)_j - g(x)_j| over the 
 evaluated gives a lower bound. This module looks for a large one by projected gradient ascent
 (signed gradient steps, projection onto the box, the step halved every fifth of the run) in
 float64, from seeded starts: the verified inputs with the largest errors, the box's corners and
-uniform random points. The best value found is ``adversarial_output_error``, a proven lower
+uniform random points (for token inputs, which have no gradient, a hill climb: each step changes
+one random position of every start to a random id of the range and keeps it where the error
+grew). The best value found is ``adversarial_output_error``, a proven lower
 bound on the true sup (its witness input is returned), so certified / adversarial says how loose
 the certificate can be at most.
 """
@@ -31,6 +33,8 @@ def adversarial_search(c: Construction, target64: torch.nn.Module | None = None,
     """Largest |f(x) - g(x)| found in the box; ``target64``: the target in float64 if the caller
     has one (else a copy is made); ``seeds``: inputs to start from (e.g. the verified inputs with
     the largest errors). Returns the error, its witness input (1, *input_shape) and the settings."""
+    if c.tokens:
+        return _token_search(c, target64, seeds, restarts, steps, seed)
     start = time.perf_counter()
     lo, hi = c.domain
     shape = c.input_shape
@@ -73,3 +77,29 @@ def adversarial_search(c: Construction, target64: torch.nn.Module | None = None,
             p.requires_grad_(flag)
     return {"adversarial_output_error": best_err, "witness": best_x, "starts": len(x0), "steps": steps,
             "seed": seed, "seconds": time.perf_counter() - start}
+
+
+def _token_search(c: Construction, target64, seeds, restarts: int, steps: int, seed: int) -> dict[str, Any]:
+    """The token-id version of :func:`adversarial_search`: a seeded hill climb over single-position changes."""
+    start = time.perf_counter()
+    lo, hi = int(c.domain[0]), int(c.domain[1])
+    gen = torch.Generator().manual_seed(seed)
+    starts = [] if seeds is None else [seeds[: max(restarts // 2, 1)]]
+    rand = max(restarts - sum(len(s) for s in starts), 0)
+    starts.append(torch.randint(lo, hi + 1, (rand, *c.input_shape), generator=gen))
+    x = torch.cat(starts).long()
+    if target64 is None:
+        target64 = copy.deepcopy(c.target).double().eval()
+    with torch.no_grad():
+        err = _errors(target64, c.pruned, x)
+        for _ in range(steps):
+            flat = x.reshape(len(x), -1).clone()
+            where = torch.randint(0, flat.shape[1], (len(x),), generator=gen)
+            flat[torch.arange(len(x)), where] = torch.randint(lo, hi + 1, (len(x),), generator=gen)
+            candidate = flat.reshape(x.shape)
+            new = _errors(target64, c.pruned, candidate)
+            better = new > err
+            x[better], err[better] = candidate[better], new[better]
+    j = int(err.argmax())
+    return {"adversarial_output_error": float(err[j]), "witness": x[j:j + 1].clone(), "starts": len(x), "steps": steps,
+            "seed": seed, "method": "hill climb over token ids", "seconds": time.perf_counter() - start}

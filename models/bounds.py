@@ -39,7 +39,19 @@ class _BoundLayer(nn.Module):
         self.register_buffer("eb", torch.as_tensor(eb, dtype=torch.float64))
 
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        if self.layer.kind == "embedding":
+            return torch.cat(embedding_interval(self.layer, self.E, stacked[0:1], stacked[1:2]))
         return torch.cat(affine_interval(self.layer, self.E, self.eb, stacked[0:1], stacked[1:2], stacked[2:3]))
+
+
+def embedding_interval(layer: TargetLayer, E: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
+    """An embedding over the token ids in [lo, hi] (exact ids: no input error): each output feature lies
+    between the smallest and largest of its row over those tokens, and is off by at most the largest
+    of their weight errors (the pair computes the token's column of kept sums)."""
+    first, last = int(lo.min()), int(hi.max())
+    W, Er = layer.weight[:, first:last + 1], E[:, first:last + 1]
+    shape = (1, *lo.shape[1:], layer.d_out)
+    return (W.amin(dim=1).expand(shape), W.amax(dim=1).expand(shape), Er.amax(dim=1).expand(shape))
 
 
 def affine_interval(layer: TargetLayer, E: torch.Tensor, eb: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,

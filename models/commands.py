@@ -127,10 +127,12 @@ def _numbers(kind: type, count: int | None = None):
     return parse
 
 
-def _domain(text: str) -> tuple[float, float]:
+def _domain(text: str) -> tuple[float, float] | str:
     named = {"nonneg": (0.0, 1.0), "signed": (-1.0, 1.0)}
     if text in named:
         return named[text]
+    if text == "tokens":
+        return text  # every id of the target's Embedding: resolved once the target is loaded
     lo, hi = _numbers(float, 2)(text)
     if lo > hi:
         raise argparse.ArgumentTypeError(f"LO,HI needs LO <= HI; got {text!r}")
@@ -151,7 +153,8 @@ def add_solve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalize", type=_numbers(float, 2), help="MEAN,STD applied to MNIST pixels after scaling to [0,1]")
     p.add_argument("--input-domain", type=_domain,
                    help="nonneg (= [0,1]) | signed (= [-1,1]) | LO,HI: the box the certified "
-                        "bound covers (default: the data's range, else nonneg)")
+                        "bound covers (default: the data's range, else nonneg) | tokens: the input is token ids, "
+                        "every id of the target's Embedding (LO,HI: a range of ids)")
     p.add_argument("--input-shape", type=_numbers(int),
                    help="C,H,W or D: input shape without the batch dimension (default: from the "
                         "data, 1,28,28 for lenet5, the first weight's width for mlp)")

@@ -148,6 +148,11 @@ class Construction:
     memory: dict[str, float] = field(default_factory=dict)  # peak resident memory (MB) after the solve phase
     plan: MemoryPlan | None = None  # the memory plan (verification batch size)
 
+    @property
+    def tokens(self) -> bool:
+        """Whether the input is token ids (an Embedding reads it): the domain is a range of ids."""
+        return any(layer.kind == "embedding" for layer in self.layers)
+
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB (ru_maxrss; Linux reports kB)."""
@@ -158,10 +163,19 @@ def peak_rss_mb() -> float:
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def propagate_shapes(folded: fx.GraphModule, input_shape: tuple[int, ...]) -> dict:
-    """(input shape, output shape) of every module call, for one float64 example input."""
-    ShapeProp(folded).propagate(torch.zeros(1, *input_shape, dtype=torch.float64))
+def propagate_shapes(folded: fx.GraphModule, input_shape: tuple[int, ...], tokens: bool = False) -> dict:
+    """(input shape, output shape) of every module call, for one float64 (or token id) example input."""
+    ShapeProp(folded).propagate(torch.zeros(1, *input_shape, dtype=torch.long if tokens else torch.float64))
     return layer_shapes(folded)
+
+
+def check_token_domain(layers: list[TargetLayer], domain: tuple[float, float]) -> None:
+    """A target that reads token ids (an Embedding first) needs the domain to be a range of ids."""
+    vocab = min(layer.d_in for layer in layers if layer.kind == "embedding")
+    lo, hi = domain
+    if not (float(lo).is_integer() and float(hi).is_integer() and 0 <= lo <= hi <= vocab - 1):
+        raise ValueError(f"the target reads token ids (an Embedding of {vocab} rows first), so the input domain must "
+                         f"be a range of ids within [0, {vocab - 1}] (--input-domain tokens); got {list(domain)}")
 
 
 def const_tap(layer: TargetLayer, in_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -247,7 +261,7 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
         problems += len(res)
         presolved += int(res.presolved.sum())
         backend = res.backend
-    if spec.kind == "linear":
+    if spec.kind != "conv2d":
         weight_error = weight_error[:, :, 0, 0]
     return LayerSolution(masks=pair_masks(spec, b_mask), weight_error=weight_error, bias_error=bias_error,
                          status_counts=counts, seconds=time.perf_counter() - start, presolved=presolved,
@@ -270,7 +284,10 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
         raise ValueError(f"input domain must be an interval LO <= HI; got {domain}")
     start = time.perf_counter()
     folded, layers = trace_target(target, input_nonneg=domain[0] >= 0)
-    shapes = propagate_shapes(folded, input_shape)
+    tokens = any(layer.kind == "embedding" for layer in layers)
+    if tokens:
+        check_token_domain(layers, domain)
+    shapes = propagate_shapes(folded, input_shape, tokens)
     # with --n auto the plan assumes n_max everywhere: what cannot fit is refused before any solving
     specs = [make_spec(layer, i, options, shapes[layer.name][0]) for i, layer in enumerate(layers)]
     memory = plan(layers, specs, shapes, variant, options.block_problems, memory_budget)

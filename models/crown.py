@@ -146,6 +146,8 @@ def chain(gm: fx.GraphModule, layers: list[TargetLayer], input_shape: tuple[int,
     its activations are too large for the backward passes, see :data:`MAX_BYTES`)."""
     modules = dict(gm.named_modules())
     by_name = {layer.name: layer for layer in layers}
+    if any(layer.kind == "embedding" for layer in layers):  # token inputs: not a box to relax over
+        return None
     nodes = [n for n in gm.graph.nodes]
     inputs = [n for n in nodes if n.op == "placeholder"]
     if len(inputs) != 1:

@@ -179,8 +179,8 @@ class TargetLayer:
     """One parametrised layer of the target (BatchNorm already folded in)."""
 
     name: str  # qualified module name in the traced graph, e.g. "fc1" or "features.0"
-    kind: str  # "linear" or "conv2d"
-    weight: torch.Tensor  # float64, (d_out, d_in) or (c_out, c_in, kh, kw)
+    kind: str  # "linear", "conv2d" or "embedding" (a linear map of the one-hot token)
+    weight: torch.Tensor  # float64, (d_out, d_in) or (c_out, c_in, kh, kw); an embedding's (dim, vocab)
     bias: torch.Tensor | None  # float64 (d_out,) or None
     input_nonneg: bool  # the layer's input is >= 0 on the whole input domain
     conv: dict[str, Any] = field(default_factory=dict)  # stride, padding, dilation
@@ -222,6 +222,8 @@ class TargetLayer:
         """The layer's linear map with weight ``w`` (its own shape) and bias ``b`` applied to ``x``."""
         if self.kind == "linear":
             return grouped_linear(x, w, b, self.groups)
+        if self.kind == "embedding":  # x: token ids
+            return F.embedding(x, w.T)
         c = self.conv
         return F.conv2d(x, w, b, stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
                         groups=c.get("groups", 1))
@@ -493,7 +495,20 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
             nonneg[node] = True
         elif node.op == "call_module":
             sub = modules[node.target]
-            if isinstance(sub, PARAM_MODULES):
+            if isinstance(sub, nn.Embedding):
+                if sub.max_norm is not None:
+                    raise UnsupportedModelError(f"Embedding {node.target!r} has max_norm={sub.max_norm} (it renormalises "
+                                                f"rows at lookup, not a linear map) ({_where(node)})")
+                if node.args[0] is not placeholders[0]:
+                    raise UnsupportedModelError(f"Embedding {node.target!r} must read the target's input (token ids) "
+                                                f"directly ({_where(node)})")
+                # a linear map of the one-hot token: weight (dim, vocab), input >= 0
+                layer = TargetLayer(name=node.target, kind="embedding", weight=sub.weight.detach().double().T.clone(),
+                                    bias=None, input_nonneg=True, sources=[f"{node.target}.weight"])
+                layers.append(layer)
+                by_name[node.target] = layer
+                nonneg[node] = False
+            elif isinstance(sub, PARAM_MODULES):
                 layer = TargetLayer(
                     name=node.target,
                     kind="conv2d" if isinstance(sub, nn.Conv2d) else "linear",
@@ -565,6 +580,12 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
 
     for layer in layers:  # the folded target computes with the folded parameters
         old = gm.get_submodule(layer.name)
+        if layer.kind == "embedding":
+            new = nn.Embedding(layer.d_in, layer.d_out, dtype=torch.float64)
+            with torch.no_grad():
+                new.weight.copy_(layer.weight.T)
+            gm.set_submodule(layer.name, new)
+            continue
         if layer.kind == "linear" and layer.groups > 1:
             new = GroupedLinear(layer.weight, layer.bias, layer.groups)
         elif layer.kind == "linear":

@@ -115,7 +115,9 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
                               + 8 * block * spec.hidden // max(spec.d_in, 1))
         cast = max(cast, 12 * b_entries)  # weight * mask in float32, then its float64 copy
         in_shape, out_shape = shapes[spec.name]
-        if spec.kind == "linear":  # features last: every leading position (token) has its hidden units
+        if spec.kind == "embedding":  # per token only its own units: the kept columns of B gathered
+            spatial = out_spatial = _numel(in_shape) * spec.units_per_input * spec.d_out // max(spec.hidden, 1)
+        elif spec.kind == "linear":  # features last: every leading position (token) has its hidden units
             spatial = out_spatial = _numel(in_shape) // max(in_shape[-1], 1)
         else:
             spatial = _numel(in_shape) // max(in_shape[1], 1) if len(in_shape) > 2 else 1

@@ -29,6 +29,15 @@ from .ticket import TicketError, load_ticket, rebuild, rebuilt_construction
 from .verify import check_inputs_for, verify
 
 
+def token_domain(model: torch.nn.Module) -> tuple[float, float]:
+    """``--input-domain tokens``: every id of the target's (first) Embedding."""
+    embeds = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    if not embeds:
+        raise ValueError("--input-domain tokens needs a target whose input is token ids (an nn.Embedding first); "
+                         "this target has no Embedding")
+    return (0.0, float(embeds[0].num_embeddings - 1))
+
+
 @dataclass
 class Job:
     """One ``lottery solve``: the target, the data, the box the bound covers, the options, the output."""
@@ -39,7 +48,7 @@ class Job:
     data: str | None  # digits | digits28 | mnist:DIR | none
     normalize: tuple[float, float] | None
     input_shape: tuple[int, ...] | None  # None: from the data, the arch or the first layer
-    domain: tuple[float, float] | None  # None: the data's range, else [0, 1]
+    domain: tuple[float, float] | str | None  # None: the data's range, else [0, 1]; "tokens": every token id
     options: ConstructOptions
     variant: str
     out_dir: Path
@@ -58,9 +67,13 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     data = load_data(job.data, job.normalize)
     input_shape = job.input_shape or (tuple(data.x.shape[1:]) if data is not None else input_shape_of(model, job.arch))
     domain = job.domain or (data.domain if data is not None else (0.0, 1.0))
+    if domain == "tokens":
+        domain = token_domain(model)
+    embeds = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    tokens = bool(embeds) and float(domain[0]).is_integer() and float(domain[1]).is_integer()  # ids: checked later
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, dtype=torch.long if tokens else torch.float32))
     except Exception as exc:  # any error of the user's forward means the shape does not fit
         raise ValueError(f"inputs of shape {input_shape} do not fit the target ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0]})") from exc
@@ -86,7 +99,7 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
         raise
     report = build_report(construction, check, target_desc=target_desc, data_spec=job.data,
                           total_seconds=time.perf_counter() - start)
-    check_inputs = check_inputs_for(data, input_shape, domain, job.options.seed)
+    check_inputs = check_inputs_for(data, input_shape, domain, job.options.seed, construction.tokens)
     report = rundir.save_run(job.out_dir, construction, report, job.target_file, config, check_inputs, job.export,
                              check.get("witness"))
     report["seconds"]["total"] = time.perf_counter() - start

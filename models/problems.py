@@ -29,7 +29,7 @@ def coefficients(spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice) 
     d = rows.stop - rows.start
     upi, (kh, kw) = spec.units_per_input, spec.kernel
     B = values["B"][rows].double()
-    if spec.kind == "linear":
+    if spec.kind != "conv2d":  # no kernel taps
         B = B[:, :, None, None]
     Bw = B[:, :spec.in_group * upi].reshape(d, spec.in_group, upi, kh, kw).permute(0, 1, 3, 4, 2)
     return Bw * spec.per_output(values["u"].double(), rows)[:, :, None, None, :]
@@ -40,7 +40,7 @@ def bias_coefficients(spec: LayerSpec, values: dict[str, torch.Tensor], rows: sl
     (beta of the constant units of o's conv group)."""
     n_fan = spec.in_group * spec.units_per_input
     B = values["B"][rows].double()
-    if spec.kind == "linear":
+    if spec.kind != "conv2d":  # no kernel taps
         B = B[:, :, None, None]
     p, q = spec.const_tap
     beta = values["a_bias"][spec.const_index()].double()  # (groups, n_const)
@@ -125,7 +125,7 @@ def pair_masks(spec: LayerSpec, b_mask: np.ndarray) -> dict[str, torch.Tensor]:
     u_mask = used[:, :n_fan].reshape(spec.d_in, upi)  # (groups, hidden_group) -> the groups' inputs
     a_bias_mask = np.zeros(spec.hidden, dtype=bool)
     a_bias_mask[spec.const_index().reshape(-1).numpy()] = used[:, n_fan:].reshape(-1)
-    if spec.kind == "linear":
+    if spec.kind != "conv2d":
         b_mask = b_mask[:, :, 0, 0]
     return {"u": torch.from_numpy(np.ascontiguousarray(u_mask)), "a_bias": torch.from_numpy(a_bias_mask),
             "B": torch.from_numpy(np.ascontiguousarray(b_mask))}
@@ -167,4 +167,4 @@ def errors_from_masks(layer: TargetLayer, spec: LayerSpec, values: dict[str, tor
         err = torch.maximum(err, (W - s).abs())
     bias_error = None if bias is None else (layer.bias - bias).abs().numpy()
     we = err.numpy()
-    return (we[:, :, 0, 0] if spec.kind == "linear" else we), bias_error
+    return (we[:, :, 0, 0] if spec.kind != "conv2d" else we), bias_error

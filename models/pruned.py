@@ -126,18 +126,36 @@ class FanOut(nn.Module):
         return out
 
 
+def _weight_and_mask(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A layer's random weight and its mask (None once made plain)."""
+    if hasattr(m, "weight_orig"):
+        return m.weight_orig, m.weight_mask
+    return m.weight, None
+
+
 class TicketPair(nn.Module):
-    """One target layer replaced by fan-out layer A, ReLU, combine layer B."""
+    """One target layer replaced by fan-out layer A, ReLU, combine layer B.
+
+    An embedding's pair reads token ids: its input is the one-hot token (d_in = vocabulary), so
+    only the token's own fan-out units are nonzero (the others output relu(0) = 0: their biases are
+    pruned) and the fan-out variant gathers them and B's matching columns instead of forming the
+    one-hot vector; the dense variant forms it. Either computes in float64 (token ids carry no
+    precision to follow)."""
 
     def __init__(self, spec: LayerSpec, values: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
                  variant: str = "fanout"):
         super().__init__()
         self.spec_name = spec.name
+        self.embedding = spec.kind == "embedding"
+        self.vocab, self.upi = spec.d_in, spec.units_per_input
+        if self.embedding and (spec.has_bias or bool(masks["a_bias"].any())):
+            raise ValueError(f"embedding pair {spec.name!r}: kept biases in A would make every token's units "
+                             f"nonzero; an embedding pair keeps none")
         if variant == "dense":
             a_mask = torch.zeros(spec.hidden, spec.d_in, dtype=torch.bool)
             inputs = torch.arange(spec.d_in).repeat_interleave(spec.units_per_input)
             a_mask[spec.fan_index().reshape(-1), inputs] = masks["u"].reshape(-1)
-            if spec.kind == "linear":
+            if spec.kind != "conv2d":
                 self.fan_out = MaskedLinear(values["A"], values["a_bias"], a_mask, masks["a_bias"])
             else:
                 A = values["A"].reshape(spec.hidden, spec.d_in, 1, 1)
@@ -148,14 +166,27 @@ class TicketPair(nn.Module):
             raise ValueError(f"`variant` must be 'fanout' or 'dense'; got {variant!r}")
         self.relu = nn.ReLU()
         no_bias = torch.zeros(spec.d_out, dtype=torch.bool)  # B's biases are all pruned
-        if spec.kind == "linear":
+        if spec.kind != "conv2d":
             self.combine = MaskedLinear(values["B"], values["b_bias"], masks["B"], no_bias, groups=spec.groups)
         else:
             self.combine = MaskedConv2d(values["B"], values["b_bias"], masks["B"], no_bias, stride=spec.stride,
                                         padding=spec.padding, dilation=spec.dilation, groups=spec.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.embedding:
+            return self._embed(x)
         return self.combine(self.relu(self.fan_out(x)))
+
+    def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        if not isinstance(self.fan_out, FanOut):  # dense: the one-hot token through A, ReLU, B
+            return self.combine(self.relu(self.fan_out(F.one_hot(tokens, self.vocab).double())))
+        u = (self.fan_out.weight_orig * self.fan_out.weight_mask).double()[tokens]  # (..., upi)
+        weight, mask = _weight_and_mask(self.combine)
+        d = weight.shape[0]
+        cols = weight.reshape(d, self.vocab, self.upi)[:, tokens].double()  # (d, ..., upi)
+        if mask is not None:
+            cols = cols * mask.reshape(d, self.vocab, self.upi)[:, tokens]
+        return torch.einsum("d...k,...k->...d", cols, torch.relu(u))
 
 
 def assemble(target: fx.GraphModule, specs: list[LayerSpec], values: list[dict[str, torch.Tensor]],

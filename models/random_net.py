@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 LAYOUTS = ("balanced", "fixed-sign", "paper")
+KINDS = ("linear", "conv2d", "embedding")  # an embedding is a linear map of the one-hot token
 SIGNED_UNITS = ("balanced", "fixed-sign")  # |u| random, the sign of u fixed by the unit's group
 VARIANTS = ("fanout", "dense")
 # stream keys: what a unit's generator is seeded with besides the layer seed
@@ -49,7 +50,7 @@ class LayerSpec:
     """Everything needed to regenerate one pair's random values (stored in the ticket)."""
 
     name: str
-    kind: str  # "linear" | "conv2d"
+    kind: str  # one of KINDS
     d_in: int
     d_out: int
     kernel: tuple[int, int]
@@ -185,7 +186,7 @@ def _const_unit(spec: LayerSpec, j: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _taps(spec: LayerSpec) -> tuple[int, ...]:
-    return () if spec.kind == "linear" else tuple(spec.kernel)
+    return () if spec.kind != "conv2d" else tuple(spec.kernel)
 
 
 def _unit_keys(spec: LayerSpec) -> list[tuple[int, int]]:

@@ -132,6 +132,7 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
         "scale_margin": c.options.margin,
         "input_shape": list(c.input_shape),
         "input_domain": list(c.domain),
+        "input_tokens": c.tokens,  # the domain is a range of token ids
         "data": data_spec,
         "random_network": random_network_description(c),
         "layers": rows,
@@ -163,6 +164,13 @@ def random_network_description(c: Construction) -> dict[str, Any]:
                      "index in the group), so the values for n are a prefix of those for n + 1; float32 on the CPU"}
 
 
+def _domain_words(r: dict[str, Any]) -> str:
+    lo, hi = r["input_domain"]
+    if r.get("input_tokens"):
+        return f"every sequence of token ids in [{lo:.0f}, {hi:.0f}]"
+    return f"the input box {r['input_domain']}"
+
+
 def _fmt(x: float | None) -> str:
     """Three significant digits; None (a figure not given, e.g. no certified bound) as "none"."""
     return "none" if x is None else f"{x:.3g}"
@@ -180,7 +188,7 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
         *_n_rows(r),
         (f"max / mean output error ({r['verified_on']})", f"{_fmt(r['max_output_error'])} / {_fmt(r['mean_output_error'])}"
          + (f" ({r['errors_measured_on']})" if r.get("errors_measured_on") else "")),
-        (f"certified bound on sup error over the input box {r['input_domain']}", _fmt(r["certified_bound"])),
+        (f"certified bound on sup error over {_domain_words(r)}", _fmt(r["certified_bound"])),
     ]
     if r.get("adversarial_output_error") is not None:
         adv = r["adversarial_output_error"]

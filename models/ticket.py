@@ -26,7 +26,7 @@ from .graph import TargetLayer, trace_target
 from .memory import MemoryPlan, plan
 from .problems import errors_from_masks
 from .pruned import assemble
-from .random_net import LAYOUTS, VARIANTS, LayerSpec, generate
+from .random_net import KINDS, LAYOUTS, VARIANTS, LayerSpec, generate
 
 TICKET_FORMAT = "lottery-ticket"
 #: 3: every unit's random values from its own stream (the values for n a prefix of those for n + 1).
@@ -67,7 +67,7 @@ def _spec(d: Any, where: str) -> LayerSpec:
     names = [f.name for f in fields(LayerSpec)]
     _check(set(d) == set(names), where, f"must have the fields {names}; got {sorted(d)}")
     checks = {
-        "name": isinstance(d["name"], str), "kind": d["kind"] in ("linear", "conv2d"),
+        "name": isinstance(d["name"], str), "kind": d["kind"] in KINDS,
         "d_in": _is_int(d["d_in"], 1), "d_out": _is_int(d["d_out"], 1), "n": _is_int(d["n"], 1),
         "kernel": _pair(d["kernel"], 1), "stride": _pair(d["stride"], 1), "padding": _pair(d["padding"], 0),
         "dilation": _pair(d["dilation"], 1), "layout": d["layout"] in LAYOUTS,
@@ -86,7 +86,7 @@ def _spec(d: Any, where: str) -> LayerSpec:
 
 def _mask_shapes(spec: LayerSpec) -> dict[str, list[int]]:
     kh, kw = spec.kernel
-    b = [spec.d_out, spec.hidden_group] + ([] if spec.kind == "linear" else [kh, kw])
+    b = [spec.d_out, spec.hidden_group] + ([kh, kw] if spec.kind == "conv2d" else [])
     return {"u": [spec.d_in, spec.units_per_input], "a_bias": [spec.hidden], "B": b}
 
 
@@ -138,9 +138,10 @@ def validate_ticket(ticket: Any) -> list[LayerSpec]:
     check = ticket.get("check")
     _check(isinstance(check, dict), "check", "must be a dict")
     inputs, outputs = check.get("inputs"), check.get("outputs")
-    _check(isinstance(inputs, torch.Tensor) and inputs.is_floating_point() and inputs.dim() == 1 + len(shape)
-           and list(inputs.shape[1:]) == shape and len(inputs) >= 1, "check.inputs",
-           f"must be float inputs of shape (k, {', '.join(map(str, shape))})")
+    tokens = any(s.kind == "embedding" for s in specs)
+    _check(isinstance(inputs, torch.Tensor) and (inputs.dtype == torch.long if tokens else inputs.is_floating_point())
+           and inputs.dim() == 1 + len(shape) and list(inputs.shape[1:]) == shape and len(inputs) >= 1, "check.inputs",
+           f"must be {'token id (int64)' if tokens else 'float'} inputs of shape (k, {', '.join(map(str, shape))})")
     _check(isinstance(outputs, torch.Tensor) and outputs.is_floating_point() and outputs.dim() >= 1
            and len(outputs) == len(inputs), "check.outputs", f"must be {len(inputs)} float outputs")
     return specs
@@ -224,7 +225,7 @@ def rebuild(ticket: dict[str, Any], target: nn.Module, memory_budget: int | None
         raise TicketError(f"the ticket's layers {[s.name for s in specs]} do not match the target's {[l.name for l in layers]}")
     for i, (spec, layer) in enumerate(zip(specs, layers)):
         _check_fits(spec, layer, i)
-    shapes = propagate_shapes(folded, tuple(ticket["input_shape"]))
+    shapes = propagate_shapes(folded, tuple(ticket["input_shape"]), any(l.kind == "embedding" for l in layers))
     memory = plan(layers, specs, shapes, ticket["variant"], 1, memory_budget)  # before anything is allocated
     variant = ticket["variant"]
     values = [generate(s, dense=variant == "dense") for s in specs]

@@ -43,8 +43,11 @@ ADVERSARIAL_SECONDS = 60.0
 
 def _batched(model: nn.Module, x: torch.Tensor, batch: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """model(x) in ``dtype``, ``batch`` inputs at a time (the inputs are cast per batch)."""
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype) if t.is_floating_point() else t  # token ids stay ids
+
     with torch.no_grad():
-        return torch.cat([model(x[i:i + batch].to(dtype)) for i in range(0, len(x), batch)])
+        return torch.cat([model(cast(x[i:i + batch])) for i in range(0, len(x), batch)])
 
 
 def _float64_seconds(c: Construction, target64: nn.Module, x: torch.Tensor) -> float:
@@ -52,8 +55,9 @@ def _float64_seconds(c: Construction, target64: nn.Module, x: torch.Tensor) -> f
     with torch.no_grad():
         for _ in range(2):
             start = time.perf_counter()
-            target64(x[:1].double())
-            c.pruned(x[:1].double())
+            one = x[:1].double() if x.is_floating_point() else x[:1]
+            target64(one)
+            c.pruned(one)
             seconds = time.perf_counter() - start
     return seconds
 
@@ -73,10 +77,14 @@ def _float64_subset(f32: torch.Tensor, g32: torch.Tensor, seed: int, count: int 
     return torch.cat([top, random]), random
 
 
-def domain_samples(input_shape: tuple[int, ...], domain: tuple[float, float], count: int, seed: int) -> torch.Tensor:
-    """Uniform samples of the input box plus its two constant corners."""
+def domain_samples(input_shape: tuple[int, ...], domain: tuple[float, float], count: int, seed: int,
+                   tokens: bool = False) -> torch.Tensor:
+    """Uniform samples of the input box plus its two constant corners (token ids: uniform ids of the range)."""
     gen = torch.Generator().manual_seed(seed)
     lo, hi = domain
+    if tokens:
+        x = torch.randint(int(lo), int(hi) + 1, (count, *input_shape), generator=gen)
+        return torch.cat([torch.full((1, *input_shape), int(lo)), torch.full((1, *input_shape), int(hi)), x])
     x = torch.rand((count, *input_shape), generator=gen) * (hi - lo) + lo
     return torch.cat([torch.full((1, *input_shape), lo), torch.full((1, *input_shape), hi), x])
 
@@ -97,7 +105,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
             raise DataError(f"data {data.name} has values in [{lo:g}, {hi:g}], outside the declared input "
                             f"domain [{c.domain[0]:g}, {c.domain[1]:g}]; the certified bound would not apply")
     else:
-        x = domain_samples(c.input_shape, c.domain, samples, c.options.seed)
+        x = domain_samples(c.input_shape, c.domain, samples, c.options.seed, c.tokens)
     target64 = copy.deepcopy(c.target).double().eval()
     batch = c.plan.verify_batch if c.plan is not None else MAX_VERIFY_BATCH
     f32 = g32 = None
@@ -168,8 +176,9 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     return out
 
 
-def check_inputs_for(data: Dataset | None, input_shape: tuple[int, ...], domain: tuple[float, float], seed: int) -> torch.Tensor:
+def check_inputs_for(data: Dataset | None, input_shape: tuple[int, ...], domain: tuple[float, float], seed: int,
+                     tokens: bool = False) -> torch.Tensor:
     """The inputs a ticket stores with their outputs: the first data points, else domain samples."""
     if data is not None:
         return data.x[:CHECK_INPUTS].clone()
-    return domain_samples(input_shape, domain, CHECK_INPUTS - 2, seed)
+    return domain_samples(input_shape, domain, CHECK_INPUTS - 2, seed, tokens)

@@ -570,3 +570,28 @@ class FlattenAll(nn.Module):
 
     def forward(self, x):
         return torch.flatten(self.fc(x))
+
+
+class TokenClassifier(nn.Module):
+    """Token ids (batch, T) -> Embedding -> + (1, T, D) position table -> pre-norm encoder layer ->
+    mean -> Linear: a BERT-like model on token inputs."""
+
+    def __init__(self, vocab: int = 20, d: int = 8, tokens: int = 5, norm: bool = True):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(0.1 * torch.randn(1, tokens, d))
+        self.norm = norm
+        self.ln = nn.LayerNorm(d)
+        self.att = nn.MultiheadAttention(d, 2, batch_first=True)
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, ids):
+        x = self.embed(ids) + self.pos
+        y = self.ln(x) if self.norm else x
+        y, _ = self.att(y, y, y, need_weights=False)
+        return self.head((x + y).mean(dim=1))
+
+
+def token_classifier(seed: int = 0, **kw) -> TokenClassifier:
+    torch.manual_seed(seed)
+    return TokenClassifier(**kw).eval()

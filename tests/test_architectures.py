@@ -246,3 +246,70 @@ def test_flatten_of_the_batch_dimension_is_refused():
 
     with pytest.raises(UnsupportedModelError, match="flatten from dim 0 would merge the batch dimension"):
         trace_target(FlattenAll(), input_nonneg=False)
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_embedding_is_a_linear_map_of_the_one_hot_token(norm):
+    """An Embedding's pair reads token ids: gathering the token's units (fan-out variant) equals the
+    one-hot vector through A, ReLU, B (dense variant); errors from masks are the solver's; without a
+    layer norm the certified bound exists and holds, above the hill climb's error."""
+    from .nets import token_classifier
+
+    make = lambda: token_classifier(norm=norm)  # noqa: E731
+    c = _construct(make, (5,), (0.0, 19.0), 21)
+    assert c.tokens and c.layers[0].kind == "embedding" and c.layers[0].weight.shape == (8, 20)
+    assert c.specs[0].units_per_input == 21 and not c.specs[0].has_bias  # one-hot input: one sign group
+    _check_pairs(c)
+    dense = _construct(make, (5,), (0.0, 19.0), 21, variant="dense")
+    x = domain_samples((5,), (0.0, 19.0), 32, 5, tokens=True)
+    assert x.dtype == torch.long and int(x.min()) >= 0 and int(x.max()) <= 19
+    with torch.no_grad():
+        f, g = c.target.double()(x), c.pruned(x)
+        assert torch.allclose(dense.pruned(x), g, atol=1e-12)
+    assert float((f - g).abs().max()) <= 1e-3 * float(f.max() - f.min())
+    check = verify(c, None, samples=64, adversarial=4)
+    witness = check["witness"]
+    assert witness.dtype == torch.long and 0 <= int(witness.min()) and int(witness.max()) <= 19
+    assert check["max_output_error"] <= check["adversarial_output_error"]
+    if norm:
+        assert check["certified_bound"] is None and "layer_norm" in check["certified_bound_reason"]
+    else:
+        assert check["bound_holds"] and check["adversarial_output_error"] <= check["certified_bound"]
+    assert [n for n in unconstructed(c) if not n.startswith("ln.")] == []
+
+
+def test_embedding_interval_covers_every_token_of_the_range():
+    from models.bounds import embedding_interval
+    from models.graph import TargetLayer
+
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(4, 10, generator=gen, dtype=torch.float64)
+    E = torch.rand(4, 10, generator=gen, dtype=torch.float64)
+    layer = TargetLayer("e", "embedding", W, None, True)
+    lo, hi, delta = embedding_interval(layer, E, torch.full((1, 3), 2.0), torch.full((1, 3), 6.0))
+    assert lo.shape == (1, 3, 4)
+    for t in range(2, 7):
+        assert torch.all(lo[0, 0] <= W[:, t]) and torch.all(W[:, t] <= hi[0, 0]) and torch.all(E[:, t] <= delta[0, 0])
+    assert torch.equal(lo[0, 0], W[:, 2:7].amin(1)) and torch.equal(delta[0, 0], E[:, 2:7].amax(1))
+
+
+def test_token_targets_from_the_cli(tmp_path, capsys):
+    from models.cli import main
+
+    from .nets import token_classifier
+
+    path = tmp_path / "tok.pt"
+    torch.save(token_classifier().state_dict(), path)
+    out = tmp_path / "run"
+    base = ["solve", str(path), "--arch", "module:tests.nets:token_classifier", "--input-shape", "5", "--data", "none",
+            "--n", "8", "--no-progress"]
+    assert main(base + ["--input-domain", "0,25", "--out", str(tmp_path / "bad")]) == 2
+    assert "must be a range of ids within [0, 19]" in capsys.readouterr().err
+    assert main(base + ["--input-domain", "tokens", "--out", str(out)]) == 0
+    assert "every sequence of token ids in [0, 19]" in capsys.readouterr().out
+    assert main(["verify", str(out)]) == 0
+    assert "bit-exact: True" in capsys.readouterr().out
+    torch.save(encoder_classifier().state_dict(), tmp_path / "enc.pt")
+    assert main(["solve", str(tmp_path / "enc.pt"), "--arch", "module:tests.nets:encoder_classifier", "--input-shape",
+                 "4,3", "--data", "none", "--input-domain", "tokens", "--out", str(tmp_path / "e")]) == 2
+    assert "needs a target whose input is token ids" in capsys.readouterr().err
