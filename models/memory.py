@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch.fx as fx
 
 from .graph import TargetLayer
+from .pruned import CAST_BLOCK
 from .random_net import LayerSpec
 
 #: the default budget: this share of the memory available when the run starts
@@ -113,7 +114,8 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
         block = min(block_problems, spec.d_out * spec.in_group * kh * kw * 2)
         solve_transient = max(solve_transient, 4 * values + b_entries + 3 * 8 * block * upi
                               + 8 * block * spec.hidden // max(spec.d_in, 1))
-        cast = max(cast, 12 * b_entries)  # weight * mask in float32, then its float64 copy
+        # weight * mask in float32, then its float64 copy; a block of rows at a time beyond CAST_BLOCK entries
+        cast = max(cast, 12 * (b_entries if spec.groups > 1 else min(b_entries, CAST_BLOCK + b_entries // spec.d_out)))
         in_shape, out_shape = shapes[spec.name]
         if spec.kind == "embedding":  # per token only its own units: the kept columns of B gathered
             spatial = out_spatial = _numel(in_shape) * spec.units_per_input * spec.d_out // max(spec.hidden, 1)

@@ -45,6 +45,16 @@ class _Masked:
         return w, b
 
 
+#: a masked layer with more weights than this forms weight * mask (and its cast) this many entries at
+#: a time, over blocks of output rows: memory for the product is bounded by the block, not the layer
+CAST_BLOCK = 1 << 24
+
+
+def _row_blocks(rows: int, per_row: int) -> list[slice]:
+    step = max(1, CAST_BLOCK // max(per_row, 1))
+    return [slice(r, min(rows, r + step)) for r in range(0, rows, step)]
+
+
 class MaskedLinear(_Masked, nn.Linear):
     """A masked Linear of the last dimension; with ``groups`` > 1 block-diagonal
     (:func:`models.graph.grouped_linear`: the combine layer of a grouped or diagonal pair)."""
@@ -55,8 +65,14 @@ class MaskedLinear(_Masked, nn.Linear):
         self._init_masked(weight, bias, weight_mask, bias_mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.masked(x.dtype)
-        return grouped_linear(x, w, b, self.groups)
+        if self.weight_orig.numel() <= CAST_BLOCK or self.groups > 1:
+            w, b = self.masked(x.dtype)
+            return grouped_linear(x, w, b, self.groups)
+        parts = []
+        for rows in _row_blocks(self.out_features, self.weight_orig.shape[1]):
+            w = (self.weight_orig[rows] * self.weight_mask[rows]).to(x.dtype)
+            parts.append(F.linear(x, w, (self.bias_orig[rows] * self.bias_mask[rows]).to(x.dtype)))
+        return torch.cat(parts, dim=-1)
 
     def plain(self) -> nn.Module:
         w, b = self.masked()
@@ -74,8 +90,14 @@ class MaskedConv2d(_Masked, nn.Conv2d):
         self._init_masked(weight, bias, weight_mask, bias_mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.masked(x.dtype)
-        return self._conv_forward(x, w, b)
+        if self.weight_orig.numel() <= CAST_BLOCK or self.groups > 1:
+            w, b = self.masked(x.dtype)
+            return self._conv_forward(x, w, b)
+        parts = []
+        for rows in _row_blocks(self.out_channels, self.weight_orig[0].numel()):
+            w = (self.weight_orig[rows] * self.weight_mask[rows]).to(x.dtype)
+            parts.append(self._conv_forward(x, w, (self.bias_orig[rows] * self.bias_mask[rows]).to(x.dtype)))
+        return torch.cat(parts, dim=1)
 
     def plain(self) -> nn.Conv2d:
         w, b = self.masked()

@@ -593,3 +593,23 @@ def test_float64_inputs_and_adversarial_search_are_planned_by_time(monkeypatch):
     assert check["adversarial"]["steps"] == 5 and check["adversarial"]["starts"] >= 2
     assert check["max_output_error"] <= full["max_output_error"] and check["bound_holds"]
     assert check["agreement"] == full["agreement"]  # on every input, in float32 here
+
+
+@pytest.mark.parametrize("case", ["mlp-signed", "cnn-signed"])
+def test_large_masked_layers_cast_a_block_of_rows_at_a_time(case, monkeypatch):
+    """Beyond CAST_BLOCK weights a masked layer forms weight * mask a block of output rows at a time:
+    the same outputs, in float32 and in float64."""
+    import models.pruned as pruned
+
+    make, shape, domain = CASES[case]
+    c = _construct(make, shape, domain, 5)
+    x = domain_samples(shape, domain, 16, 2)
+    with torch.no_grad():
+        want32, want64 = c.pruned(x), c.pruned(x.double())
+        calls = []
+        original = pruned._row_blocks
+        monkeypatch.setattr(pruned, "_row_blocks", lambda *a: calls.append(a) or original(*a))
+        monkeypatch.setattr(pruned, "CAST_BLOCK", 7)
+        got32, got64 = c.pruned(x), c.pruned(x.double())
+    assert calls and any(len(original(*a)) > 1 for a in calls)
+    assert torch.allclose(got32, want32, rtol=1e-5, atol=1e-6) and torch.allclose(got64, want64, rtol=0, atol=1e-12)
