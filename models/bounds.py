@@ -76,7 +76,7 @@ class NoBoundRule(Exception):
 #: sum entries of each part alike, or are monotone with delta' <= delta (ReLU, max pooling)
 _AS_IS = {"relu", "add", "flatten", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
           "dropout", "getitem", "cat", "mean", "permute", "transpose", "movedim", "view", "reshape", "size",
-          "contiguous", "chunk", "split", "unflatten", "dim"}
+          "contiguous", "chunk", "split", "unflatten", "dim", "unsqueeze", "squeeze"}
 _AS_IS_MODULES = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten,
                   nn.Dropout, nn.Identity)
 #: functions of shapes (``x.shape``, comparisons and asserts on it): the stacked tensor's batch of 3

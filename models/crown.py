@@ -57,7 +57,7 @@ MAX_BYTES = 1 << 30
 _RELU = (torch.relu, F.relu, torch.relu_)
 _LINEAR_MODULES = (nn.Flatten, nn.Unflatten, nn.Dropout, nn.Identity, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 _LINEAR_FUNCTIONS = (torch.flatten, torch.reshape, F.dropout, F.avg_pool2d, F.adaptive_avg_pool2d)
-_LINEAR_METHODS = ("view", "reshape", "flatten", "contiguous")
+_LINEAR_METHODS = ("view", "reshape", "flatten", "contiguous", "unsqueeze", "squeeze")
 # ops that only move entries (commute with relu): the only ones allowed before a signed first layer
 _PERMUTING_MODULES = (nn.Flatten, nn.Unflatten, nn.Dropout, nn.Identity)
 _PERMUTING_FUNCTIONS = (torch.flatten, torch.reshape, F.dropout)

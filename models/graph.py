@@ -75,15 +75,16 @@ PASS_FUNCTIONS = {
     operator.neg: "neg", torch.mean: "mean", torch.permute: "permute", torch.transpose: "transpose",
     torch.movedim: "movedim", torch.matmul: "matmul", operator.matmul: "matmul",
     F.layer_norm: "layer_norm", F.group_norm: "group_norm", operator.iadd: "add", torch.chunk: "chunk",
-    torch.split: "split", torch.unflatten: "unflatten",
+    torch.split: "split", torch.unflatten: "unflatten", torch.unsqueeze: "unsqueeze", torch.squeeze: "squeeze",
 }
 PASS_METHODS = {"relu", "flatten", "view", "reshape", "size", "add", "contiguous", "sub", "mul", "div", "mean",
-                "permute", "transpose", "movedim", "matmul", "chunk", "split", "unflatten", "dim"}
+                "permute", "transpose", "movedim", "matmul", "chunk", "split", "unflatten", "dim",
+                "unsqueeze", "squeeze"}
 TUPLE_KINDS = {"chunk", "split"}  # ops whose value is a tuple of tensors, read by getitem
 #: functions that are the identity in eval mode, found by qualified name (torchvision is not a
 #: dependency): (module, name, position of the ``training`` argument)
 EVAL_IDENTITIES = {("torchvision.ops.stochastic_depth", "stochastic_depth"): 3}
-SHAPE_ONLY = {"flatten", "view", "reshape", "contiguous", "dropout"}
+SHAPE_ONLY = {"flatten", "view", "reshape", "contiguous", "dropout", "unsqueeze", "squeeze"}
 #: functions on shape values (x.size(0) * 2, s[1], ...), never on activations
 SHAPE_ARITHMETIC = (operator.getitem, operator.mul, operator.add, operator.sub, operator.floordiv, operator.truediv,
                     getattr, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, torch._assert)
@@ -128,6 +129,35 @@ def _drop_eval_identities(gm: fx.GraphModule) -> None:
     gm.recompile()
 
 
+def _conv1d_as_conv2d(gm: fx.GraphModule) -> None:
+    """Every Conv1d call becomes unsqueeze(2) -> Conv2d with a (1, k) kernel (same name) -> squeeze(2):
+    the same map, so the construction's Conv2d pairs (groups, taps, constant channels) apply."""
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.Conv1d):
+            continue
+        conv = modules[node.target]
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str) and conv.padding != "valid":
+            raise UnsupportedModelError(f"Conv1d {node.target!r}: padding={conv.padding!r}, padding_mode="
+                                        f"{conv.padding_mode!r}; only explicit zero padding is supported")
+        padding = (0, 0) if conv.padding == "valid" else (0, conv.padding[0])
+        new = nn.Conv2d(conv.in_channels, conv.out_channels, (1, conv.kernel_size[0]), stride=(1, conv.stride[0]),
+                        padding=padding, dilation=(1, conv.dilation[0]), groups=conv.groups,
+                        bias=conv.bias is not None, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(conv.weight.unsqueeze(2))
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias)
+        gm.delete_submodule(node.target)
+        gm.add_submodule(node.target, new)
+        with gm.graph.inserting_before(node):
+            node.args = (gm.graph.call_method("unsqueeze", (node.args[0], 2)), *node.args[1:])
+        with gm.graph.inserting_after(node):
+            out = gm.graph.call_method("squeeze", (node, 2))
+        node.replace_all_uses_with(out, delete_user_cb=lambda user: user is not out)
+    gm.recompile()
+
+
 def _batch_kept(node: fx.Node, kind: str) -> str | None:
     """Why an op would mix the batch dimension (dim 0) into others, or None: slicing must keep
     ``[:, ...]``, cat/mean/transpose must not name dim 0, permute must keep 0 first."""
@@ -145,6 +175,10 @@ def _batch_kept(node: fx.Node, kind: str) -> str | None:
         start = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
         if start == 0:
             return "flatten from dim 0 would merge the batch dimension; flatten from dim 1 (torch.flatten(x, 1))"
+    if kind in ("unsqueeze", "squeeze"):
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        if dim is None or dim == 0 or isinstance(dim, fx.Node):
+            return f"{kind} must name a dim other than 0 (the batch dimension); got {dim!r}"
     if kind in TUPLE_KINDS:
         dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
         if dim == 0 or isinstance(dim, fx.Node):
@@ -466,6 +500,7 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     _drop_eval_identities(gm)
+    _conv1d_as_conv2d(gm)
     _affine_to_pairs(gm, sources, module)
     modules = dict(gm.named_modules())
     nonneg: dict[fx.Node, bool] = {}

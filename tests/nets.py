@@ -595,3 +595,10 @@ class TokenClassifier(nn.Module):
 def token_classifier(seed: int = 0, **kw) -> TokenClassifier:
     torch.manual_seed(seed)
     return TokenClassifier(**kw).eval()
+
+
+def conv1d_net(seed: int = 0) -> nn.Sequential:
+    """Conv1d with padding, then a grouped, strided, dilated Conv1d, then a Linear: (batch, 2, 12) inputs."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv1d(4, 4, 3, stride=2, dilation=2, groups=2),
+                         nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4, 3)).eval()

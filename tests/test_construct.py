@@ -18,7 +18,7 @@ from models.verify import check_inputs_for, domain_samples, verify
 from solver import SolverInputError
 from solver.files import sha256_file
 
-from .nets import WithPReLU, WithSin, dilated_cnn, grouped_cnn, shifted_output, tiny_cnn, tiny_mlp
+from .nets import WithPReLU, WithSin, conv1d_net, dilated_cnn, grouped_cnn, shifted_output, tiny_cnn, tiny_mlp
 
 CASES = {
     "mlp-signed": (tiny_mlp, (5,), (-1.0, 1.0)),
@@ -27,6 +27,7 @@ CASES = {
     "cnn-signed": (tiny_cnn, (2, 8, 8), (-0.5, 1.0)),
     "cnn-dilated": (dilated_cnn, (2, 8, 8), (-1.0, 1.0)),
     "cnn-grouped": (grouped_cnn, (2, 8, 8), (-1.0, 1.0)),
+    "conv1d": (conv1d_net, (2, 12), (-1.0, 1.0)),
 }
 
 
@@ -613,3 +614,17 @@ def test_large_masked_layers_cast_a_block_of_rows_at_a_time(case, monkeypatch):
         got32, got64 = c.pruned(x), c.pruned(x.double())
     assert calls and any(len(original(*a)) > 1 for a in calls)
     assert torch.allclose(got32, want32, rtol=1e-5, atol=1e-6) and torch.allclose(got64, want64, rtol=0, atol=1e-12)
+
+
+def test_conv1d_is_a_conv2d_with_a_one_row_kernel():
+    c = _construct(conv1d_net, (2, 12), (-1.0, 1.0), 21)
+    assert [(layer.kind, layer.kernel, layer.groups) for layer in c.layers] == [
+        ("conv2d", (1, 3), 1), ("conv2d", (1, 3), 2), ("linear", (1, 1), 1)]
+    assert c.layers[1].conv["stride"] == (1, 2) and c.layers[1].conv["dilation"] == (1, 2)
+    x = domain_samples((2, 12), (-1.0, 1.0), 64, 1).double()
+    with torch.no_grad():
+        f = c.target.double()(x)
+        assert torch.allclose(c.folded(x), f, atol=1e-12)
+        assert float((f - c.pruned(x)).abs().max()) <= 1e-3 * float(f.abs().max())
+    check = verify(c, None, samples=64, adversarial=2)
+    assert check["bound_holds"] and "linear relaxation" in check["bound_method"]
