@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .construct import Construction
+from .construct import Construction, TensorOutput
 
 
 def _errors(target64, pruned, x: torch.Tensor) -> torch.Tensor:
@@ -47,7 +47,7 @@ def adversarial_search(c: Construction, target64: torch.nn.Module | None = None,
     starts.append(torch.rand((rand, *shape), generator=gen) * (hi - lo) + lo)
     x0 = torch.cat(starts).double()
     if target64 is None:
-        target64 = copy.deepcopy(c.target).double().eval()
+        target64 = TensorOutput(copy.deepcopy(c.target)).double().eval()
     target32 = copy.deepcopy(target64).float()
     pruned = c.pruned
     params = list(pruned.parameters()) + list(target32.parameters())
@@ -97,7 +97,7 @@ def _token_search(c: Construction, target64, seeds, restarts: int, steps: int, s
     starts.append(torch.randint(lo, hi + 1, (rand, *c.input_shape), generator=gen))
     x = torch.cat(starts).long()
     if target64 is None:
-        target64 = copy.deepcopy(c.target).double().eval()
+        target64 = TensorOutput(copy.deepcopy(c.target)).double().eval()
     with torch.no_grad():
         err = _errors(target64, c.pruned, x)
         for _ in range(steps):

@@ -17,6 +17,8 @@ output's magnitude is added so the bound is never below an error observed in flo
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +26,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .graph import PASS_FUNCTIONS, TargetLayer
+from .graph import PASS_FUNCTIONS, TargetLayer, data_dependent
 from .ops import elementwise, softmax_bounds, softmax_dim
 
 ROUNDING_SLACK = 1e-9
@@ -38,10 +40,20 @@ class _BoundLayer(nn.Module):
         eb = np.zeros(layer.d_out) if bias_error is None else bias_error
         self.register_buffer("eb", torch.as_tensor(eb, dtype=torch.float64))
 
+    def exact(self, ids: torch.Tensor) -> torch.Tensor:
+        """The stacked bound of an embedding of constant ids."""
+        return torch.cat(_exact_rows(self.layer, self.E, ids.long()))
+
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
         if self.layer.kind == "embedding":
             return torch.cat(embedding_interval(self.layer, self.E, stacked[0:1], stacked[1:2]))
         return torch.cat(affine_interval(self.layer, self.E, self.eb, stacked[0:1], stacked[1:2], stacked[2:3]))
+
+
+def _exact_rows(layer: TargetLayer, E: torch.Tensor, ids: torch.Tensor) -> list[torch.Tensor]:
+    """An embedding of constant ids: its value exactly, off by the weight errors of those rows."""
+    value = layer.weight.T[ids]
+    return [value, value, E.T[ids]]
 
 
 def embedding_interval(layer: TargetLayer, E: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
@@ -94,13 +106,29 @@ class _BoundInterpreter(fx.Interpreter):
     def __init__(self, module: fx.GraphModule):
         super().__init__(module)
         self._modules_by_name = dict(module.named_modules())
+        self._dependent = data_dependent(module, lambda m: isinstance(m, _BoundLayer))
+
+    def _constant(self, node: Any, value: Any) -> Any:
+        """A graph constant as an operand of a stacked activation: :class:`_Const` (its batch, where
+        it was built from the stacked input's size, taken once)."""
+        if isinstance(node, fx.Node) and not self._dependent[node] and isinstance(value, torch.Tensor):
+            return _Const(value[0:1] if value.dim() and value.shape[0] == 3 else value)
+        return value
 
     def run_node(self, n: fx.Node):
+        if n.op in ("call_function", "call_method") and not self._dependent[n]:
+            return super().run_node(n)  # a constant of the graph: computed as it is
         kind = PASS_FUNCTIONS.get(n.target) if n.op == "call_function" else n.target if n.op == "call_method" else None
-        if kind in ("sub", "mul", "div", "neg", "pad", "matmul"):
+        if n.op == "call_module" and isinstance(self._modules_by_name[n.target], _BoundLayer) and \
+                not self._dependent[n.args[0]]:  # a layer of constant ids (position embeddings)
+            ids = self.env[n.args[0]]
+            return self._modules_by_name[n.target].exact(ids[0:1] if ids.shape[0] == 3 else ids)
+        if kind in ("add", "sub", "mul", "div", "neg", "pad", "matmul"):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             if any(isinstance(a, torch.Tensor) for a in args):
-                return _arithmetic(kind, args, kwargs)
+                args = tuple(self._constant(node, a) for node, a in zip(n.args, args))
+                if kind != "add" or any(isinstance(a, _Const) for a in args):
+                    return _arithmetic(kind, args, kwargs)
         if n.op in ("call_function", "call_method") and kind not in _AS_IS and n.target not in _ON_SHAPES and \
                 elementwise(n, self._modules_by_name) is None and softmax_dim(n, self._modules_by_name) is None:
             args, _ = self.fetch_args_kwargs_from_env(n)
@@ -126,14 +154,15 @@ class _BoundInterpreter(fx.Interpreter):
         return super().run_node(n)
 
     def call_function(self, target, args, kwargs):
-        if target in (operator.add, torch.add) and any(isinstance(a, (int, float)) for a in args):
+        if target in (operator.add, torch.add) and any(isinstance(a, (int, float)) for a in args) and \
+                any(isinstance(a, torch.Tensor) for a in args):
             x = next(a for a in args if isinstance(a, torch.Tensor))
             const = next(a for a in args if isinstance(a, (int, float)))
             return torch.cat([x[0:2] + const, x[2:3]])
         return super().call_function(target, args, kwargs)
 
     def call_method(self, target, args, kwargs):
-        if target == "add" and isinstance(args[1], (int, float)):
+        if target == "add" and isinstance(args[1], (int, float)) and isinstance(args[0], torch.Tensor):
             return torch.cat([args[0][0:2] + args[1], args[0][2:3]])
         return super().call_method(target, args, kwargs)
 
@@ -141,8 +170,17 @@ class _BoundInterpreter(fx.Interpreter):
 IBP_METHOD = "interval bound propagation over the input box with per-layer weight/bias errors (models/bounds.py)"
 
 
+@dataclass
+class _Const:
+    """A tensor constant of the graph (not stacked): lo = hi = value, delta 0."""
+
+    value: torch.Tensor
+
+
 def _parts(x):
     """(lo, hi, delta) of a stacked tensor, or of a constant (delta 0)."""
+    if isinstance(x, _Const):
+        return x.value, x.value, torch.zeros_like(x.value)
     if isinstance(x, torch.Tensor):
         return x[0:1], x[1:2], x[2:3]
     return x, x, 0.0
@@ -163,10 +201,12 @@ def _arithmetic(kind: str, args, kwargs) -> torch.Tensor:
     (alo, ahi, ad), (blo, bhi, bd) = _parts(args[0]), _parts(args[1])
     if kind == "matmul":
         return _matmul(args[0], args[1])
+    if kind == "add":
+        return torch.cat(torch.broadcast_tensors(alo + blo, ahi + bhi, ad + bd))
     if kind == "sub":
         return torch.cat([alo - bhi, ahi - blo, ad + bd + torch.zeros_like(alo - bhi)])
     if kind == "div":  # by a constant (the tracer refuses division by an activation)
-        blo = bhi = 1.0 / args[1]
+        blo = bhi = 1.0 / (args[1].value if isinstance(args[1], _Const) else args[1])
     corners = torch.stack(torch.broadcast_tensors(*[torch.as_tensor(a * b) for a in (alo, ahi) for b in (blo, bhi)]))
     mag_a = torch.maximum(torch.as_tensor(alo).abs(), torch.as_tensor(ahi).abs())
     mag_b = torch.maximum(torch.as_tensor(blo).abs(), torch.as_tensor(bhi).abs())

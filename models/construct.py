@@ -151,7 +151,24 @@ class Construction:
     @property
     def tokens(self) -> bool:
         """Whether the input is token ids (an Embedding reads it): the domain is a range of ids."""
-        return any(layer.kind == "embedding" for layer in self.layers)
+        return any(layer.kind == "embedding" and layer.reads_input for layer in self.layers)
+
+
+class TensorOutput(nn.Module):
+    """The target with its output as one tensor: a Hugging Face model's logits (its ModelOutput's
+    ``logits``), a tuple's first element, else the output itself - what the folded trace returns."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if isinstance(out, torch.Tensor):
+            return out
+        if hasattr(out, "logits"):
+            return out.logits
+        return out[0]
 
 
 def peak_rss_mb() -> float:
@@ -171,7 +188,7 @@ def propagate_shapes(folded: fx.GraphModule, input_shape: tuple[int, ...], token
 
 def check_token_domain(layers: list[TargetLayer], domain: tuple[float, float]) -> None:
     """A target that reads token ids (an Embedding first) needs the domain to be a range of ids."""
-    vocab = min(layer.d_in for layer in layers if layer.kind == "embedding")
+    vocab = min(layer.d_in for layer in layers if layer.kind == "embedding" and layer.reads_input)
     lo, hi = domain
     if not (float(lo).is_integer() and float(hi).is_integer() and 0 <= lo <= hi <= vocab - 1):
         raise ValueError(f"the target reads token ids (an Embedding of {vocab} rows first), so the input domain must "
@@ -284,7 +301,7 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
         raise ValueError(f"input domain must be an interval LO <= HI; got {domain}")
     start = time.perf_counter()
     folded, layers = trace_target(target, input_nonneg=domain[0] >= 0)
-    tokens = any(layer.kind == "embedding" for layer in layers)
+    tokens = any(layer.kind == "embedding" and layer.reads_input for layer in layers)
     if tokens:
         check_token_domain(layers, domain)
     shapes = propagate_shapes(folded, input_shape, tokens)

@@ -87,7 +87,8 @@ EVAL_IDENTITIES = {("torchvision.ops.stochastic_depth", "stochastic_depth"): 3}
 SHAPE_ONLY = {"flatten", "view", "reshape", "contiguous", "dropout", "unsqueeze", "squeeze"}
 #: functions on shape values (x.size(0) * 2, s[1], ...), never on activations
 SHAPE_ARITHMETIC = (operator.getitem, operator.mul, operator.add, operator.sub, operator.floordiv, operator.truediv,
-                    getattr, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, torch._assert)
+                    getattr, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, torch._assert,
+                    operator.pow)
 
 
 def _sign(kind: str, node: fx.Node, arg_nonneg) -> bool:
@@ -129,6 +130,37 @@ def _drop_eval_identities(gm: fx.GraphModule) -> None:
     gm.recompile()
 
 
+def _sdpa_as_ops(gm: fx.GraphModule) -> None:
+    """Every F.scaled_dot_product_attention becomes what it computes in eval mode:
+    softmax(q k^T * scale + attn_mask) v with matmul and softmax (an additive float mask kept as a
+    constant; causal or boolean masks and dropout are refused)."""
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not F.scaled_dot_product_attention:
+            continue
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale")
+        given = dict(zip(names, node.args), **node.kwargs)
+        if given.get("is_causal") or given.get("dropout_p", 0.0) or given.get("enable_gqa"):
+            raise UnsupportedModelError(f"scaled_dot_product_attention with is_causal, dropout or enable_gqa "
+                                        f"({_where(node)})")
+        q, k, v, mask, scale = given["query"], given["key"], given["value"], given.get("attn_mask"), given.get("scale")
+        with graph.inserting_before(node):
+            scores = graph.call_function(torch.matmul, (q, graph.call_method("transpose", (k, -2, -1))))
+            if scale is None:
+                scale = graph.call_function(operator.pow, (graph.call_method("size", (q, -1)), -0.5))
+            scores = graph.call_function(operator.mul, (scores, scale))
+            if mask is not None:
+                if isinstance(mask, fx.Node) and mask.meta.get("tensor_meta") is not None and \
+                        mask.meta["tensor_meta"].dtype == torch.bool:
+                    raise UnsupportedModelError(f"scaled_dot_product_attention with a boolean mask ({_where(node)})")
+                scores = graph.call_function(operator.add, (scores, mask))
+            weights = graph.call_function(torch.softmax, (scores, -1))
+            out = graph.call_function(torch.matmul, (weights, v))
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+    gm.recompile()
+
+
 def _conv1d_as_conv2d(gm: fx.GraphModule) -> None:
     """Every Conv1d call becomes unsqueeze(2) -> Conv2d with a (1, k) kernel (same name) -> squeeze(2):
     the same map, so the construction's Conv2d pairs (groups, taps, constant channels) apply."""
@@ -156,6 +188,32 @@ def _conv1d_as_conv2d(gm: fx.GraphModule) -> None:
             out = gm.graph.call_method("squeeze", (node, 2))
         node.replace_all_uses_with(out, delete_user_cb=lambda user: user is not out)
     gm.recompile()
+
+
+SHAPE_QUERIES = ("size", "dim")  # tensor methods whose value is a shape, not data
+
+
+def data_dependent(gm: fx.GraphModule, is_layer) -> dict[fx.Node, bool]:
+    """Per node, whether its value depends on the input's values (not only on its shape): the
+    placeholder and every layer output (``is_layer(module)``: it carries the pair's error) do, shape
+    queries and buffers do not, any other node does where one of its inputs does. The others are
+    constants of the graph (an attention mask of ones, position ids): computed alike by the target
+    and the pruned network, kept as they are, and exact in the certified bound."""
+    dep: dict[fx.Node, bool] = {}
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            dep[node] = True
+        elif node.op == "get_attr":
+            dep[node] = False
+        elif node.op == "call_method" and node.target in SHAPE_QUERIES:
+            dep[node] = False
+        elif node.op == "call_function" and node.target is getattr:
+            dep[node] = False
+        elif node.op == "call_module" and is_layer(gm.get_submodule(node.target)):
+            dep[node] = True
+        else:
+            dep[node] = any(dep.get(a, False) for a in node.all_input_nodes)
+    return dep
 
 
 def _batch_kept(node: fx.Node, kind: str) -> str | None:
@@ -220,6 +278,7 @@ class TargetLayer:
     conv: dict[str, Any] = field(default_factory=dict)  # stride, padding, dilation
     folded_bn: str | None = None  # name of the BatchNorm folded into it
     sources: list[str] = field(default_factory=list)  # the target's parameters it replaces (besides folded_bn's)
+    reads_input: bool = False  # an embedding of the target's input ids (others read constant ids: positions)
 
     @property
     def d_out(self) -> int:
@@ -391,6 +450,22 @@ def _affine_to_pairs(gm: fx.GraphModule, sources: dict[str, list[str]], original
             name = _free_name(gm, owner if isinstance(own, TRACED_THROUGH) else params[0].target + "_affine", called)
             out = _diag_node(gm, plain, plain, name, weight, bias, dim=-1 if node.target is F.layer_norm else 1)
             sources[name] = [p.target for p in params]
+        elif node.op == "call_module" and type(modules.get(node.target)) is nn.LayerNorm:  # a leaf of another tracer
+            ln = modules[node.target]
+            if len(ln.normalized_shape) != 1:
+                raise UnsupportedModelError(f"LayerNorm {node.target!r} over {tuple(ln.normalized_shape)}: only the last "
+                                            f"dimension's is supported ({_where(node)})")
+            with graph.inserting_before(node):
+                plain = graph.call_function(F.layer_norm, (node.args[0], tuple(ln.normalized_shape), None, None, ln.eps))
+            if ln.weight is None and ln.bias is None:
+                out = plain
+            else:
+                d = ln.normalized_shape[0]
+                weight = ln.weight.detach().double() if ln.weight is not None else torch.ones(d, dtype=torch.float64)
+                bias = ln.bias.detach().double() if ln.bias is not None else None
+                gm.delete_submodule(node.target)
+                out = _diag_node(gm, plain, plain, node.target, weight, bias)
+                sources[node.target] = [f"{node.target}.{p}" for p, _ in ln.named_parameters()]
         elif node.op == "call_module" and isinstance(modules.get(node.target), BN_MODULES):
             src = node.args[0]
             foldable = (isinstance(src, fx.Node) and src.op == "call_module"
@@ -477,6 +552,35 @@ def _affine_to_pairs(gm: fx.GraphModule, sources: dict[str, list[str]], original
     gm.recompile()
 
 
+def _is_hugging_face(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("transformers.") and hasattr(module, "config")
+
+
+def _hf_trace(module: nn.Module) -> fx.GraphModule:
+    """A Hugging Face model traced with transformers' fx tracer on ``input_ids`` alone (eager attention,
+    no cache); its output reduced to the logits (or its one tensor)."""
+    try:
+        from transformers.utils.fx import symbolic_trace as hf_symbolic_trace
+    except ImportError as exc:
+        raise UnsupportedModelError(f"a Hugging Face model needs transformers' fx tracer (transformers.utils.fx, "
+                                    f"present in transformers < 5): {exc}") from exc
+    module.config.use_cache = False
+    if hasattr(module.config, "_attn_implementation"):
+        module.config._attn_implementation = "eager"  # plain matmul / softmax, no fused kernel
+    gm = hf_symbolic_trace(module, input_names=["input_ids"])
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    value = out.args[0]
+    if isinstance(value, dict):
+        keys = [k for k, v in value.items() if isinstance(v, fx.Node)]
+        key = "logits" if "logits" in keys else keys[0] if len(keys) == 1 else None
+        if key is None:
+            raise UnsupportedModelError(f"the Hugging Face model returns {keys}; expected 'logits' or one tensor")
+        out.args = (value[key],)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
+
+
 def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule, list[TargetLayer]]:
     """Trace ``module`` (eval mode), check every op, fold BatchNorm, find non-negative inputs.
 
@@ -488,8 +592,11 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the encoder layer's fused path is not traceable
     try:
-        graph = _Tracer().trace(module)
-        gm = fx.GraphModule(module, graph, type(module).__name__)
+        if _is_hugging_face(module):
+            gm = _hf_trace(module)
+        else:
+            graph = _Tracer().trace(module)
+            gm = fx.GraphModule(module, graph, type(module).__name__)
     except UnsupportedModelError:
         raise
     except Exception as exc:  # fx raises many types for untraceable code
@@ -501,6 +608,7 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
         torch.backends.mha.set_fastpath_enabled(fastpath)
     _drop_eval_identities(gm)
     _conv1d_as_conv2d(gm)
+    _sdpa_as_ops(gm)
     _affine_to_pairs(gm, sources, module)
     modules = dict(gm.named_modules())
     nonneg: dict[fx.Node, bool] = {}
@@ -517,9 +625,14 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
             return nonneg.get(a, False)
         return isinstance(a, (int, float)) and a >= 0
 
+    dependent = data_dependent(gm, lambda m: isinstance(m, (*PARAM_MODULES, *BN_MODULES, nn.Embedding)))
     for node in gm.graph.nodes:
         rule = elementwise(node, modules) if node.op in ("call_module", "call_function", "call_method") else None
         tensor[node] = True
+        if node.op in ("call_function", "call_method") and not dependent[node]:
+            continue  # a constant of the graph (mask of ones, position ids, dtype limits): kept as it is
+        if node.op == "get_attr" and node.target not in dict(gm.named_parameters()):
+            continue  # a buffer: a constant
         if node.op == "placeholder":
             nonneg[node] = input_nonneg
         elif node.op == "output":
@@ -534,12 +647,13 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
                 if sub.max_norm is not None:
                     raise UnsupportedModelError(f"Embedding {node.target!r} has max_norm={sub.max_norm} (it renormalises "
                                                 f"rows at lookup, not a linear map) ({_where(node)})")
-                if node.args[0] is not placeholders[0]:
+                if node.args[0] is not placeholders[0] and dependent[node.args[0]]:
                     raise UnsupportedModelError(f"Embedding {node.target!r} must read the target's input (token ids) "
-                                                f"directly ({_where(node)})")
+                                                f"or constant ids (positions) ({_where(node)})")
                 # a linear map of the one-hot token: weight (dim, vocab), input >= 0
                 layer = TargetLayer(name=node.target, kind="embedding", weight=sub.weight.detach().double().T.clone(),
-                                    bias=None, input_nonneg=True, sources=[f"{node.target}.weight"])
+                                    bias=None, input_nonneg=True, sources=[f"{node.target}.weight"],
+                                    reads_input=node.args[0] is placeholders[0])
                 layers.append(layer)
                 by_name[node.target] = layer
                 nonneg[node] = False

@@ -138,8 +138,8 @@ def validate_ticket(ticket: Any) -> list[LayerSpec]:
     check = ticket.get("check")
     _check(isinstance(check, dict), "check", "must be a dict")
     inputs, outputs = check.get("inputs"), check.get("outputs")
-    tokens = any(s.kind == "embedding" for s in specs)
-    _check(isinstance(inputs, torch.Tensor) and (inputs.dtype == torch.long if tokens else inputs.is_floating_point())
+    tokens = any(s.kind == "embedding" for s in specs)  # ids (or floats, where embeddings read constant ids)
+    _check(isinstance(inputs, torch.Tensor) and (inputs.dtype == torch.long and tokens or inputs.is_floating_point())
            and inputs.dim() == 1 + len(shape) and list(inputs.shape[1:]) == shape and len(inputs) >= 1, "check.inputs",
            f"must be {'token id (int64)' if tokens else 'float'} inputs of shape (k, {', '.join(map(str, shape))})")
     _check(isinstance(outputs, torch.Tensor) and outputs.is_floating_point() and outputs.dim() >= 1
@@ -225,7 +225,7 @@ def rebuild(ticket: dict[str, Any], target: nn.Module, memory_budget: int | None
         raise TicketError(f"the ticket's layers {[s.name for s in specs]} do not match the target's {[l.name for l in layers]}")
     for i, (spec, layer) in enumerate(zip(specs, layers)):
         _check_fits(spec, layer, i)
-    shapes = propagate_shapes(folded, tuple(ticket["input_shape"]), any(l.kind == "embedding" for l in layers))
+    shapes = propagate_shapes(folded, tuple(ticket["input_shape"]), any(l.reads_input for l in layers))
     memory = plan(layers, specs, shapes, ticket["variant"], 1, memory_budget)  # before anything is allocated
     variant = ticket["variant"]
     values = [generate(s, dense=variant == "dense") for s in specs]

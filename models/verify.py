@@ -25,7 +25,7 @@ import torch.nn as nn
 from .adversarial import adversarial_search
 from .bounds import certified_bound
 from .crown import tighten
-from .construct import Construction
+from .construct import Construction, TensorOutput
 from .data import DataError, Dataset
 from .memory import MAX_VERIFY_BATCH
 from .problems import kept_sums
@@ -106,7 +106,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
                             f"domain [{c.domain[0]:g}, {c.domain[1]:g}]; the certified bound would not apply")
     else:
         x = domain_samples(c.input_shape, c.domain, samples, c.options.seed, c.tokens)
-    target64 = copy.deepcopy(c.target).double().eval()
+    target64 = TensorOutput(copy.deepcopy(c.target)).double().eval()
     batch = c.plan.verify_batch if c.plan is not None else MAX_VERIFY_BATCH
     f32 = g32 = None
     measured = x
@@ -115,7 +115,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     count = FLOAT64_INPUTS if data is not None else len(x)
     count = min(count, max(MIN_FLOAT64_INPUTS, int(FLOAT64_SECONDS / max(seconds64, 1e-9))))
     if len(x) > count:
-        target32 = copy.deepcopy(c.target).float().eval()
+        target32 = TensorOutput(copy.deepcopy(c.target)).float().eval()
         f32, g32 = _batched(target32, x, batch, torch.float32), _batched(c.pruned, x, batch, torch.float32)
         rows, random = _float64_subset(f32, g32, c.options.seed, count)
         measured = x[rows]

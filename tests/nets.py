@@ -602,3 +602,29 @@ def conv1d_net(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv1d(4, 4, 3, stride=2, dilation=2, groups=2),
                          nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4, 3)).eval()
+
+
+class SdpaNet(nn.Module):
+    """What Hugging Face traces look like: token and position embeddings (position ids a buffer), an
+    additive attention mask built from torch.ones of the input's size, F.scaled_dot_product_attention."""
+
+    def __init__(self, vocab: int = 12, d: int = 6, tokens: int = 4):
+        super().__init__()
+        self.words = nn.Embedding(vocab, d)
+        self.positions = nn.Embedding(tokens, d)
+        self.register_buffer("position_ids", torch.arange(tokens)[None, :])
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, ids):
+        b, t = ids.size()
+        x = self.words(ids) + self.positions(torch.narrow(self.position_ids, 1, 0, t))
+        mask = ((1.0 - torch.ones((b, t))) * -1e4 + 0.3 * torch.arange(t))[:, None, None, :]
+        h = nn.functional.scaled_dot_product_attention(self.q(x)[:, None], self.k(x)[:, None], self.v(x)[:, None],
+                                                       attn_mask=mask)
+        return self.head(h[:, 0].mean(dim=1))
+
+
+def sdpa_net(seed: int = 0) -> SdpaNet:
+    torch.manual_seed(seed)
+    return SdpaNet().eval()

@@ -21,7 +21,8 @@ from .nets import LoneBatchNorm, attention_only, encoder_classifier, norm_net
 
 
 def _construct(make, shape, domain, n, variant="fanout", **kw):
-    options = ConstructOptions.from_kwargs(n=n, progress=False, workers=1, objective="min-error", **kw)
+    kw.setdefault("workers", 1)
+    options = ConstructOptions.from_kwargs(n=n, progress=False, objective="min-error", **kw)
     return construct(make(), shape, domain, options, variant)
 
 
@@ -313,3 +314,48 @@ def test_token_targets_from_the_cli(tmp_path, capsys):
     assert main(["solve", str(tmp_path / "enc.pt"), "--arch", "module:tests.nets:encoder_classifier", "--input-shape",
                  "4,3", "--data", "none", "--input-domain", "tokens", "--out", str(tmp_path / "e")]) == 2
     assert "needs a target whose input is token ids" in capsys.readouterr().err
+
+
+def test_graph_constants_position_ids_and_scaled_dot_product_attention():
+    """Constants of the graph (a mask of ones, position ids from a buffer) are kept as they are and
+    exact in the bound; an embedding of constant ids gets a pair; sdpa is decomposed into matmul and
+    softmax; the bound exists and holds."""
+    from .nets import sdpa_net
+
+    c = _construct(sdpa_net, (4,), (0.0, 11.0), 21)
+    kinds = {layer.name: (layer.kind, layer.reads_input) for layer in c.layers}
+    assert kinds["words"] == ("embedding", True) and kinds["positions"] == ("embedding", False)
+    assert not any(n.target is torch.nn.functional.scaled_dot_product_attention for n in c.folded.graph.nodes)
+    assert unconstructed(c) == []
+    _check_pairs(c)
+    x = domain_samples((4,), (0.0, 11.0), 32, 1, tokens=True)
+    with torch.no_grad():
+        f = c.target.double()(x)
+        assert torch.allclose(c.folded(x), f, atol=1e-12)
+        assert float((f - c.pruned(x)).abs().max()) <= 1e-3 * float(f.max() - f.min())
+    check = verify(c, None, samples=64, adversarial=4)
+    assert check["bound_holds"] and check["adversarial_output_error"] <= check["certified_bound"]
+    from models.bounds import certified_bound  # with exact pairs the constants add no error
+
+    exact = [(np.zeros(tuple(layer.weight.shape)), None if layer.bias is None else np.zeros(layer.d_out))
+             for layer in c.layers]
+    assert certified_bound(c.folded, c.layers, exact, (4,), (0.0, 11.0))["bound"] <= 1e-6
+
+
+def test_hugging_face_bert_is_traced_and_constructed():
+    """A tiny BERT (2 layers, hidden 128, 2 heads) through transformers' fx tracer: every parameter
+    constructed, output within 1e-3 of its range at n = 21. Needs transformers < 5 (its fx tracer)."""
+    pytest.importorskip("transformers.utils.fx", reason="transformers' fx tracer (transformers < 5) is not installed")
+    import transformers
+
+    def bert():
+        torch.manual_seed(0)
+        config = transformers.BertConfig(num_hidden_layers=2, hidden_size=128, num_attention_heads=2,
+                                         intermediate_size=512, vocab_size=1000)
+        return transformers.BertForSequenceClassification(config).eval()
+
+    c = _construct(bert, (16,), (0.0, 999.0), 21, workers=2)
+    assert unconstructed(c) == [] and c.tokens
+    check = verify(c, None, samples=62, adversarial=2)
+    low, high = check["output_range_observed"]
+    assert check["max_output_error"] <= 1e-3 * (high - low) and "layer_norm" in check["certified_bound_reason"]
