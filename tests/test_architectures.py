@@ -12,12 +12,11 @@ import torch.nn as nn
 from models.attention import decompose
 from models.construct import ConstructOptions, construct
 from models.graph import UnsupportedModelError, trace_target
-from models.problems import errors_from_masks
-from models.random_net import generate
 from models.report import build_report, report_markdown, unconstructed
 from models.verify import domain_samples, verify
 
 from .nets import LoneBatchNorm, attention_only, encoder_classifier, norm_net
+from .problems import assert_errors_from_masks
 
 
 def _construct(make, shape, domain, n, variant="fanout", **kw):
@@ -31,15 +30,6 @@ def _errors(c, shape, domain, count=128):
     with torch.no_grad():
         f = c.target.double()(x)
         return f, (f - c.pruned(x)).abs()
-
-
-def _check_pairs(c):
-    """Every pair's errors recomputed from its masks are the solver's."""
-    for layer, spec, sol in zip(c.layers, c.specs, c.solutions):
-        we, be = errors_from_masks(layer, spec, generate(spec), sol.masks)
-        assert np.allclose(we, sol.weight_error, atol=1e-12)
-        if be is not None:
-            assert np.allclose(be, sol.bias_error, atol=1e-12)
 
 
 def lone_batch_norm():
@@ -61,7 +51,7 @@ def test_elementwise_affine_parameters_become_diagonal_pairs(make, shape):
         assert diag["gamma_affine"].sources == ["gamma"] and diag["gamma_affine"].bias is None
         assert diag["ln"].sources == ["ln.weight", "ln.bias"]
     assert unconstructed(c) == []
-    _check_pairs(c)
+    assert_errors_from_masks(c)
     f, err = _errors(c, shape, (-1.0, 1.0))
     assert float(err.max()) <= 1e-3 * float(f.abs().max())
     dense = _construct(make, shape, (-1.0, 1.0), 21, variant="dense")
@@ -94,7 +84,7 @@ def test_transformer_encoder_is_constructed_projection_by_projection(norm_first)
         assert torch.allclose(folded(x), net.double()(x), atol=1e-12)
     c = _construct(make, (4, 3), (-1.0, 1.0), 21)
     assert unconstructed(c) == []
-    _check_pairs(c)
+    assert_errors_from_masks(c)
     f, err = _errors(c, (4, 3), (-1.0, 1.0))
     assert float(err.max()) <= 1e-3 * float(f.max() - f.min())
 
@@ -221,7 +211,7 @@ def test_vision_transformer_tokens_and_position_table_are_constructed():
     assert torch.equal(token.weight, torch.zeros_like(token.weight)) and token.d_out == 8
     assert table.d_out == 5 * 8 and torch.equal(table.weight, torch.ones_like(table.weight))
     assert unconstructed(c) == []
-    _check_pairs(c)
+    assert_errors_from_masks(c)
     f, err = _errors(c, (1, 8, 8), (0.0, 1.0))
     assert float(err.max()) <= 1e-3 * float(f.max() - f.min())
 
@@ -239,7 +229,7 @@ def test_chunk_channel_shuffle_in_place_add_and_eval_identities(monkeypatch):
     c = _construct(shuffle_block, (2, 6, 6), (0.0, 1.0), 8)
     check = verify(c, None, samples=64, adversarial=2)
     assert check["bound_holds"] and check["max_output_error"] <= check["certified_bound"]
-    _check_pairs(c)
+    assert_errors_from_masks(c)
 
 
 def test_flatten_of_the_batch_dimension_is_refused():
@@ -260,7 +250,7 @@ def test_embedding_is_a_linear_map_of_the_one_hot_token(norm):
     c = _construct(make, (5,), (0.0, 19.0), 21)
     assert c.tokens and c.layers[0].kind == "embedding" and c.layers[0].weight.shape == (8, 20)
     assert c.specs[0].units_per_input == 21 and not c.specs[0].has_bias  # one-hot input: one sign group
-    _check_pairs(c)
+    assert_errors_from_masks(c)
     dense = _construct(make, (5,), (0.0, 19.0), 21, variant="dense")
     x = domain_samples((5,), (0.0, 19.0), 32, 5, tokens=True)
     assert x.dtype == torch.long and int(x.min()) >= 0 and int(x.max()) <= 19
@@ -327,7 +317,7 @@ def test_graph_constants_position_ids_and_scaled_dot_product_attention():
     assert kinds["words"] == ("embedding", True) and kinds["positions"] == ("embedding", False)
     assert not any(n.target is torch.nn.functional.scaled_dot_product_attention for n in c.folded.graph.nodes)
     assert unconstructed(c) == []
-    _check_pairs(c)
+    assert_errors_from_masks(c)
     x = domain_samples((4,), (0.0, 11.0), 32, 1, tokens=True)
     with torch.no_grad():
         f = c.target.double()(x)
