@@ -124,3 +124,8 @@ def test_bench_zoo_builds_or_refuses_each_model_and_plots_its_table(tmp_path, ca
     assert payload["plot"]["0: max output error / output range"]["y"] == [enc["relative_output_error"]]
     assert payload["plot"]["1: seconds end to end"] == {"x": [enc["target_params"]], "y": [enc["seconds"]]}
     assert (out / "zoo.png").stat().st_size > 0 and "| transformer_encoder | 16x32 | 6 |" in (out / "zoo.md").read_text()
+    # no model built (GPT-2 is not run or refused here): the table and an empty plot are still written
+    assert main(["bench", "zoo", "--models", "hf_gpt2_tiny", "--n", "4", "--out", str(out / "none")]) == 0
+    none = json.loads((out / "none" / "zoo.json").read_text())
+    assert none["rows"][0]["status"] in ("not run", "refused", "failed")
+    assert all(line == {"x": [], "y": []} for line in none["plot"].values())
