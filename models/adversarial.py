@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .construct import Construction, TensorOutput
+from .construct import Construction
 
 
 def _errors(target64, pruned, x: torch.Tensor) -> torch.Tensor:
@@ -34,6 +34,8 @@ def adversarial_search(c: Construction, target64: torch.nn.Module | None = None,
     """Largest |f(x) - g(x)| found in the box; ``target64``: the target in float64 if the caller
     has one (else a copy is made); ``seeds``: inputs to start from (e.g. the verified inputs with
     the largest errors). Returns the error, its witness input (1, *input_shape) and the settings."""
+    if target64 is None:
+        target64 = c.target_as(torch.float64)
     if c.tokens:
         return _token_search(c, target64, seeds, restarts, steps, seed)
     start = time.perf_counter()
@@ -46,8 +48,6 @@ def adversarial_search(c: Construction, target64: torch.nn.Module | None = None,
     rand = max(restarts - sum(len(s) for s in starts), 0)
     starts.append(torch.rand((rand, *shape), generator=gen) * (hi - lo) + lo)
     x0 = torch.cat(starts).double()
-    if target64 is None:
-        target64 = TensorOutput(copy.deepcopy(c.target)).double().eval()
     target32 = copy.deepcopy(target64).float()
     pruned = c.pruned
     params = list(pruned.parameters()) + list(target32.parameters())
@@ -96,8 +96,6 @@ def _token_search(c: Construction, target64, seeds, restarts: int, steps: int, s
     rand = max(restarts - sum(len(s) for s in starts), 0)
     starts.append(torch.randint(lo, hi + 1, (rand, *c.input_shape), generator=gen))
     x = torch.cat(starts).long()
-    if target64 is None:
-        target64 = TensorOutput(copy.deepcopy(c.target)).double().eval()
     with torch.no_grad():
         err = _errors(target64, c.pruned, x)
         for _ in range(steps):

@@ -16,7 +16,6 @@ output's magnitude is added so the bound is never below an error observed in flo
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,13 +86,10 @@ class NoBoundRule(Exception):
 #: ops that act on the stacked (lo, hi, delta) tensor correctly as they are: they move, select or
 #: sum entries of each part alike, or are monotone with delta' <= delta (ReLU, max pooling)
 _AS_IS = {"relu", "add", "flatten", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
-          "dropout", "getitem", "cat", "mean", "permute", "transpose", "movedim", "view", "reshape", "size",
-          "contiguous", "chunk", "split", "unflatten", "dim", "unsqueeze", "squeeze"}
+          "dropout", "getitem", "cat", "mean", "permute", "transpose", "movedim", "view", "reshape",
+          "contiguous", "chunk", "split", "unflatten", "unsqueeze", "squeeze"}
 _AS_IS_MODULES = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten,
                   nn.Dropout, nn.Identity)
-#: functions of shapes (``x.shape``, comparisons and asserts on it): the stacked tensor's batch of 3
-#: keeps lo, hi and delta apart through any reshape that uses it, as ``x.size(0)`` does
-_ON_SHAPES = (getattr, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, torch._assert)
 _NO_RULE = {"layer_norm": "layer_norm (its Lipschitz constant is unbounded as the variance goes to 0)",
             "group_norm": "group_norm (its Lipschitz constant is unbounded as the variance goes to 0)"}
 
@@ -117,7 +113,9 @@ class _BoundInterpreter(fx.Interpreter):
 
     def run_node(self, n: fx.Node):
         if n.op in ("call_function", "call_method") and not self._dependent[n]:
-            return super().run_node(n)  # a constant of the graph: computed as it is
+            # shapes and constants of the graph, computed as they are: sizes read from the stacked
+            # tensor say a batch of 3, which keeps lo, hi and delta apart through any reshape
+            return super().run_node(n)
         kind = PASS_FUNCTIONS.get(n.target) if n.op == "call_function" else n.target if n.op == "call_method" else None
         if n.op == "call_module" and isinstance(self._modules_by_name[n.target], _BoundLayer) and \
                 not self._dependent[n.args[0]]:  # a layer of constant ids (position embeddings)
@@ -127,9 +125,9 @@ class _BoundInterpreter(fx.Interpreter):
             args, kwargs = self.fetch_args_kwargs_from_env(n)
             if any(isinstance(a, torch.Tensor) for a in args):
                 args = tuple(self._constant(node, a) for node, a in zip(n.args, args))
-                if kind != "add" or any(isinstance(a, _Const) for a in args):
-                    return _arithmetic(kind, args, kwargs)
-        if n.op in ("call_function", "call_method") and kind not in _AS_IS and n.target not in _ON_SHAPES and \
+                if kind != "add" or any(isinstance(a, (int, float, _Const)) for a in args):
+                    return _arithmetic(kind, args, kwargs)  # a sum of two activations runs as it is
+        if n.op in ("call_function", "call_method") and kind not in _AS_IS and \
                 elementwise(n, self._modules_by_name) is None and softmax_dim(n, self._modules_by_name) is None:
             args, _ = self.fetch_args_kwargs_from_env(n)
             if any(isinstance(a, torch.Tensor) for a in args):
@@ -153,19 +151,6 @@ class _BoundInterpreter(fx.Interpreter):
                 return torch.cat(softmax_bounds(lo, hi, delta, dim))
         return super().run_node(n)
 
-    def call_function(self, target, args, kwargs):
-        if target in (operator.add, torch.add) and any(isinstance(a, (int, float)) for a in args) and \
-                any(isinstance(a, torch.Tensor) for a in args):
-            x = next(a for a in args if isinstance(a, torch.Tensor))
-            const = next(a for a in args if isinstance(a, (int, float)))
-            return torch.cat([x[0:2] + const, x[2:3]])
-        return super().call_function(target, args, kwargs)
-
-    def call_method(self, target, args, kwargs):
-        if target == "add" and isinstance(args[1], (int, float)) and isinstance(args[0], torch.Tensor):
-            return torch.cat([args[0][0:2] + args[1], args[0][2:3]])
-        return super().call_method(target, args, kwargs)
-
 
 IBP_METHOD = "interval bound propagation over the input box with per-layer weight/bias errors (models/bounds.py)"
 
@@ -187,7 +172,8 @@ def _parts(x):
 
 
 def _arithmetic(kind: str, args, kwargs) -> torch.Tensor:
-    """Interval and error rules of a - b, a * b, a / c, -a and constant padding (c: a constant).
+    """Interval and error rules of a + b, a - b, a * b, a / c, -a, constant padding (c: a constant;
+    a number or graph constant has delta 0, so adding one shifts lo/hi and not delta) and matmul.
 
     |ab - a'b'| <= |a| |b - b'| + |b'| |a - a'| <= mag_a delta_b + (mag_b + delta_b) delta_a."""
     if kind == "neg":
@@ -198,9 +184,9 @@ def _arithmetic(kind: str, args, kwargs) -> torch.Tensor:
         value = kwargs.get("value", args[3] if len(args) > 3 else 0.0) or 0.0
         lo, hi, d = _parts(x)
         return torch.cat([F.pad(lo, pad, value=value), F.pad(hi, pad, value=value), F.pad(d, pad, value=0.0)])
-    (alo, ahi, ad), (blo, bhi, bd) = _parts(args[0]), _parts(args[1])
     if kind == "matmul":
         return _matmul(args[0], args[1])
+    (alo, ahi, ad), (blo, bhi, bd) = _parts(args[0]), _parts(args[1])
     if kind == "add":
         return torch.cat(torch.broadcast_tensors(alo + blo, ahi + bhi, ad + bd))
     if kind == "sub":

@@ -19,7 +19,7 @@ from solver.options import check_field
 
 from .construct import ConstructOptions
 from .pipeline import Job, solve_run, verify_run
-from .report import _fmt
+from .report import fmt
 from .random_net import VARIANTS
 from .target import MAX_ABS_WEIGHT
 from .report import console_summary
@@ -217,7 +217,7 @@ def run_verify(args: argparse.Namespace) -> int:
     print(f"rebuilt {out.layers} pairs from {args.run_dir / 'ticket.pt'}; outputs on {out.checked} stored inputs "
           f"bit-exact: {out.bit_exact}")
     print(f"max output error {check['max_output_error']:.3g} (report: {out.reported_output_error:.3g}), "
-          f"certified bound {_fmt(check['certified_bound'])}, bound holds: {check['bound_holds']}")
+          f"certified bound {fmt(check['certified_bound'])}, bound holds: {check['bound_holds']}")
     if "accuracy" in check:
         print(f"accuracy target/pruned {100 * check['accuracy']['target']:.2f}% / {100 * check['accuracy']['pruned']:.2f}%")
     print("verify: OK" if out.ok else "verify: FAILED")

@@ -11,6 +11,7 @@ subset-sum problems (:mod:`models.problems`), and the solutions become the pair'
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -26,7 +27,7 @@ from solver import SolverInputError, SolverTypeError, Status
 from solver.options import SolveOptions, hashed_fields, option, validate
 
 from .auto_n import choose_n, row_blocks
-from .graph import TargetLayer, UnsupportedModelError, trace_target
+from .graph import TargetLayer, UnsupportedModelError, reads_tokens, trace_target
 from .memory import MemoryPlan, layer_shapes, plan
 from .problems import build_problems, masks_from_solutions, pair_masks
 from .pruned import assemble
@@ -148,10 +149,14 @@ class Construction:
     memory: dict[str, float] = field(default_factory=dict)  # peak resident memory (MB) after the solve phase
     plan: MemoryPlan | None = None  # the memory plan (verification batch size)
 
+    def target_as(self, dtype: torch.dtype) -> nn.Module:
+        """A copy of the target in ``dtype``, eval mode, its output one tensor (:class:`TensorOutput`)."""
+        return TensorOutput(copy.deepcopy(self.target)).to(dtype).eval()
+
     @property
     def tokens(self) -> bool:
         """Whether the input is token ids (an Embedding reads it): the domain is a range of ids."""
-        return any(layer.kind == "embedding" and layer.reads_input for layer in self.layers)
+        return reads_tokens(self.layers)
 
 
 class TensorOutput(nn.Module):
@@ -188,7 +193,7 @@ def propagate_shapes(folded: fx.GraphModule, input_shape: tuple[int, ...], token
 
 def check_token_domain(layers: list[TargetLayer], domain: tuple[float, float]) -> None:
     """A target that reads token ids (an Embedding first) needs the domain to be a range of ids."""
-    vocab = min(layer.d_in for layer in layers if layer.kind == "embedding" and layer.reads_input)
+    vocab = min(layer.d_in for layer in layers if layer.reads_input)
     lo, hi = domain
     if not (float(lo).is_integer() and float(hi).is_integer() and 0 <= lo <= hi <= vocab - 1):
         raise ValueError(f"the target reads token ids (an Embedding of {vocab} rows first), so the input domain must "
@@ -301,7 +306,7 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
         raise ValueError(f"input domain must be an interval LO <= HI; got {domain}")
     start = time.perf_counter()
     folded, layers = trace_target(target, input_nonneg=domain[0] >= 0)
-    tokens = any(layer.kind == "embedding" and layer.reads_input for layer in layers)
+    tokens = reads_tokens(layers)
     if tokens:
         check_token_domain(layers, domain)
     shapes = propagate_shapes(folded, input_shape, tokens)

@@ -77,18 +77,12 @@ PASS_FUNCTIONS = {
     F.layer_norm: "layer_norm", F.group_norm: "group_norm", operator.iadd: "add", torch.chunk: "chunk",
     torch.split: "split", torch.unflatten: "unflatten", torch.unsqueeze: "unsqueeze", torch.squeeze: "squeeze",
 }
-PASS_METHODS = {"relu", "flatten", "view", "reshape", "size", "add", "contiguous", "sub", "mul", "div", "mean",
-                "permute", "transpose", "movedim", "matmul", "chunk", "split", "unflatten", "dim",
-                "unsqueeze", "squeeze"}
+PASS_METHODS = {"relu", "flatten", "view", "reshape", "add", "contiguous", "sub", "mul", "div", "mean",
+                "permute", "transpose", "movedim", "matmul", "chunk", "split", "unflatten", "unsqueeze", "squeeze"}
 TUPLE_KINDS = {"chunk", "split"}  # ops whose value is a tuple of tensors, read by getitem
 #: functions that are the identity in eval mode, found by qualified name (torchvision is not a
 #: dependency): (module, name, position of the ``training`` argument)
 EVAL_IDENTITIES = {("torchvision.ops.stochastic_depth", "stochastic_depth"): 3}
-SHAPE_ONLY = {"flatten", "view", "reshape", "contiguous", "dropout", "unsqueeze", "squeeze"}
-#: functions on shape values (x.size(0) * 2, s[1], ...), never on activations
-SHAPE_ARITHMETIC = (operator.getitem, operator.mul, operator.add, operator.sub, operator.floordiv, operator.truediv,
-                    getattr, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, torch._assert,
-                    operator.pow)
 
 
 def _sign(kind: str, node: fx.Node, arg_nonneg) -> bool:
@@ -248,8 +242,8 @@ def _batch_kept(node: fx.Node, kind: str) -> str | None:
             return f"{kind} over dim {dim!r} would mix the batch dimension (dim 0) in; use dims >= 1"
     if kind in ("transpose", "movedim") and any(a == 0 for a in args[1:3]):
         return f"{kind} of dim 0 (the batch dimension)"
-    if kind in ("layer_norm", "group_norm") and any(isinstance(a, fx.Node) for a in node.args[2:4]) or \
-            any(isinstance(node.kwargs.get(k), fx.Node) for k in ("weight", "bias")) and kind in ("layer_norm", "group_norm"):
+    if kind in ("layer_norm", "group_norm") and any(
+            isinstance(a, fx.Node) for a in (*node.args[2:4], node.kwargs.get("weight"), node.kwargs.get("bias"))):
         return "normalisation weight or bias computed from activations"
     if kind == "permute":
         dims = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
@@ -320,6 +314,11 @@ class TargetLayer:
         c = self.conv
         return F.conv2d(x, w, b, stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
                         groups=c.get("groups", 1))
+
+
+def reads_tokens(layers: list[TargetLayer]) -> bool:
+    """Whether the target's input is token ids: an Embedding reads it."""
+    return any(layer.reads_input for layer in layers)
 
 
 def _where(node: fx.Node) -> str:
@@ -395,8 +394,10 @@ def _diag_node(gm: fx.GraphModule, after: fx.Node, x: fx.Node, name: str, weight
 
 
 def _param(gm: fx.GraphModule, node: Any) -> torch.Tensor | None:
-    return None if node is None else gm.get_parameter(node.target).detach().double() if isinstance(node, fx.Node) \
-        else None
+    """The float64 value of the parameter a get_attr node reads (None for anything else)."""
+    is_param = isinstance(node, fx.Node) and node.op == "get_attr" and \
+        node.target in {name for name, _ in gm.named_parameters()}
+    return gm.get_parameter(node.target).detach().double() if is_param else None
 
 
 def _free_name(gm: fx.GraphModule, base: str, called: set[str]) -> str:
@@ -423,6 +424,16 @@ def _affine_to_pairs(gm: fx.GraphModule, sources: dict[str, list[str]], original
     diagonal layer; other parameters give theirs + "_affine"."""
     graph = gm.graph
     modules = dict(gm.named_modules())
+    owners = dict(original.named_modules())
+    for node in list(graph.nodes):  # a LayerNorm kept whole by another tracer: its functional form
+        ln = modules.get(node.target) if node.op == "call_module" else None
+        if type(ln) is nn.LayerNorm:
+            with graph.inserting_before(node):
+                weight, bias = [graph.get_attr(f"{node.target}.{p}") if getattr(ln, p) is not None else None
+                                for p in ("weight", "bias")]
+                fn = graph.call_function(F.layer_norm, (node.args[0], tuple(ln.normalized_shape), weight, bias, ln.eps))
+            node.replace_all_uses_with(fn)
+            graph.erase_node(node)
     called = {n.target for n in graph.nodes if n.op == "call_module"}
 
     def arg(node, i, key, default=None):
@@ -446,26 +457,10 @@ def _affine_to_pairs(gm: fx.GraphModule, sources: dict[str, list[str]], original
             with graph.inserting_before(node):
                 plain = graph.call_function(node.target, (x, size, None, None, eps))
             owner = params[0].target.rsplit(".", 1)[0] if "." in params[0].target else ""
-            own = dict(original.named_modules()).get(owner) if owner else None
+            own = owners.get(owner) if owner else None
             name = _free_name(gm, owner if isinstance(own, TRACED_THROUGH) else params[0].target + "_affine", called)
             out = _diag_node(gm, plain, plain, name, weight, bias, dim=-1 if node.target is F.layer_norm else 1)
             sources[name] = [p.target for p in params]
-        elif node.op == "call_module" and type(modules.get(node.target)) is nn.LayerNorm:  # a leaf of another tracer
-            ln = modules[node.target]
-            if len(ln.normalized_shape) != 1:
-                raise UnsupportedModelError(f"LayerNorm {node.target!r} over {tuple(ln.normalized_shape)}: only the last "
-                                            f"dimension's is supported ({_where(node)})")
-            with graph.inserting_before(node):
-                plain = graph.call_function(F.layer_norm, (node.args[0], tuple(ln.normalized_shape), None, None, ln.eps))
-            if ln.weight is None and ln.bias is None:
-                out = plain
-            else:
-                d = ln.normalized_shape[0]
-                weight = ln.weight.detach().double() if ln.weight is not None else torch.ones(d, dtype=torch.float64)
-                bias = ln.bias.detach().double() if ln.bias is not None else None
-                gm.delete_submodule(node.target)
-                out = _diag_node(gm, plain, plain, node.target, weight, bias)
-                sources[node.target] = [f"{node.target}.{p}" for p, _ in ln.named_parameters()]
         elif node.op == "call_module" and isinstance(modules.get(node.target), BN_MODULES):
             src = node.args[0]
             foldable = (isinstance(src, fx.Node) and src.op == "call_module"
@@ -476,7 +471,6 @@ def _affine_to_pairs(gm: fx.GraphModule, sources: dict[str, list[str]], original
             layer = TargetLayer(node.target, "linear", torch.eye(bn.num_features, dtype=torch.float64), None, False)
             weight, bias = _fold_bn(layer, bn, node.target)
             name = _free_name(gm, node.target, called - {node.target})
-            gm.delete_submodule(node.target)
             out = _diag_node(gm, node, node.args[0], name, torch.diagonal(weight).clone(), bias, dim=1)
             sources[name] = [f"{node.target}.{p}" for p, _ in bn.named_parameters()]
         elif node.op in ("call_function", "call_method") and (node.target in (operator.mul, torch.mul, operator.add, torch.add)
@@ -485,8 +479,7 @@ def _affine_to_pairs(gm: fx.GraphModule, sources: dict[str, list[str]], original
             others = [a for a in node.args if a not in params]
             if len(params) != 1 or len(others) != 1 or not isinstance(others[0], fx.Node):
                 continue
-            value = gm.get_parameter(params[0].target).detach().double() if params[0].target in dict(gm.named_parameters()) \
-                else None
+            value = _param(gm, params[0])
             if value is None:
                 continue
             big = [i for i, s in enumerate(value.shape) if s != 1]
@@ -527,7 +520,7 @@ def _affine_to_pairs(gm: fx.GraphModule, sources: dict[str, list[str]], original
             continue
         dim = cat.kwargs.get("dim", cat.args[1] if len(cat.args) > 1 else 0)
         others = [t for t in cat.args[0] if t is not expand]
-        value = gm.get_parameter(node.target).detach().double() if node.target in dict(gm.named_parameters()) else None
+        value = _param(gm, node)
         if value is None or not others or not isinstance(dim, int) or dim < 1 or value.shape[0] != 1:
             continue
         # the token is what a diagonal pair with weight 0 and bias p computes on any input shaped like
@@ -618,20 +611,18 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
     if len(placeholders) != 1:
         raise UnsupportedModelError(f"the target must take exactly one input tensor; its forward takes {len(placeholders)}")
 
-    tensor: dict[fx.Node, bool] = {}  # False: a shape value (x.size(0), ...), not an activation
-
     def arg_nonneg(a: Any) -> bool:
         if isinstance(a, fx.Node):
             return nonneg.get(a, False)
         return isinstance(a, (int, float)) and a >= 0
 
     dependent = data_dependent(gm, lambda m: isinstance(m, (*PARAM_MODULES, *BN_MODULES, nn.Embedding)))
+    parameters = {name for name, _ in gm.named_parameters()}
     for node in gm.graph.nodes:
         rule = elementwise(node, modules) if node.op in ("call_module", "call_function", "call_method") else None
-        tensor[node] = True
         if node.op in ("call_function", "call_method") and not dependent[node]:
-            continue  # a constant of the graph (mask of ones, position ids, dtype limits): kept as it is
-        if node.op == "get_attr" and node.target not in dict(gm.named_parameters()):
+            continue  # shape arithmetic or a constant of the graph (mask of ones, position ids): kept as it is
+        if node.op == "get_attr" and node.target not in parameters:
             continue  # a buffer: a constant
         if node.op == "placeholder":
             nonneg[node] = input_nonneg
@@ -697,11 +688,6 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
                     f"Hardsigmoid, Tanh, Hardtanh, ELU, Softplus, SiLU, GELU, Hardswish, Mish, Softmax, "
                     f"(adaptive) max and average pooling, Flatten, Dropout, Identity, additions"
                 )
-        elif node.op == "call_function" and ((node.target in SHAPE_ARITHMETIC and not any(
-                tensor.get(a, False) for a in node.all_input_nodes)) or (node.target is getattr and node.args[1] in (
-                "shape", "dtype", "device", "ndim"))):
-            tensor[node] = False  # shape arithmetic (x.size(0) * 2, ...): no tensor involved
-            continue
         elif node.op == "call_function":
             kind = PASS_FUNCTIONS.get(node.target)
             if kind is None:
@@ -717,8 +703,6 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
             if why:
                 raise UnsupportedModelError(f".{node.target}(): {why} ({_where(node)})")
             nonneg[node] = _sign(node.target, node, arg_nonneg)
-            if node.target in ("size", "dim"):
-                tensor[node] = False
         elif node.op == "get_attr":
             raise UnsupportedModelError(
                 f"the target uses the tensor {node.target!r} directly ({_where(node)}); supported: a parameter that "

@@ -29,15 +29,6 @@ from .ticket import TicketError, load_ticket, rebuild, rebuilt_construction
 from .verify import check_inputs_for, verify
 
 
-def token_domain(model: torch.nn.Module) -> tuple[float, float]:
-    """``--input-domain tokens``: every id of the target's (first) Embedding."""
-    embeds = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
-    if not embeds:
-        raise ValueError("--input-domain tokens needs a target whose input is token ids (an nn.Embedding first); "
-                         "this target has no Embedding")
-    return (0.0, float(embeds[0].num_embeddings - 1))
-
-
 @dataclass
 class Job:
     """One ``lottery solve``: the target, the data, the box the bound covers, the options, the output."""
@@ -67,9 +58,12 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     data = load_data(job.data, job.normalize)
     input_shape = job.input_shape or (tuple(data.x.shape[1:]) if data is not None else input_shape_of(model, job.arch))
     domain = job.domain or (data.domain if data is not None else (0.0, 1.0))
-    if domain == "tokens":
-        domain = token_domain(model)
     embeds = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    if domain == "tokens":  # every id of the target's (first) Embedding
+        if not embeds:
+            raise ValueError("--input-domain tokens needs a target whose input is token ids (an nn.Embedding "
+                             "first); this target has no Embedding")
+        domain = (0.0, float(embeds[0].num_embeddings - 1))
     tokens = bool(embeds) and float(domain[0]).is_integer() and float(domain[1]).is_integer()  # ids: checked later
     try:
         with torch.no_grad():

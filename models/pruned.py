@@ -36,6 +36,17 @@ class _Masked:
         self.register_buffer("weight_mask", weight_mask.to(torch.bool).reshape(weight.shape))
         self.register_buffer("bias_mask", bias_mask.to(torch.bool).reshape(bias.shape))
 
+    def blockwise(self, x: torch.Tensor, apply, dim: int) -> torch.Tensor:
+        """``apply(x, weight * mask, bias * mask)`` in x's dtype; beyond :data:`CAST_BLOCK` weights (and
+        without groups) a block of output rows at a time, the outputs joined along ``dim``."""
+        if self.weight_orig.numel() <= CAST_BLOCK or self.groups > 1:
+            return apply(x, *self.masked(x.dtype))
+        parts = []
+        for rows in _row_blocks(self.weight_orig.shape[0], self.weight_orig[0].numel()):
+            w = (self.weight_orig[rows] * self.weight_mask[rows]).to(x.dtype)
+            parts.append(apply(x, w, (self.bias_orig[rows] * self.bias_mask[rows]).to(x.dtype)))
+        return torch.cat(parts, dim=dim)
+
     def masked(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """weight * mask and bias * mask, cast to ``dtype`` (exact: the mask is 0/1), so a float32
         network evaluates float64 inputs in float64 without a float64 copy of itself."""
@@ -65,14 +76,7 @@ class MaskedLinear(_Masked, nn.Linear):
         self._init_masked(weight, bias, weight_mask, bias_mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight_orig.numel() <= CAST_BLOCK or self.groups > 1:
-            w, b = self.masked(x.dtype)
-            return grouped_linear(x, w, b, self.groups)
-        parts = []
-        for rows in _row_blocks(self.out_features, self.weight_orig.shape[1]):
-            w = (self.weight_orig[rows] * self.weight_mask[rows]).to(x.dtype)
-            parts.append(F.linear(x, w, (self.bias_orig[rows] * self.bias_mask[rows]).to(x.dtype)))
-        return torch.cat(parts, dim=-1)
+        return self.blockwise(x, lambda x, w, b: grouped_linear(x, w, b, self.groups), dim=-1)
 
     def plain(self) -> nn.Module:
         w, b = self.masked()
@@ -90,14 +94,7 @@ class MaskedConv2d(_Masked, nn.Conv2d):
         self._init_masked(weight, bias, weight_mask, bias_mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight_orig.numel() <= CAST_BLOCK or self.groups > 1:
-            w, b = self.masked(x.dtype)
-            return self._conv_forward(x, w, b)
-        parts = []
-        for rows in _row_blocks(self.out_channels, self.weight_orig[0].numel()):
-            w = (self.weight_orig[rows] * self.weight_mask[rows]).to(x.dtype)
-            parts.append(self._conv_forward(x, w, (self.bias_orig[rows] * self.bias_mask[rows]).to(x.dtype)))
-        return torch.cat(parts, dim=1)
+        return self.blockwise(x, self._conv_forward, dim=1)
 
     def plain(self) -> nn.Conv2d:
         w, b = self.masked()

@@ -171,7 +171,7 @@ def _domain_words(r: dict[str, Any]) -> str:
     return f"the input box {r['input_domain']}"
 
 
-def _fmt(x: float | None) -> str:
+def fmt(x: float | None) -> str:
     """Three significant digits; None (a figure not given, e.g. no certified bound) as "none"."""
     return "none" if x is None else f"{x:.3g}"
 
@@ -183,18 +183,18 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("target params", f"{r['target_params']:,}"),
         ("random params (dense g)", f"{r['random_params']:,}"),
         ("kept params", f"{r['kept_params']:,} ({r['kept_params'] / max(r['target_params'], 1):.3g}x target)"),
-        ("max / mean weight error", f"{_fmt(r['max_weight_error'])} / {_fmt(r['mean_weight_error'])}"),
+        ("max / mean weight error", f"{fmt(r['max_weight_error'])} / {fmt(r['mean_weight_error'])}"),
         *_coverage_rows(r),
         *_n_rows(r),
-        (f"max / mean output error ({r['verified_on']})", f"{_fmt(r['max_output_error'])} / {_fmt(r['mean_output_error'])}"
+        (f"max / mean output error ({r['verified_on']})", f"{fmt(r['max_output_error'])} / {fmt(r['mean_output_error'])}"
          + (f" ({r['errors_measured_on']})" if r.get("errors_measured_on") else "")),
-        (f"certified bound on sup error over {_domain_words(r)}", _fmt(r["certified_bound"])),
+        (f"certified bound on sup error over {_domain_words(r)}", fmt(r["certified_bound"])),
     ]
     if r.get("adversarial_output_error") is not None:
         adv = r["adversarial_output_error"]
         ratio = f" (certified / adversarial = {r['certified_bound'] / adv:.3g}x)" if adv > 0 and r["certified_bound"] \
             is not None else ""
-        rows.append(("adversarial output error (a lower bound on the sup)", _fmt(adv) + ratio))
+        rows.append(("adversarial output error (a lower bound on the sup)", fmt(adv) + ratio))
     if "accuracy" in r:
         rows.append(("accuracy target / pruned", f"{100 * r['accuracy']['target']:.2f}% / {100 * r['accuracy']['pruned']:.2f}%"))
     if "agreement" in r:
@@ -259,8 +259,8 @@ def report_markdown(r: dict[str, Any]) -> str:
         st = row["status_counts"]
         status = ", ".join(f"{v} {k}" for k, v in st.items() if v)
         lines.append(f"| {row['layer']} | {row['kind']}{' +BN' if row['folded_bn'] else ''} | {row['weights']:,} | {row['n']} | "
-                     f"{row['random_params']:,} | {row['kept_params']:,} | {_fmt(row['max_weight_error'])} | "
-                     f"{_fmt(row['mean_weight_error'])} | {status} | {row['seconds']:.2f} s |")
+                     f"{row['random_params']:,} | {row['kept_params']:,} | {fmt(row['max_weight_error'])} | "
+                     f"{fmt(row['mean_weight_error'])} | {status} | {row['seconds']:.2f} s |")
     lines.extend(_n_lines(r))
     lines.append("")
     if r["certified_bound"] is None:

@@ -22,7 +22,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .construct import ConstructOptions, Construction, LayerSolution, propagate_shapes
-from .graph import TargetLayer, trace_target
+from .graph import TargetLayer, reads_tokens, trace_target
 from .memory import MemoryPlan, plan
 from .problems import errors_from_masks
 from .pruned import assemble
@@ -225,7 +225,7 @@ def rebuild(ticket: dict[str, Any], target: nn.Module, memory_budget: int | None
         raise TicketError(f"the ticket's layers {[s.name for s in specs]} do not match the target's {[l.name for l in layers]}")
     for i, (spec, layer) in enumerate(zip(specs, layers)):
         _check_fits(spec, layer, i)
-    shapes = propagate_shapes(folded, tuple(ticket["input_shape"]), any(l.reads_input for l in layers))
+    shapes = propagate_shapes(folded, tuple(ticket["input_shape"]), reads_tokens(layers))
     memory = plan(layers, specs, shapes, ticket["variant"], 1, memory_budget)  # before anything is allocated
     variant = ticket["variant"]
     values = [generate(s, dense=variant == "dense") for s in specs]

@@ -15,7 +15,6 @@ gets :data:`ADVERSARIAL_SECONDS` (fewer steps, then fewer starts; its settings a
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any
 
@@ -25,7 +24,7 @@ import torch.nn as nn
 from .adversarial import adversarial_search
 from .bounds import certified_bound
 from .crown import tighten
-from .construct import Construction, TensorOutput
+from .construct import Construction
 from .data import DataError, Dataset
 from .memory import MAX_VERIFY_BATCH
 from .problems import kept_sums
@@ -52,13 +51,11 @@ def _batched(model: nn.Module, x: torch.Tensor, batch: int, dtype: torch.dtype =
 
 def _float64_seconds(c: Construction, target64: nn.Module, x: torch.Tensor) -> float:
     """Seconds of one float64 forward of the target and the pruned network (second of two calls)."""
-    with torch.no_grad():
-        for _ in range(2):
-            start = time.perf_counter()
-            one = x[:1].double() if x.is_floating_point() else x[:1]
-            target64(one)
-            c.pruned(one)
-            seconds = time.perf_counter() - start
+    for _ in range(2):
+        start = time.perf_counter()
+        _batched(target64, x[:1], 1)
+        _batched(c.pruned, x[:1], 1)
+        seconds = time.perf_counter() - start
     return seconds
 
 
@@ -106,7 +103,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
                             f"domain [{c.domain[0]:g}, {c.domain[1]:g}]; the certified bound would not apply")
     else:
         x = domain_samples(c.input_shape, c.domain, samples, c.options.seed, c.tokens)
-    target64 = TensorOutput(copy.deepcopy(c.target)).double().eval()
+    target64 = c.target_as(torch.float64)
     batch = c.plan.verify_batch if c.plan is not None else MAX_VERIFY_BATCH
     f32 = g32 = None
     measured = x
@@ -115,7 +112,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     count = FLOAT64_INPUTS if data is not None else len(x)
     count = min(count, max(MIN_FLOAT64_INPUTS, int(FLOAT64_SECONDS / max(seconds64, 1e-9))))
     if len(x) > count:
-        target32 = TensorOutput(copy.deepcopy(c.target)).float().eval()
+        target32 = c.target_as(torch.float32)
         f32, g32 = _batched(target32, x, batch, torch.float32), _batched(c.pruned, x, batch, torch.float32)
         rows, random = _float64_subset(f32, g32, c.options.seed, count)
         measured = x[rows]
