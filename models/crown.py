@@ -197,7 +197,9 @@ def chain(gm: fx.GraphModule, layers: list[TargetLayer], input_shape: tuple[int,
 
 
 def _vjp(fn: Callable[[torch.Tensor], torch.Tensor], in_shape: tuple[int, ...], lam: torch.Tensor) -> torch.Tensor:
-    """lam . fn(x) = (returned) . x + const for a linear or affine fn: the returned coefficients."""
+    """lam . fn(x) = (returned) . x + const for a linear or affine fn: the returned coefficients (fn
+    runs forward on a batch of zeros: for the cheap parameter-free ops; a layer uses its own
+    transpose, :meth:`models.graph.TargetLayer.apply_transposed`)."""
     x = torch.zeros((lam.shape[0], *in_shape), dtype=torch.float64, requires_grad=True)
     with torch.enable_grad():
         (g,) = torch.autograd.grad(fn(x), x, grad_outputs=lam)
@@ -282,7 +284,7 @@ class Relaxation:
             step = self.steps[i]
             if step.kind == "affine":
                 const += _dot(lam, step.fn(torch.zeros((1, *step.in_shape), dtype=torch.float64))[0])
-                lam = _vjp(step.fn, step.in_shape, lam)
+                lam = step.layer.apply_transposed(lam, step.layer.weight, step.in_shape)
             elif step.kind == "linear":
                 lam = _vjp(step.fn, step.in_shape, lam)
             else:
@@ -306,10 +308,10 @@ class Relaxation:
                 const += _dot(rho, step.dbias.reshape(-1, *([1] * (len(self._out_shape(i)) - 1))).expand(self._out_shape(i)))
                 first = all(s.kind != "affine" for s in self.steps[:i])
                 d0 = step.sums[0] - layer.weight
-                mu = _vjp(lambda x, w=d0: layer.apply(x, w), step.in_shape, rho)
+                mu = layer.apply_transposed(rho, d0, step.in_shape)
                 if first and not layer.input_nonneg:  # (S_0 - W) a^+ - (S_1 - W) a^-; a = x moved around
                     d1 = step.sums[1] - layer.weight
-                    mu1 = _vjp(lambda x, w=d1: layer.apply(x, w), step.in_shape, rho)
+                    mu1 = layer.apply_transposed(rho, d1, step.in_shape)
                     on_pos += self.target_backward(mu, i)[0]
                     on_neg -= self.target_backward(mu1, i)[0]
                     return on_x, on_pos, on_neg, const
@@ -318,7 +320,7 @@ class Relaxation:
                 const += c0
                 if first:  # the error is zero before the first layer
                     return on_x, on_pos, on_neg, const
-                rho = _vjp(lambda x, w=step.sums[0]: layer.apply(x, w), step.in_shape, rho)
+                rho = layer.apply_transposed(rho, step.sums[0], step.in_shape)
             elif step.kind == "linear":
                 rho = _vjp(step.fn, step.in_shape, rho)
             else:
@@ -364,7 +366,11 @@ class Relaxation:
         cur = (torch.full(shape, float(lo), dtype=torch.float64), torch.full(shape, float(hi), dtype=torch.float64),
                torch.zeros(shape, dtype=torch.float64))
         for i, step in enumerate(self.steps):
-            if step.kind in ("relu", "maxpool") and int(np.prod(step.in_shape)) <= MAX_NEURONS:
+            # right after a ReLU (max pooling of its output) its interval image of the bounds at its input is
+            # kept: no backward bound is tighter per neuron (for relu(z): slopes 0/1 below, the triangle's upper
+            # side meets relu at z's upper bound; for the error: delta where unstable or active, 0 where off)
+            after_relu = i > 0 and self.steps[i - 1].kind == "relu"
+            if step.kind in ("relu", "maxpool") and int(np.prod(step.in_shape)) <= MAX_NEURONS and not after_relu:
                 l, u = cur[0], cur[1]
                 if sum(s.kind == "affine" for s in self.steps[:i]) >= 2:  # after one layer intervals are exact
                     t = self.neuron_bounds(i, error=False)

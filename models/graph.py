@@ -42,6 +42,16 @@ def grouped_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, gro
     return y if b is None else y + b
 
 
+def grouped_linear_transposed(y: torch.Tensor, w: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """The transpose of :func:`grouped_linear` (without bias) applied to ``y``: y . grouped_linear(x, w)
+    = (returned) . x."""
+    if groups == 1:
+        return y @ w
+    d_out, k = w.shape
+    x = torch.einsum("...go,gok->...gk", y.unflatten(-1, (groups, d_out // groups)), w.reshape(groups, d_out // groups, k))
+    return x.flatten(-2)
+
+
 class GroupedLinear(nn.Module):
     """:func:`grouped_linear` as a layer. With one input and one output per group it is a diagonal
     map, ``x * weight + bias`` per feature: how the tracer represents elementwise affine parameters
@@ -314,6 +324,18 @@ class TargetLayer:
         c = self.conv
         return F.conv2d(x, w, b, stride=c["stride"], padding=c["padding"], dilation=c["dilation"],
                         groups=c.get("groups", 1))
+
+    def apply_transposed(self, y: torch.Tensor, w: torch.Tensor, in_shape: tuple[int, ...]) -> torch.Tensor:
+        """The transpose of :meth:`apply` without bias, for a batch ``y`` of output-shaped functionals:
+        y[k] . apply(x, w) = (returned)[k] . x + const. ``in_shape``: the input's shape without the
+        batch dimension (a strided convolution's transpose needs it). No forward pass is run."""
+        if self.kind == "linear":
+            return grouped_linear_transposed(y, w, self.groups)
+        if self.kind == "embedding":
+            raise ValueError(f"layer {self.name!r} reads token ids: its input is not a vector to transpose onto")
+        c = self.conv
+        return torch.nn.grad.conv2d_input((y.shape[0], *in_shape), w, y, stride=c["stride"], padding=c["padding"],
+                                          dilation=c["dilation"], groups=c.get("groups", 1))
 
 
 def reads_tokens(layers: list[TargetLayer]) -> bool:

@@ -15,6 +15,8 @@ Variants (identical outputs, tested): ``dense`` materialises the theorem's full 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -49,11 +51,33 @@ class _Masked:
 
     def masked(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """weight * mask and bias * mask, cast to ``dtype`` (exact: the mask is 0/1), so a float32
-        network evaluates float64 inputs in float64 without a float64 copy of itself."""
+        network evaluates float64 inputs in float64 without a float64 copy of itself. Inside
+        :func:`fixed_masks` formed once per dtype."""
+        products = getattr(self, "_products", None)
+        if products is not None and dtype in products:
+            return products[dtype]
         w, b = self.weight_orig * self.weight_mask, self.bias_orig * self.bias_mask
         if dtype is not None and w.dtype != dtype:
             w, b = w.to(dtype), b.to(dtype)
+        if products is not None:
+            products[dtype] = (w, b)
         return w, b
+
+
+@contextmanager
+def fixed_masks(model: nn.Module):
+    """Within the block every masked layer of ``model`` forms weight * mask (per dtype) once
+    instead of at every forward: for many batches through a network that does not change
+    (without gradients; layers cast block-wise, beyond :data:`CAST_BLOCK`, still form it per
+    forward to bound memory). LeNet-5, 10,000 inputs in float32: 1.5 s instead of 2.0 s."""
+    layers = [m for m in model.modules() if isinstance(m, _Masked)]
+    for m in layers:
+        m._products = {}
+    try:
+        yield model
+    finally:
+        for m in layers:
+            del m._products
 
 
 #: a masked layer with more weights than this forms weight * mask (and its cast) this many entries at
@@ -105,7 +129,7 @@ class MaskedConv2d(_Masked, nn.Conv2d):
         return out
 
 
-class FanOut(nn.Module):
+class FanOut(_Masked, nn.Module):
     """The fan-out variant of A: unit (i, k) outputs u[i, k] * x_i (before the ReLU); the constant
     units output their bias. Same pruning convention as torch (``*_orig`` times ``*_mask``)."""
 
@@ -113,36 +137,25 @@ class FanOut(nn.Module):
                  u_mask: torch.Tensor, a_bias_mask: torch.Tensor):
         super().__init__()
         self.conv = spec.kind == "conv2d"
-        self.d_in, self.upi, self.n_const = spec.d_in, spec.units_per_input, spec.n_const
-        # where the fan-out and constant units sit among the hidden units (grouped: group by group)
-        self.register_buffer("fan_index", spec.fan_index().reshape(-1), persistent=False)
-        self.register_buffer("const_index", spec.const_index().reshape(-1), persistent=False)
+        self.d_in, self.upi, self.n_const, self.groups = spec.d_in, spec.units_per_input, spec.n_const, spec.groups
         self.weight_orig = nn.Parameter(u.detach())  # (d_in, units_per_input), taken over
         self.bias_orig = nn.Parameter(a_bias.detach())  # (hidden,)
         self.register_buffer("weight_mask", u_mask.to(torch.bool))
         self.register_buffer("bias_mask", a_bias_mask.to(torch.bool))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = (self.weight_orig * self.weight_mask).to(x.dtype)  # exact cast, see _Masked.masked
-        b = (self.bias_orig * self.bias_mask).to(x.dtype)
-        n_fan = self.d_in * self.upi
-        fan_b = b[self.fan_index]
-        if self.conv:  # x: (N, c_in, H, W) -> (N, c_in * upi, H, W) as a grouped 1x1 conv
-            h = F.conv2d(x, w.reshape(n_fan, 1, 1, 1), fan_b, groups=self.d_in)
-        else:  # features last, any leading dimensions (batch, tokens, ...)
-            h = (x.unsqueeze(-1) * w).flatten(-2) + fan_b
-        if not self.n_const:
-            return h
-        hidden = n_fan + len(self.const_index)
-        if not self.conv:
-            out = h.new_empty((*h.shape[:-1], hidden))
-            out[..., self.fan_index] = h
-            out[..., self.const_index] = b[self.const_index]
-            return out
-        out = h.new_empty((h.shape[0], hidden, *h.shape[2:]))
-        out[:, self.fan_index] = h
-        out[:, self.const_index] = b[self.const_index].reshape(1, -1, *([1] * (h.dim() - 2)))
-        return out
+        """Hidden units in the spec's layout: per conv group its fan-out units (input by input), then
+        its constant units. A convolution's input is read channels-last (N, H, W, C) and its hidden
+        units are returned in that memory layout (the combine convolution is faster on it)."""
+        w, b = self.masked(x.dtype)
+        b = b.view(self.groups, -1)  # (groups, hidden_group)
+        fan = self.d_in * self.upi // self.groups
+        features = x.movedim(1, -1) if self.conv else x  # features last
+        h = (features.unsqueeze(-1) * w).reshape(*features.shape[:-1], self.groups, fan) + b[:, :fan]
+        if self.n_const:
+            h = torch.cat([h, b[:, fan:].expand(*h.shape[:-1], -1)], dim=-1)
+        h = h.flatten(-2)
+        return h.movedim(-1, 1) if self.conv else h
 
 
 def _weight_and_mask(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -194,7 +207,12 @@ class TicketPair(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.embedding:
             return self._embed(x)
-        return self.combine(self.relu(self.fan_out(x)))
+        h = self.relu(self.fan_out(x))
+        if h.dim() != 4:
+            return self.combine(h)
+        # channels-last hidden units (FanOut's already are; one combine algorithm for both variants),
+        # the output in the standard layout for the target's own ops after it (``view`` needs it)
+        return self.combine(h.contiguous(memory_format=torch.channels_last)).contiguous()
 
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         if not isinstance(self.fan_out, FanOut):  # dense: the one-hot token through A, ReLU, B

@@ -118,7 +118,7 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
         "status_counts": _count_statuses(c),
         "presolved": sum(s.presolved for s in c.solutions),
         "seconds": {"solve": c.seconds["solve"], "assemble": c.seconds["assemble"], "verify": check["seconds"],
-                    "total": total_seconds},
+                    "verify_phases": check.get("phase_seconds"), "total": total_seconds},
         "backend": sorted({r["backend"] for r in rows}) if len({r["backend"] for r in rows}) > 1 else rows[0]["backend"],
         "n": c.options.n,
         "n_max": c.options.n_max if c.options.n == "auto" else None,
@@ -205,6 +205,9 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
     s = r["seconds"]
     rows.append(("seconds: solve / assemble / verify / total",
                  f"{s['solve']:.2f} / {s['assemble']:.2f} / {s['verify']:.2f} / {s['total']:.2f}"))
+    if s.get("verify_phases"):
+        rows.append(("verify seconds by phase", ", ".join(f"{k.replace('_', ' ')} {v:.2f}"
+                                                         for k, v in s["verify_phases"].items())))
     return rows
 
 

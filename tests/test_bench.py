@@ -129,3 +129,22 @@ def test_bench_zoo_builds_or_refuses_each_model_and_plots_its_table(tmp_path, ca
     none = json.loads((out / "none" / "zoo.json").read_text())
     assert none["rows"][0]["status"] in ("not run", "refused", "failed")
     assert all(line == {"x": [], "y": []} for line in none["plot"].values())
+
+
+@pytest.mark.slow
+def test_bench_verification_reports_the_median_of_its_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOTTERY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "verification"
+    assert main(["bench", "verification", "--repeats", "0", "--out", str(out)]) == 2
+    assert main(["bench", "verification", "--quick", "--n", "6", "--out", str(out)]) == 0
+    payload = json.loads((out / "verification.json").read_text())
+    runs = payload["runs"]
+    assert payload["inputs"] == 2000 and payload["repeats"] == len(runs) == 2
+    for phase, median in payload["median_phase_seconds"].items():
+        values = sorted(r["phase_seconds"][phase] for r in runs)
+        assert median == pytest.approx((values[0] + values[1]) / 2)
+    assert payload["goal_met"] == (payload["median_seconds"] <= payload["goal_seconds"])
+    table = (out / "verification.md").read_text()
+    assert f"**{payload['median_seconds']:.2f}**" in table
+    for r in runs:  # every error measured in float64 on the largest-float32-error half and as many at random
+        assert r["float64_inputs"] == 256 and r["max_output_error"] <= r["certified_bound"]

@@ -135,3 +135,24 @@ def test_each_relaxation_holds_on_samples(seed):
         rho_in, const = error_rule(lam)
         value = (lam[None] * (phi(z + d) - phi(z))[:, None]).flatten(2).sum(-1)
         assert torch.all(value <= (rho_in[None] * d[:, None]).flatten(2).sum(-1) + const + 1e-12)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: torch.nn.Sequential(torch.nn.Linear(6, 4)), (6,)),
+    (lambda: torch.nn.Sequential(torch.nn.LayerNorm(6)), (5, 6)),  # its affine part: a diagonal (grouped) map
+    (lambda: torch.nn.Sequential(torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=1, groups=2)), (4, 9, 8)),
+    (lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 5, (3, 2), stride=(2, 3), padding=(2, 0), dilation=2)), (3, 11, 10)),
+])
+def test_a_layers_transpose_is_its_adjoint(make, shape):
+    """y . apply(x, w) = apply_transposed(y, w) . x for random x, y, w (what the backward passes rely on)."""
+    from models.graph import trace_target
+
+    _, (layer,) = trace_target(make().double(), input_nonneg=False)
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(layer.weight.shape, generator=gen, dtype=torch.float64)
+    x = torch.randn((3, *shape), generator=gen, dtype=torch.float64)
+    out = layer.apply(x, w)
+    y = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    back = layer.apply_transposed(y, w, shape)
+    assert back.shape == x.shape
+    assert torch.allclose((y * out).flatten(1).sum(1), (back * x).flatten(1).sum(1), rtol=1e-12, atol=1e-12)
