@@ -34,8 +34,6 @@ PHASES = ("float32", "float64", "certified_bound", "adversarial")
 
 def _data(spec: str | None, count: int):
     """(dataset, description): MNIST's test split, or digits28's test split repeated to ``count``."""
-    import torch
-
     from models.data import Dataset, digits28, load_data
 
     if spec:
