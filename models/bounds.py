@@ -147,7 +147,8 @@ class _BoundInterpreter(fx.Interpreter):
                 lo, hi, delta = x[0:1], x[1:2], x[2:3]
                 if rule is not None:
                     lo2, hi2 = rule.image(lo, hi)
-                    return torch.cat([lo2, hi2, (rule.lipschitz * delta).clamp(max=rule.span)])
+                    lipschitz = rule.lipschitz_on(lo - delta, hi + delta)  # both values lie in this interval
+                    return torch.cat([lo2, hi2, (lipschitz * delta).clamp(max=rule.span)])
                 return torch.cat(softmax_bounds(lo, hi, delta, dim))
         return super().run_node(n)
 

@@ -142,10 +142,12 @@ def _domain(text: str) -> tuple[float, float] | str:
 def add_solve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", nargs="?", type=Path,
                    help="target file: state_dict (.pt/.pth/.safetensors, with --arch) or TorchScript (scripted or traced); "
+                        "a directory: a Hugging Face save_pretrained folder (needs --input-shape T); "
                         "omitted: the embedded digits default")
     p.add_argument("--arch", help="mlp | lenet5 | module:pkg.mod:NAME | 'module:pkg.mod:NAME(key=value, ...)' "
                                   "(NAME a module class or factory function, literal keyword arguments) | full "
-                                  "(pickled module you trust); omit for TorchScript")
+                                  "(pickled module you trust) | hf (a Hugging Face folder; implied by a directory); "
+                                  "omit for TorchScript")
     for cls in OPTION_CLASSES:
         add_option_arguments(p.add_argument_group(OPTION_GROUPS[cls]), cls)
     p.add_argument("--data", help="digits | digits28 (digits upsampled to 28x28) | mnist:DIR | none "

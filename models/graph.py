@@ -571,18 +571,39 @@ def _is_hugging_face(module: nn.Module) -> bool:
     return type(module).__module__.startswith("transformers.") and hasattr(module, "config")
 
 
+def _mutates(node: fx.Node) -> bool:
+    """Whether a node has an effect besides its value: impure for fx, or an in-place op (GPT-2's causal
+    mask is made by ``full.masked_fill_(...)`` whose value nobody reads; removing it unmasks attention)."""
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    return node.is_impure() or (node.op in ("call_method", "call_function") and name.endswith("_")
+                                and not name.endswith("__"))
+
+
 def _hf_trace(module: nn.Module) -> fx.GraphModule:
-    """A Hugging Face model traced with transformers' fx tracer on ``input_ids`` alone (eager attention,
-    no cache); its output reduced to the logits (or its one tensor)."""
+    """A Hugging Face model (a copy: it is changed) traced with transformers' fx tracer on ``input_ids``
+    alone (eager attention, no cache, transformers' Conv1D as the Linear it is); its output reduced to
+    the logits (or its one tensor)."""
     try:
         from transformers.utils.fx import symbolic_trace as hf_symbolic_trace
     except ImportError as exc:
         raise UnsupportedModelError(f"a Hugging Face model needs transformers' fx tracer (transformers.utils.fx, "
                                     f"present in transformers < 5): {exc}") from exc
     module.config.use_cache = False
+    for name, sub in list(module.named_modules()):  # GPT-2's Conv1D: x @ W + b, a Linear with weight W^T
+        if type(sub).__name__ == "Conv1D" and type(sub).__module__.startswith("transformers."):
+            linear = nn.Linear(*sub.weight.shape, bias=sub.bias is not None, dtype=sub.weight.dtype)
+            with torch.no_grad():
+                linear.weight.copy_(sub.weight.T)
+                if sub.bias is not None:
+                    linear.bias.copy_(sub.bias)
+            module.set_submodule(name, linear)
     if hasattr(module.config, "_attn_implementation"):
         module.config._attn_implementation = "eager"  # plain matmul / softmax, no fused kernel
     gm = hf_symbolic_trace(module, input_names=["input_ids"])
+    for node in gm.graph.nodes:  # masks filled with finfo(model dtype).min and torch's default (float32) dtype
+        if node.op == "call_function" and node.target is torch.full and "dtype" not in node.kwargs \
+                and len(node.args) > 1 and isinstance(node.args[1], fx.Node):  # overflow for a float64 model:
+            node.kwargs = dict(node.kwargs, dtype=torch.float64)  # filled in float64 (cast to the model's after)
     out = next(n for n in gm.graph.nodes if n.op == "output")
     value = out.args[0]
     if isinstance(value, dict):
@@ -591,9 +612,24 @@ def _hf_trace(module: nn.Module) -> fx.GraphModule:
         if key is None:
             raise UnsupportedModelError(f"the Hugging Face model returns {keys}; expected 'logits' or one tensor")
         out.args = (value[key],)
-    gm.graph.eliminate_dead_code()
+    gm.graph.eliminate_dead_code(is_impure_node=_mutates)  # the logits alone are kept, and what they read
     gm.recompile()
     return gm
+
+
+#: ops that only rearrange a tensor's entries (an embedding may read the token ids through them)
+RESHAPE_METHODS = ("view", "reshape", "flatten", "unsqueeze", "squeeze", "contiguous")
+RESHAPE_FUNCTIONS = (torch.reshape, torch.flatten, torch.unsqueeze, torch.squeeze)
+
+
+def _reshaped_from(arg: Any, source: fx.Node) -> bool:
+    """Whether ``arg`` is ``source`` or ``source`` reshaped (GPT-2 reads ``input_ids.view(-1, T)``)."""
+    while isinstance(arg, fx.Node) and arg is not source:
+        if not ((arg.op == "call_method" and arg.target in RESHAPE_METHODS)
+                or (arg.op == "call_function" and arg.target in RESHAPE_FUNCTIONS)):
+            return False
+        arg = arg.args[0]
+    return arg is source
 
 
 def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule, list[TargetLayer]]:
@@ -660,13 +696,14 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
                 if sub.max_norm is not None:
                     raise UnsupportedModelError(f"Embedding {node.target!r} has max_norm={sub.max_norm} (it renormalises "
                                                 f"rows at lookup, not a linear map) ({_where(node)})")
-                if node.args[0] is not placeholders[0] and dependent[node.args[0]]:
-                    raise UnsupportedModelError(f"Embedding {node.target!r} must read the target's input (token ids) "
-                                                f"or constant ids (positions) ({_where(node)})")
+                reads_input = _reshaped_from(node.args[0], placeholders[0])
+                if not reads_input and dependent[node.args[0]]:
+                    raise UnsupportedModelError(f"Embedding {node.target!r} must read the target's input (token ids, "
+                                                f"reshaped or not) or constant ids (positions) ({_where(node)})")
                 # a linear map of the one-hot token: weight (dim, vocab), input >= 0
                 layer = TargetLayer(name=node.target, kind="embedding", weight=sub.weight.detach().double().T.clone(),
                                     bias=None, input_nonneg=True, sources=[f"{node.target}.weight"],
-                                    reads_input=node.args[0] is placeholders[0])
+                                    reads_input=reads_input)
                 layers.append(layer)
                 by_name[node.target] = layer
                 nonneg[node] = False

@@ -10,7 +10,8 @@ target's value and a bound delta on |target - pruned|. For an elementwise op phi
   min(phi(lo), phi(hi)) otherwise;
 * a Lipschitz constant L: |phi(a) - phi(b)| <= L |a - b|, so delta' = L delta (constants rounded
   up from the maximum of |phi'| over the real line), capped by the op's span for bounded ops
-  (sigmoid, tanh, ReLU6, ...: no two outputs differ by more).
+  (sigmoid, tanh, ReLU6, ...: no two outputs differ by more); x ** p (integer p) has none over the
+  real line, so its constant is taken on [lo - delta, hi + delta], where both values lie.
 
 Softmax along a dimension: p_i in [exp(lo_i) / sum_j exp(hi_j), min(1, exp(hi_i) / sum_j exp(lo_j))]
 and |p(a) - p(b)|_i <= min(1, 1/2 max_j |a_j - b_j|) (the rows of its Jacobian diag(p) - p p^T have
@@ -19,6 +20,7 @@ l1 norm 2 p_i (1 - p_i) <= 1/2).
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -38,6 +40,12 @@ class Elementwise:
     nonneg: bool | None  # True: output >= 0 for every input; None: >= 0 where the input is; False: neither
     valley: tuple[float, float] | None = None  # unimodal: (where the minimum is, a value <= the minimum)
     span: float = float("inf")  # sup phi - inf phi: no two outputs differ by more (caps delta)
+    #: ops without a global constant (x^p): a Lipschitz constant valid on [lo, hi], elementwise
+    local: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+    def lipschitz_on(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor | float:
+        """A Lipschitz constant of the op on [lo, hi] (the global one unless the op has a local rule)."""
+        return self.lipschitz if self.local is None else self.local(lo, hi)
 
     def image(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = self.fn(lo), self.fn(hi)
@@ -125,6 +133,26 @@ def _from_function(node: fx.Node) -> Elementwise | None:
     return None
 
 
+#: the largest integer exponent of x ** p accepted (larger ones would overflow any bound)
+MAX_POWER = 8
+
+
+def _power(node: fx.Node) -> Elementwise | None:
+    """x ** p for a constant integer p in [1, MAX_POWER] (GPT-2's gelu_new has x ** 3): odd p monotone,
+    even p falling to 0 at 0 and rising; on [lo, hi] Lipschitz with p max(|lo|, |hi|)^(p - 1) (mean
+    value theorem; rounded up by a relative 1e-12)."""
+    p = node.args[1] if len(node.args) > 1 else node.kwargs.get("exponent")
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or p != int(p) or not 1 <= p <= MAX_POWER:
+        return None
+    p = int(p)
+
+    def local(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        return p * torch.maximum(lo.abs(), hi.abs()) ** (p - 1) * (1 + 1e-12)
+
+    return Elementwise(f"pow {p}", lambda t: t ** p, float("inf"), True if p % 2 == 0 else None,
+                       (0.0, 0.0) if p % 2 == 0 else None, local=local)
+
+
 _METHODS = {"sigmoid": Elementwise("sigmoid", torch.sigmoid, 0.25, True, span=1.0),
             "tanh": Elementwise("tanh", torch.tanh, 1.0, None, span=2.0)}
 
@@ -134,6 +162,9 @@ def elementwise(node: fx.Node, modules: dict[str, nn.Module]) -> Elementwise | N
     alone), else None."""
     if node.op == "call_module":
         return _from_module(modules[node.target])
+    if (node.op == "call_function" and node.target in (torch.pow, operator.pow)) or \
+            (node.op == "call_method" and node.target == "pow"):
+        return _power(node) if isinstance(node.args[0], fx.Node) else None
     if node.op == "call_function":
         return _from_function(node)
     if node.op == "call_method" and len(node.args) == 1 and not node.kwargs:

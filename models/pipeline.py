@@ -18,13 +18,11 @@ from typing import Any
 
 import torch
 
-from solver.files import sha256_file
-
 from . import rundir
 from .construct import ConstructOptions, construct
 from .data import load_data
 from .report import build_report
-from .target import MAX_ABS_WEIGHT, input_shape_of, load_target
+from .target import HF_ARCH, MAX_ABS_WEIGHT, input_shape_of, load_target, target_sha256
 from .ticket import TicketError, load_ticket, rebuild, rebuilt_construction
 from .verify import check_inputs_for, verify
 
@@ -54,10 +52,12 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run ``job`` and write its run directory; returns (the report as written, the verification)."""
     start = time.perf_counter()
     notes: list[str] = []
-    model = load_target(job.target_file, job.arch, job.max_abs_weight, notes)
+    arch = HF_ARCH if job.target_file.is_dir() and job.arch is None else job.arch
+    model = load_target(job.target_file, arch, job.max_abs_weight, notes)
     data = load_data(job.data, job.normalize)
-    input_shape = job.input_shape or (tuple(data.x.shape[1:]) if data is not None else input_shape_of(model, job.arch))
-    domain = job.domain or (data.domain if data is not None else (0.0, 1.0))
+    input_shape = job.input_shape or (tuple(data.x.shape[1:]) if data is not None else input_shape_of(model, arch))
+    # a Hugging Face model reads token ids: by default every id of its vocabulary
+    domain = job.domain or (data.domain if data is not None else "tokens" if arch == HF_ARCH else (0.0, 1.0))
     embeds = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
     if domain == "tokens":  # every id of the target's (first) Embedding
         if not embeds:
@@ -71,10 +71,10 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     except Exception as exc:  # any error of the user's forward means the shape does not fit
         raise ValueError(f"inputs of shape {input_shape} do not fit the target ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0]})") from exc
-    target_desc = {"name": job.name, "arch": job.arch, "source": str(job.target_file),
-                   "sha256": sha256_file(job.target_file), "loaded": notes}
+    target_desc = {"name": job.name, "arch": arch, "source": str(job.target_file),
+                   "sha256": target_sha256(job.target_file), "loaded": notes}
     # what determines the result (not workers, executor, progress: results are identical across them)
-    config = {"target_sha256": target_desc["sha256"], "arch": job.arch, "options": job.options.hashed(),
+    config = {"target_sha256": target_desc["sha256"], "arch": arch, "options": job.options.hashed(),
               "variant": job.variant, "input_domain": list(domain), "input_shape": list(input_shape),
               "data": job.data, "normalize": list(job.normalize) if job.normalize else None}
     protected = {"the target": job.target_file}

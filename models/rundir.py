@@ -2,7 +2,7 @@
 
     DIR/.lottery-run   the marker: only a directory carrying it is ever replaced (--force)
     DIR/chunks/        the solver's chunk store (resumable: every solved chunk, atomically written)
-    DIR/target.*       a copy of the target file
+    DIR/target.*       a copy of the target file (DIR/target/: of a Hugging Face folder's files)
     DIR/report.md, weight_errors.png, ticket.pt, pruned_state_dict.pt, adversarial_witness.pt[, pruned.pt2]
     DIR/report.json    written last: a directory with a report.json is a complete run
 
@@ -26,6 +26,7 @@ from solver.store import ChunkStore
 from .construct import Construction
 from .export import export_program, plain_state_dict
 from .report import plot_weight_errors, report_markdown
+from .target import TargetError, hugging_face_files, target_sha256
 from .ticket import ticket_dict
 
 CHUNKS_DIR = "chunks"
@@ -133,6 +134,8 @@ def clear_run_dir(out_dir: Path) -> None:
             shutil.rmtree(entry)
         elif entry.name in RUN_FILES or (entry.name.startswith("target.") or entry.name == "target") and entry.is_file():
             entry.unlink()
+        elif entry.name == "target" and entry.is_dir() and not entry.is_symlink():  # a Hugging Face folder's copy
+            shutil.rmtree(entry)
         elif entry.name.startswith(".") and ".tmp-" in entry.name and entry.is_file():
             entry.unlink()  # an interrupted atomic write
 
@@ -154,9 +157,7 @@ def save_run(out_dir: Path, c: Construction, report: dict[str, Any], target_file
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").unlink(missing_ok=True)  # the directory is incomplete until the end
-    target_copy = "target" + "".join(target_file.suffixes[-1:])
-    with open(target_file, "rb") as src:
-        atomic_write(out_dir / target_copy, lambda fh: shutil.copyfileobj(src, fh))
+    target_copy = _copy_target(target_file, out_dir)
     desc = dict(report["target"], file=target_copy)
     report = json_safe(dict(report, target=desc, config=config, config_hash=run_hash(config)))
     atomic_write(out_dir / "weight_errors.png", lambda fh: plot_weight_errors(c, fh))
@@ -170,6 +171,24 @@ def save_run(out_dir: Path, c: Construction, report: dict[str, Any], target_file
         atomic_write(out_dir / "pruned.pt2", lambda fh: export_program(c.pruned, check_inputs, fh))
     atomic_write(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())
     return report
+
+
+def _copy_target(target: Path, out_dir: Path) -> str:
+    """Copy the target into the run directory (a file as ``target.EXT``; a Hugging Face folder's files
+    into ``target/``, each atomically); returns the copy's name."""
+    if not target.is_dir():
+        name = "target" + "".join(target.suffixes[-1:])
+        with open(target, "rb") as src:
+            atomic_write(out_dir / name, lambda fh: shutil.copyfileobj(src, fh))
+        return name
+    folder = out_dir / "target"
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise RunDirError(f"{str(folder)!r} exists and is not the run's target folder")
+    folder.mkdir(exist_ok=True)
+    for path in hugging_face_files(target):
+        with open(path, "rb") as src:
+            atomic_write(folder / path.name, lambda fh: shutil.copyfileobj(src, fh))
+    return "target"
 
 
 def read_report(path: Path) -> dict[str, Any]:
@@ -204,9 +223,12 @@ def check_ticket_file(run_dir: Path, report: dict[str, Any]) -> None:
 def target_copy(run_dir: Path, name: str, sha256: str) -> Path:
     """The run's copy of its target, checked against the SHA-256 the ticket records."""
     path = run_dir / name
-    if not path.is_file():
+    if path.is_symlink() or not (path.is_file() or path.is_dir()):
         raise RunDirError(f"the run's target copy {str(path)!r} is missing")
-    digest = sha256_file(path)
+    try:
+        digest = target_sha256(path)
+    except TargetError as exc:  # a folder that is not (any more) a complete save_pretrained folder
+        raise RunDirError(f"the run's target copy {str(path)!r} is damaged: {exc}") from exc
     if digest != sha256:
         raise RunDirError(f"the target copy {str(path)!r} was changed: its SHA-256 is {digest[:16]}..., the "
                           f"ticket records {sha256[:16]}...")

@@ -1,13 +1,17 @@
-"""Loading a target network: state_dict (.pt/.pth/.safetensors) + arch, TorchScript, or a module."""
+"""Loading a target network: state_dict (.pt/.pth/.safetensors) + arch, TorchScript, a module, or a
+Hugging Face ``save_pretrained`` folder (config.json + safetensors weights)."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from solver.files import sha256_bytes, sha256_file
 
 from .zoo import LeNet5, mlp
 
@@ -225,10 +229,92 @@ def _module_arch(arch: str) -> nn.Module:
     return model
 
 
+#: the --arch of a Hugging Face save_pretrained folder (a directory target means it)
+HF_ARCH = "hf"
+HF_CONFIG = "config.json"
+HF_WEIGHTS = "model.safetensors"
+HF_INDEX = "model.safetensors.index.json"  # sharded weights: the index names the shards
+
+
+def hugging_face_files(folder: Path) -> list[Path]:
+    """The files a save_pretrained folder's target is read from: config.json and the safetensors
+    weights (one file, or the index and its shards). Pickled weights (pytorch_model.bin) are refused."""
+    if not (folder / HF_CONFIG).is_file():
+        raise TargetError(f"{str(folder)!r} is a directory without {HF_CONFIG}: a directory target must be a Hugging "
+                          f"Face save_pretrained folder (config.json + model.safetensors)")
+    if (folder / HF_WEIGHTS).is_file():
+        return [folder / HF_CONFIG, folder / HF_WEIGHTS]
+    if (folder / HF_INDEX).is_file():
+        try:
+            shards = sorted(set(json.loads((folder / HF_INDEX).read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise TargetError(f"{str(folder / HF_INDEX)!r} is not a safetensors index ({_first_line(exc)})") from exc
+        bad = [name for name in shards if not isinstance(name, str) or Path(name).name != name
+               or not name.endswith(".safetensors") or not (folder / name).is_file()]
+        if bad:
+            raise TargetError(f"{str(folder / HF_INDEX)!r} names shards that are not .safetensors files in the folder: "
+                              f"{_listed([str(b) for b in bad])}")
+        return [folder / HF_CONFIG, folder / HF_INDEX, *(folder / name for name in shards)]
+    pickled = [p.name for p in folder.glob("pytorch_model*.bin")]
+    raise TargetError(f"{str(folder)!r} has no {HF_WEIGHTS}" + (
+        f" (it holds pickled weights, {_listed(pickled)}, which can run code when read; save them with "
+        f"model.save_pretrained(DIR), whose default is safetensors)" if pickled else ""))
+
+
+def target_sha256(path: Path) -> str:
+    """SHA-256 of a target file; of a save_pretrained folder, over its files' names and SHA-256s."""
+    if not path.is_dir():
+        return sha256_file(path)
+    return sha256_bytes("".join(f"{p.name}\0{sha256_file(p)}\n" for p in hugging_face_files(path)).encode())
+
+
+def _from_hugging_face(folder: Path, max_abs: float, notes: list[str]) -> nn.Module:
+    """A transformers model from a save_pretrained folder: the class config.json names (transformers'
+    own; custom code is refused), weights from safetensors only, eager attention; every weight of the
+    model must come from the folder and every tensor there must be used."""
+    files = hugging_face_files(folder)
+    try:
+        import transformers
+    except ImportError as exc:
+        raise TargetError(f"{str(folder)!r} is a Hugging Face folder; reading it needs transformers "
+                          f"(pip install 'transformers<5': version 5 removed the fx tracer the construction uses)") from exc
+    try:
+        config = json.loads(files[0].read_text())
+    except (OSError, ValueError) as exc:
+        raise TargetError(f"{str(files[0])!r} is not JSON ({_first_line(exc)})") from exc
+    if not isinstance(config, dict):
+        raise TargetError(f"{str(files[0])!r} is not a Hugging Face config (a JSON object)")
+    if "auto_map" in config:
+        raise TargetError(f"{str(folder)!r} needs custom code (auto_map in config.json); only transformers' own "
+                          f"architectures are read (remote code is never run)")
+    names = config.get("architectures") or []
+    cls = getattr(transformers, names[0], None) if names and isinstance(names[0], str) else None
+    if cls is None or not hasattr(cls, "from_pretrained"):
+        raise TargetError(f"{str(files[0])!r}: architectures = {names!r} names no transformers model class "
+                          f"(transformers {transformers.__version__}); save the folder with save_pretrained")
+    try:
+        model, info = cls.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
+                                          attn_implementation="eager", output_loading_info=True)
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... on a damaged folder
+        raise TargetError(f"{cls.__name__}.from_pretrained({str(folder)!r}) failed ({_first_line(exc)})") from exc
+    unfilled = list(info.get("missing_keys", [])) + [str(k[0]) for k in info.get("mismatched_keys", [])]
+    if unfilled:
+        raise TargetError(f"{str(folder)!r} does not fill {cls.__name__}: weights missing or of another shape "
+                          f"({_listed(unfilled)}) would be random")
+    if info.get("unexpected_keys"):
+        raise TargetError(f"{str(folder)!r} holds tensors {cls.__name__} does not use: "
+                          f"{_listed(list(info['unexpected_keys']))}")
+    _check_values(model.state_dict(), folder, max_abs)
+    notes.append(f"Hugging Face folder: {cls.__name__} (model_type {config.get('model_type')!r}, "
+                 f"transformers {transformers.__version__}), {len(files)} files read")
+    return model.float().eval()
+
+
 def load_target(path: str | Path, arch: str | None, max_abs: float = MAX_ABS_WEIGHT,
                 notes: list[str] | None = None) -> nn.Module:
     """Load the target network in eval mode.
 
+    ``path`` a directory: a Hugging Face save_pretrained folder (``arch`` None or ``hf``).
     ``arch``: ``mlp``, ``lenet5``, ``module:pkg.mod:NAME`` or ``module:pkg.mod:NAME(key=value, ...)``
     (NAME a module class or a factory function, called with those literal keyword arguments; a
     state_dict file), ``full`` (a pickled module, loaded with weights_only=False: only for files
@@ -239,6 +325,13 @@ def load_target(path: str | Path, arch: str | None, max_abs: float = MAX_ABS_WEI
     """
     notes = [] if notes is None else notes
     path = Path(path)
+    if path.is_dir() or arch == HF_ARCH:
+        if arch not in (None, HF_ARCH):
+            raise TargetError(f"{str(path)!r} is a directory (a Hugging Face save_pretrained folder); --arch {arch} "
+                              f"applies to a file (omit --arch or pass --arch {HF_ARCH})")
+        if not path.is_dir():
+            raise TargetError(f"--arch {HF_ARCH}: {str(path)!r} is not a directory (a save_pretrained folder)")
+        return _from_hugging_face(path, max_abs, notes)
     if not path.is_file():
         raise TargetError(f"target file {str(path)!r} does not exist")
     if arch is None:
@@ -262,7 +355,7 @@ def load_target(path: str | Path, arch: str | None, max_abs: float = MAX_ABS_WEI
     if arch.startswith("module:"):
         return _strict_load(_module_arch(arch), sd, arch).eval()
     raise TargetError(f"unknown --arch {arch!r}; expected mlp, lenet5, module:pkg.mod:NAME[(key=value, ...)], full, "
-                      f"or none for TorchScript")
+                      f"hf (a Hugging Face folder), or none for TorchScript")
 
 
 def input_shape_of(model: nn.Module, arch: str | None) -> tuple[int, ...]:
@@ -270,6 +363,10 @@ def input_shape_of(model: nn.Module, arch: str | None) -> tuple[int, ...]:
     first width; refused for anything else (pass --input-shape)."""
     if arch == "lenet5":
         return (1, 28, 28)
+    if arch == HF_ARCH:
+        longest = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        raise TargetError("a Hugging Face model reads sequences of token ids; pass --input-shape T, the tokens per "
+                          "sequence" + (f" (at most {longest})" if longest else ""))
     for mod in model.modules():
         if isinstance(mod, nn.Linear):
             return (mod.in_features,)

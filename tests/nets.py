@@ -576,8 +576,9 @@ class TokenClassifier(nn.Module):
     """Token ids (batch, T) -> Embedding -> + (1, T, D) position table -> pre-norm encoder layer ->
     mean -> Linear: a BERT-like model on token inputs."""
 
-    def __init__(self, vocab: int = 20, d: int = 8, tokens: int = 5, norm: bool = True):
+    def __init__(self, vocab: int = 20, d: int = 8, tokens: int = 5, norm: bool = True, reshaped: bool = False):
         super().__init__()
+        self.reshaped = reshaped  # the embedding reads ids.view(-1, T), as GPT-2 does
         self.embed = nn.Embedding(vocab, d)
         self.pos = nn.Parameter(0.1 * torch.randn(1, tokens, d))
         self.norm = norm
@@ -586,7 +587,7 @@ class TokenClassifier(nn.Module):
         self.head = nn.Linear(d, 3)
 
     def forward(self, ids):
-        x = self.embed(ids) + self.pos
+        x = self.embed(ids.view(-1, ids.shape[-1]) if self.reshaped else ids) + self.pos
         y = self.ln(x) if self.norm else x
         y, _ = self.att(y, y, y, need_weights=False)
         return self.head((x + y).mean(dim=1))
@@ -628,3 +629,22 @@ class SdpaNet(nn.Module):
 def sdpa_net(seed: int = 0) -> SdpaNet:
     torch.manual_seed(seed)
     return SdpaNet().eval()
+
+
+class PowerNet(nn.Module):
+    """Integer powers between layers, as gelu_new (GPT-2) has them: x ** 3, torch.pow(x, 2), x.pow(3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(4, 6), nn.Linear(6, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        h = h + 0.1 * h ** 3
+        h = self.fc2(torch.pow(h, 2.0))
+        return self.fc3(h.pow(3))
+
+
+def power_net(seed: int = 0) -> PowerNet:
+    torch.manual_seed(seed)
+    return PowerNet().eval()

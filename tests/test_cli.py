@@ -242,3 +242,51 @@ def test_grouped_conv_target_solves_and_verifies_from_its_ticket(tmp_path):
     r = json.loads((out / "report.json").read_text())
     assert r["bound_holds"] and r["layers"][2]["shape"] == [6, 1, 3, 3]
     assert main(["verify", str(out)]) == 0
+
+
+@pytest.mark.parametrize("files, message", [
+    ({}, "is a directory without config.json"),
+    ({"config.json": "{}", "pytorch_model.bin": ""}, "holds pickled weights, pytorch_model.bin, which can run code"),
+    ({"config.json": "{}", "model.safetensors.index.json": '{"weight_map": {"a": "../x.safetensors"}}'},
+     "names shards that are not .safetensors files in the folder: ../x.safetensors"),
+])
+def test_a_folder_that_is_not_a_safe_save_pretrained_folder_is_refused(tmp_path, capsys, files, message):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    assert main(["solve", str(folder), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert main(["solve", str(folder), "--arch", "mlp", "--out", str(tmp_path / "o")]) == 2
+    assert "is a directory (a Hugging Face save_pretrained folder); --arch mlp applies to a file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_hugging_face_folder_solves_and_verifies_from_its_copy(tmp_path, capsys):
+    """A save_pretrained folder as the target: traced with transformers' fx tracer (transformers < 5),
+    the token domain by default, the folder copied into the run and checked by `lottery verify`."""
+    pytest.importorskip("transformers.utils.fx", reason="transformers' fx tracer (transformers < 5) is not installed")
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2, intermediate_size=32,
+                                     vocab_size=50, max_position_embeddings=16, num_labels=3)
+    folder = tmp_path / "bert"
+    transformers.BertForSequenceClassification(config).save_pretrained(folder)
+    out = tmp_path / "o"
+    assert main(["solve", str(folder), "--out", str(out), "--no-progress"]) == 2
+    assert "pass --input-shape T, the tokens per sequence (at most 16)" in capsys.readouterr().err
+    assert main(["solve", str(folder), "--input-shape", "6", "--n", "6", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["target"]["arch"] == "hf" and "BertForSequenceClassification" in r["target"]["loaded"][0]
+    assert r["unconstructed_params"] == 0 and r["config"]["input_domain"] == [0, 49]
+    assert sorted(p.name for p in (out / "target").iterdir()) == ["config.json", "model.safetensors"]
+    assert main(["verify", str(out)]) == 0
+    (out / "target" / "config.json").write_text((out / "target" / "config.json").read_text().replace("16", "17"))
+    assert main(["verify", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "the target copy" in err and "was changed" in err
+    config = json.loads((folder / "config.json").read_text())  # a class whose head the folder lacks
+    (folder / "config.json").write_text(json.dumps(dict(config, architectures=["BertForMaskedLM"])))
+    assert main(["solve", str(folder), "--input-shape", "6", "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
+    assert "does not fill BertForMaskedLM: weights missing or of another shape" in capsys.readouterr().err
