@@ -10,7 +10,8 @@ gigabytes). :func:`to_torch_prune` converts a network to torch's own convention 
 
 Variants (identical outputs, tested): ``dense`` materialises the theorem's full random A
 (hidden x d_in; a 1x1 conv for Conv2d targets) and prunes all but the block entries;
-``fanout`` materialises only the block entries (a per-input scaling; a grouped 1x1 conv).
+``fanout`` materialises only the block entries (a per-input scaling, broadcast; channels-last for a
+convolution, whose combine layer reads it so).
 """
 
 from __future__ import annotations
