@@ -1,19 +1,23 @@
 """`lottery claims <name>`: test the paper's claims with exact computations (see the README, "Testing the theory").
 
-* ``subset-sum``: random subset sum. For m coefficients drawn U[-1,1] or as products of two
-  U[-1,1], the exact sup error over targets in [-1, 1] (all 2^m sums sorted), the probability
-  P(sup error <= eps) over seeds, the smallest m reaching probability 1/2 for each eps, and a fit
-  m = C log2(1/eps) + c0 with bootstrap confidence intervals.
-* ``lower-bound``: m coefficients give at most 2^m sums, so the sup error over [-1, 1] is at
-  least 2^-m for any coefficients. Checked on random sets, powers of two and sets found by a
-  numerical search; and for d x d layers, the construction's total and kept parameters against
-  d^2 log2(1/eps).
-* ``width``: random target MLPs of width d and depth l; the smallest n (units per input) whose
-  constructed network reaches error <= eps (certified bound, and observed), against
-  log2(d l / eps), with the fitted slope.
+* ``subset-sum``: random subset sum with high probability. For U[-1, 1], the construction's
+  products and Experiment 1's coefficients: the exact sup error over targets in [-1, 1], the
+  smallest m with P(sup error <= eps) >= 1 - delta certified by Clopper-Pearson intervals (3000
+  seeds at every m), range and resolution failures apart, fits of m against log2(1/eps) with
+  intervals, the slope of log2(median sup error) per coefficient.
+* ``lower-bound``: the tight optimum 1/(2^m - 1) (0 is always a subset sum), attained by signed
+  geometric sets and beaten by no set tried; the d x d counting bound as the theorem states it
+  (one random network for every target of the operator-norm ball; total parameters).
+* ``width``: the theorem's units (spectral norm 1 targets, inputs of norm <= 1, one random network
+  per cell, 10 targets per cell, trivial targets excluded): the smallest n against log2 d, log2 l
+  and log2(1/eps) in one multivariate fit with R^2, the certified bound's looseness, Malach et al.'s
+  d^4 l^2 beside the random width.
+* ``coverage``: the construction's per-weight failure probability against n at Experiment 1's eps,
+  and what it says about covering all 397,000 weights at n = 21.
 
 Every command writes NAME.json, NAME.md and NAME.png into --out and prints one verdict line
-that states what was measured. ``--quick`` runs in seconds (used by the tests).
+that states what was measured, with intervals. ``--quick`` runs in seconds (the tests use it),
+says it is indicative and fits nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy as np
 from solver.theory import sup_error, sup_error_prefixes
 
 from .common import cli_main, command_line, machine_info, markdown_table, save_figure, write_outputs
-from .inference import bracket_slopes, deciding_m, least_squares
+from .inference import bracket_slopes, clopper_pearson, deciding_m, least_squares
 
 EPSILONS = [1e-1, 1e-2, 1e-3, 1e-4]
 #: subset-sum: eps, delta (P(sup error <= eps) >= 1 - delta), seeds and the largest m (full / quick)
@@ -411,80 +415,302 @@ def claim_lower_bound(args: argparse.Namespace) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- width
 
-def random_mlp(d: int, depth: int, seed: int):
-    """depth Linear layers d -> d (no biases), ReLU between, weights U[-1, 1] / sqrt(d)."""
+#: width: cells (d, l, eps), targets per cell, the largest n scanned, ball samples (full / quick)
+WIDTH_DS, WIDTH_LS, WIDTH_EPS = [8, 16, 32], [2, 3, 4], [1e-2, 3e-3, 1e-3]
+WIDTH_TARGETS, WIDTH_N_MAX, WIDTH_SAMPLES = 10, 28, 512
+QUICK_WIDTH = dict(ds=[4, 8, 16], ls=[2], eps=[1e-2, 0.7], targets=3, samples=128)  # 0.7: some trivial
+
+
+def orthogonal_mlp(d: int, depth: int, seed: int):
+    """depth Linear layers d -> d (no biases), ReLU between, each weight a Haar-random orthogonal
+    matrix: spectral norm 1, the largest the theorem allows, and no direction shrunk."""
     import torch
 
     from models.zoo import mlp
 
-    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     net = mlp([d] * (depth + 1), biases=False)
     with torch.no_grad():
         for mod in net.modules():
             if isinstance(mod, torch.nn.Linear):
-                mod.weight.uniform_(-1, 1).div_(math.sqrt(d))
+                q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+                mod.weight.copy_(q * torch.sign(torch.diagonal(r)))  # Haar: the signs of R's diagonal moved to Q
     return net.eval()
 
 
-def smallest_width(d: int, depth: int, eps: float, seed: int, n_max: int, samples: int) -> dict[str, Any]:
-    """Scan n upward; the first n whose certified bound (resp. observed error) is <= eps."""
-    from models.construct import ConstructOptions, construct
-    from models.verify import verify
+def ball_samples(d: int, count: int, seed: int):
+    """``count`` points uniform in the unit ball of R^d (float64), and the ball's two poles +-e_1."""
+    import torch
 
-    target = random_mlp(d, depth, seed)
-    found: dict[str, int | None] = {"bound": None, "observed": None}
-    trace = []
-    for n in range(1, n_max + 1):
-        c = construct(target, (d,), (0.0, 1.0), ConstructOptions.from_kwargs(n=n, seed=seed, progress=False))
-        check = verify(c, None, samples=samples)
-        trace.append((n, check["certified_bound"], check["max_output_error"]))
-        if found["observed"] is None and check["max_output_error"] <= eps:
-            found["observed"] = n
-        if check["certified_bound"] <= eps:
-            found["bound"] = n
-            break
-    return {"d": d, "depth": depth, "eps": eps, "n_bound": found["bound"], "n_observed": found["observed"],
-            "x": math.log2(d * depth / eps), "trace": trace}
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(count, d, generator=gen, dtype=torch.float64)
+    x = x / x.norm(dim=1, keepdim=True) * torch.rand(count, 1, generator=gen, dtype=torch.float64) ** (1.0 / d)
+    poles = torch.zeros(2, d, dtype=torch.float64)
+    poles[0, 0], poles[1, 0] = 1.0, -1.0
+    return torch.cat([poles, x])
+
+
+def smallest_n(target, x, eps: float, seed: int, n_max: int, start: int) -> tuple[int | None, Any, float]:
+    """The smallest n (scanned from ``start``: down while it passes, up while it fails) whose pruned
+    network is within eps of the target on every input of x (sup over outputs), with the one random
+    network of this seed and B scale (the same for every target); the construction at that n (the
+    last tried if none passes) and its error."""
+    import torch
+
+    from models.construct import ConstructOptions, construct
+
+    d = x.shape[1]
+    names = [name for name, m in target.named_modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        f = target.double()(x)
+    cache: dict[int, tuple[float, Any]] = {}
+
+    def error(n: int) -> float:
+        if n not in cache:
+            options = ConstructOptions.from_kwargs(n=n, seed=seed, progress=False, workers=1,
+                                                   scales={k: BALL_SCALE for k in names})
+            c = construct(target, (d,), (-1.0, 1.0), options)
+            with torch.no_grad():
+                cache[n] = (float((f - c.pruned(x)).abs().max()), c)
+        return cache[n][0]
+
+    n = max(1, min(start, n_max))
+    if error(n) <= eps:
+        while n > 1 and error(n - 1) <= eps:
+            n -= 1
+        return n, cache[n][1], cache[n][0]
+    while n < n_max:
+        n += 1
+        if error(n) <= eps:
+            return n, cache[n][1], cache[n][0]
+    return None, cache[n][1], cache[n][0]
 
 
 def claim_width(args: argparse.Namespace) -> dict[str, Any]:
-    ds = [4, 8] if args.quick else [8, 16, 32, 64]
-    depths = [2] if args.quick else [2, 3, 4]
-    epsilons = [1e-1] if args.quick else [1e-1, 1e-2]
-    n_max = 20 if args.quick else 30
-    results = [smallest_width(d, l, eps, args.seed, n_max, 64 if args.quick else 256)
-               for d in ds for l in depths for eps in epsilons]
-    fits = {}
-    for key in ("n_bound", "n_observed"):
-        pts = [(r["x"], r[key]) for r in results if r[key] is not None]
-        if len(pts) >= 3 and len({p[0] for p in pts}) >= 3 and not args.quick:  # two points are not a fit
-            ls = least_squares({"x": np.array([p[0] for p in pts])}, np.array([p[1] for p in pts], dtype=float))
-            fits[key] = {"slope": ls["coef"]["x"], "intercept": ls["intercept"], "r2": ls["r2"]}
+    import torch
+
+    from models.verify import certified
+
+    q = QUICK_WIDTH if args.quick else dict(ds=WIDTH_DS, ls=WIDTH_LS, eps=WIDTH_EPS, targets=WIDTH_TARGETS,
+                                               samples=WIDTH_SAMPLES)
+    points, cells = [], []
+    for d in q["ds"]:
+        x = ball_samples(d, q["samples"], args.seed)
+        for depth in q["ls"]:
+            targets = [orthogonal_mlp(d, depth, 1000 * depth + t) for t in range(q["targets"])]
+            with torch.no_grad():
+                reach = [float(t.double()(x).abs().max()) for t in targets]
+            for eps in q["eps"]:
+                cell = {"d": d, "l": depth, "eps": eps, "targets": len(targets), "trivial": 0, "n": [],
+                        "not_reached": 0, "looseness": [], "malach_d4_l2": d ** 4 * depth ** 2,
+                        "theorem_log2_dl_over_eps": math.log2(d * depth / eps)}
+                start = max(1, round(math.log2(d * depth / eps)))
+                for t, target in enumerate(targets):
+                    if reach[t] <= eps:  # the all-pruned network (output 0) is already within eps
+                        cell["trivial"] += 1
+                        continue
+                    n, c, observed = smallest_n(target, x, eps, args.seed, WIDTH_N_MAX, start)
+                    if n is None:
+                        cell["not_reached"] += 1
+                        continue
+                    start = n
+                    bound = certified(c)["bound"]
+                    cell["n"].append(n)
+                    cell["looseness"].append(bound / max(observed, 1e-300))
+                    points.append({"d": d, "l": depth, "eps": eps, "target": t, "n": n, "observed": observed,
+                                   "certified_bound": bound, "reach": reach[t]})
+                cells.append(cell)
+    fit: dict[str, Any] = {"coef_log2_d": None, "coef_log2_l": None, "coef_log2_inv_eps": None, "intercept": None,
+                           "r2": None, "seeds_per_cell": q["targets"], "points": len(points)}  # None: no fit
+    if len(points) >= 5 and not args.quick:  # quick mode fits nothing
+        ls = least_squares({"log2_d": np.log2([p["d"] for p in points]), "log2_l": np.log2([p["l"] for p in points]),
+                            "log2_inv_eps": np.log2([1 / p["eps"] for p in points])},
+                           np.array([p["n"] for p in points], dtype=float))
+        fit.update(coef_log2_d=ls["coef"]["log2_d"], coef_log2_l=ls["coef"]["log2_l"],
+                   coef_log2_inv_eps=ls["coef"]["log2_inv_eps"], intercept=ls["intercept"], r2=ls["r2"], ci95=ls["ci95"])
+
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for key, marker in (("n_bound", "o"), ("n_observed", "s")):
-        pts = [(r["x"], r[key]) for r in results if r[key] is not None]
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker,
-                   label=f"{key.split('_')[1]}: error <= eps" + (f" (slope {fits[key]['slope']:.2f})" if key in fits else ""))
-        if key in fits:
-            xs = np.linspace(min(p[0] for p in pts), max(p[0] for p in pts), 10)
-            ax.plot(xs, fits[key]["slope"] * xs + fits[key]["intercept"], "--")
-    ax.set_xlabel("log2(d l / eps)")
-    ax.set_ylabel("smallest n (units per input and sign)")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    xs = [math.log2(p["d"] * p["l"] / p["eps"]) for p in points]
+    axes[0].plot(xs, [p["n"] for p in points], "o", alpha=0.5, label="smallest n per target")
+    if fit["r2"] is not None:
+        pred = [fit["coef_log2_d"] * math.log2(p["d"]) + fit["coef_log2_l"] * math.log2(p["l"])
+                + fit["coef_log2_inv_eps"] * math.log2(1 / p["eps"]) + fit["intercept"] for p in points]
+        axes[0].plot(xs, pred, "x", label=f"multivariate fit (R^2 = {fit['r2']:.2f})")
+    axes[0].set_xlabel("log2(d l / eps)")
+    axes[0].set_ylabel("smallest n with sup error <= eps on the ball samples")
+    axes[0].legend(fontsize=8)
+    axes[1].semilogy(xs, [p["certified_bound"] / p["observed"] for p in points], "o", alpha=0.5,
+                     label="certified bound (box [-1,1]^d) / observed error (ball)")
+    axes[1].set_xlabel("log2(d l / eps)")
+    axes[1].legend(fontsize=8)
+    figure = _save(plt, fig, axes, args.out / "width.png")
+
+    trivial = sum(c["trivial"] for c in cells)
+    missing = sum(c["not_reached"] for c in cells)
+    if fit["r2"] is not None:
+        ci = fit["ci95"]
+        fitted = (f"n = {fit['coef_log2_d']:.2f} log2 d + {fit['coef_log2_l']:.2f} log2 l + "
+                  f"{fit['coef_log2_inv_eps']:.2f} log2(1/eps) + {fit['intercept']:.2f} (95% CIs "
+                  f"[{ci['log2_d'][0]:.2f}, {ci['log2_d'][1]:.2f}], [{ci['log2_l'][0]:.2f}, {ci['log2_l'][1]:.2f}], "
+                  f"[{ci['log2_inv_eps'][0]:.2f}, {ci['log2_inv_eps'][1]:.2f}]; R^2 = {fit['r2']:.3f}) over "
+                  f"{len(points)} targets")
+    else:
+        fitted = f"{len(points)} targets, no fit" + (" (quick mode)" if args.quick else "")
+    loose = [v for c in cells for v in c["looseness"]]
+    verdict = (("width (quick, indicative): " if args.quick else "width: ") + fitted
+               + (f"; certified bound / observed error median {np.median(loose):.3g} (range {min(loose):.3g}-"
+                  f"{max(loose):.3g})" if loose else "")
+               + f"; {trivial} trivial targets excluded, {missing} not reached by n = {WIDTH_N_MAX}")
+    rows = [[c["d"], c["l"], f"{c['eps']:g}", c["targets"], c["trivial"], c["not_reached"],
+             f"{np.median(c['n']):g}" if c["n"] else "-", f"{min(c['n'])}-{max(c['n'])}" if c["n"] else "-",
+             f"{c['theorem_log2_dl_over_eps']:.1f}", f"{2 * np.median(c['n']) * c['d']:g}" if c["n"] else "-",
+             f"{c['malach_d4_l2']:.3g}", f"{np.median(c['looseness']):.3g}" if c["looseness"] else "-"] for c in cells]
+    md = _doc("Claim 3: logarithmic width, in the theorem's units", args, verdict,
+              f"Targets as the theorem takes them: depth l ReLU MLPs d -> d, no biases, every weight a Haar-random "
+              f"orthogonal matrix (spectral norm 1); inputs of norm <= 1 ({q['samples']} uniform samples of the unit "
+              f"ball and its poles +-e_1). One random network per cell for all its {q['targets']} targets (seed "
+              f"{args.seed}, B ~ U[-{BALL_SCALE:g}, {BALL_SCALE:g}] fixed, not fitted to a target); per target the "
+              f"smallest n whose pruned network is within eps of it on every sample (sup over outputs; min-error "
+              f"weights). A target whose own outputs stay within eps on the samples is trivial (the all-pruned network "
+              f"passes) and excluded. The fit is least squares of n on log2 d, log2 l and log2(1/eps) over the "
+              f"targets (t intervals; targets of one cell share a random network, so they are not independent). "
+              f"Width of the random network: 2 n d hidden units per layer (fan-out), beside Malach et al.'s d^4 l^2 "
+              f"(their order; constants and the eps dependence omitted). Looseness: the certified bound over the box "
+              f"[-1, 1]^d (which contains the ball) over the observed error at that n.",
+              markdown_table(["d", "l", "eps", "targets", "trivial", "not reached", "median n", "n range",
+                              "log2(d l / eps)", "random width 2 n d", "d^4 l^2", "bound / observed"], rows),
+              "width.png")
+    return {"verdict": verdict, "fit": fit, "cells": cells, "points": points, "figure": figure, "markdown": md}
+
+
+# ----------------------------------------------------------------------------- coverage
+
+#: coverage: Experiment 1's eps, the n scanned, trials (at least / at most per n; at n = 21), networks built
+COVERAGE_EPS = 0.01
+COVERAGE_N = [8, 10, 12, 14, 16, 18, 20, 21]
+COVERAGE_MIN_TRIALS, COVERAGE_MAX_TRIALS, COVERAGE_TRIALS_21 = 3000, 200_000, 1_000_000
+COVERAGE_NETWORKS = 3
+QUICK_COVERAGE = dict(ns=[6, 8, 10, 12, 21], max_trials=20_000, trials_21=20_000, networks=0)
+#: failures after which a rate is known well enough (more trials only where failures are rarer)
+ENOUGH_FAILURES = 30
+
+
+def exp1_weight_pool() -> tuple[np.ndarray, np.ndarray]:
+    """Every weight of the Experiment 1 network (784-500-10, digits28) in its layer's units (divided
+    by the layer's largest |w|, as the construction scales B), and eps in the same units."""
+    from models.target import load_target
+
+    from .exp1 import target_for
+
+    weights, eps = [], []
+    for p in load_target(target_for(500), "mlp").parameters():
+        w = p.detach().double().flatten().numpy()
+        scale = float(np.abs(w).max())
+        weights.append(w / scale)
+        eps.append(np.full(len(w), COVERAGE_EPS / scale))
+    return np.concatenate(weights), np.concatenate(eps)
+
+
+def failure_count(n: int, rng: np.random.Generator, pool: tuple[np.ndarray, np.ndarray], min_trials: int,
+                  max_trials: int) -> tuple[int, int]:
+    """(failures, trials): a weight drawn uniformly from the pool, n fresh construction coefficients
+    (product, balanced), the exact min-error subset (mitm) further than eps; trials double from
+    ``min_trials`` until ENOUGH_FAILURES failures or ``max_trials``."""
+    import solver
+
+    failures = trials = 0
+    chunk = min_trials
+    while trials < max_trials:
+        count = min(chunk, max_trials - trials)
+        idx = rng.integers(0, len(pool[0]), count)
+        res = solver.solve(pool[0][idx], draw(rng, "product", count, n), "min-error", backend="mitm", workers=None,
+                           progress=False)
+        failures += int((res.errors > pool[1][idx]).sum())
+        trials += count
+        if failures >= ENOUGH_FAILURES and trials >= min_trials:
+            break
+        chunk = min(2 * chunk, 200_000)
+    return failures, trials
+
+
+def exp1_networks(count: int, seed: int) -> list[dict[str, Any]]:
+    """The Experiment 1 network constructed at n = 21 (min-error, default layout) with ``count``
+    random networks (seeds): the weights each leaves further than eps."""
+    from models.construct import ConstructOptions, construct
+    from models.report import eps_coverage
+    from models.target import load_target
+
+    from .exp1 import target_for
+
+    target = load_target(target_for(500), "mlp")
+    out = []
+    for k in range(count):
+        options = ConstructOptions.from_kwargs(n=21, seed=seed + k, eps=COVERAGE_EPS, backend="mitm", progress=False)
+        cov = eps_coverage(construct(target, (1, 28, 28), (0.0, 1.0), options))
+        out.append({"seed": seed + k, "weights": cov["weights_within_eps"] + cov["weights_missing_eps"],
+                    "uncovered": cov["weights_missing_eps"]})
+    return out
+
+
+def claim_coverage(args: argparse.Namespace) -> dict[str, Any]:
+    q = QUICK_COVERAGE if args.quick else dict(ns=COVERAGE_N, max_trials=COVERAGE_MAX_TRIALS,
+                                               trials_21=COVERAGE_TRIALS_21, networks=COVERAGE_NETWORKS)
+    pool = exp1_weight_pool()
+    N = len(pool[0])
+    rng = np.random.default_rng(args.seed)
+    failure = []
+    for n in q["ns"]:
+        k, t = failure_count(n, rng, pool, COVERAGE_MIN_TRIALS, q["trials_21"] if n == 21 else q["max_trials"])
+        low, high = clopper_pearson(k, t)
+        failure.append({"n": n, "eps": COVERAGE_EPS, "failures": k, "trials": t, "rate": k / t, "ci_low": low,
+                        "ci_high": high})
+    at21 = next(r for r in failure if r["n"] == 21)
+    expected = [N * at21["ci_low"], N * at21["rate"], N * at21["ci_high"]]
+    all_covered = {"weights": N, "n": 21, "expected_uncovered": expected,
+                   "union_bound_low": 1.0 - expected[2],  # P(all covered) >= 1 - E[uncovered] (no independence)
+                   "independent_approx": [math.exp(-expected[2]), math.exp(-expected[1]), math.exp(-expected[0])]}
+    networks = exp1_networks(q["networks"], args.seed)
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rows_n = [r["n"] for r in failure]
+    ax.semilogy(rows_n, [max(r["rate"], 1e-12) for r in failure], "o-", label="failure rate per weight")
+    ax.semilogy(rows_n, [r["ci_high"] for r in failure], "v", label="95% CI upper end")
+    ax.axhline(1.0 / N, color="k", linewidth=0.8)
+    ax.text(rows_n[0], 1.3 / N, f"1 / {N:,} weights", fontsize=8)
+    ax.set_xlabel("n (coefficients per weight)")
+    ax.set_ylabel(f"P(min error > eps = {COVERAGE_EPS:g})")
     ax.legend(fontsize=8)
-    _save(plt, fig, [ax], args.out / "width.png")
-    missing = [(r["d"], r["depth"], r["eps"]) for r in results if r["n_bound"] is None]
-    verdict = ("width: smallest n against log2(d l / eps) over d in {ds}, l in {depths}, eps in {eps}: ".format(ds=ds, depths=depths, eps=epsilons)
-               + "; ".join(f"{k.split('_')[1]} criterion slope {v['slope']:.2f}, intercept {v['intercept']:.2f}" for k, v in fits.items())
-               + (f"; certified bound not reached within n <= {n_max} for {missing}" if missing else ""))
-    rows = [[r["d"], r["depth"], r["eps"], f"{r['x']:.2f}", r["n_bound"], r["n_observed"]] for r in results]
-    md = _doc("Claim 3: logarithmic width", args, verdict,
-              "Random target MLPs (depth l Linear layers d -> d, weights U[-1,1]/sqrt(d), no biases, ReLU between), "
-              "inputs in [0,1]^d; constructed with min-error for n = 1, 2, ...; 'bound' is the first n whose certified "
-              "sup error over the input box is <= eps, 'observed' the first n whose largest error on uniform samples "
-              "of the box is <= eps. Slopes are least-squares fits of n against log2(d l / eps).",
-              markdown_table(["d", "l", "eps", "log2(d l / eps)", "n (bound)", "n (observed)"], rows), "width.png")
-    return {"verdict": verdict, "fits": fits, "results": results, "markdown": md}
+    figure = _save(plt, fig, [ax], args.out / "coverage.png")
+
+    bound_text = (f"P(all covered) >= {all_covered['union_bound_low']:.3f} (union bound)"
+                  if all_covered["union_bound_low"] > 0 else "the union bound is vacuous")
+    built = (f"; built with {len(networks)} random networks: {sum(x['uncovered'] == 0 for x in networks)} cover every "
+             f"weight (uncovered per network {[x['uncovered'] for x in networks]})" if networks else "")
+    verdict = (("coverage (quick, indicative): " if args.quick else "coverage: ")
+               + f"per weight of Experiment 1 (eps = {COVERAGE_EPS:g}) at n = 21 the construction fails with rate "
+               f"{at21['rate']:.3g} ({at21['failures']}/{at21['trials']}, 95% CI [{at21['ci_low']:.3g}, "
+               f"{at21['ci_high']:.3g}]): expected uncovered among {N:,} weights {expected[1]:.3g} (95% CI "
+               f"[{expected[0]:.3g}, {expected[2]:.3g}]); {bound_text}; if weights failed independently P(all covered) "
+               f"would be {all_covered['independent_approx'][1]:.3g} (range [{all_covered['independent_approx'][0]:.3g}, "
+               f"{all_covered['independent_approx'][2]:.3g}])" + built)
+    md = _doc("Claim 4: how often the construction fails, and n = 21 on Experiment 1", args, verdict,
+              f"Per trial: a weight drawn uniformly from the {N:,} weights of the Experiment 1 network (784-500-10 "
+              f"trained on digits28), in its layer's units (divided by the layer's largest |w|, as the construction "
+              f"scales B), n fresh construction coefficients (1.5 u b, balanced signs), the exact min-error subset "
+              f"(mitm); a failure when it is further than eps = {COVERAGE_EPS:g} (in the weight's own units). Trials "
+              f"from {COVERAGE_MIN_TRIALS} up, doubling until {ENOUGH_FAILURES} failures or the cap. Clopper-Pearson 95% "
+              f"intervals. P(all {N:,} covered) >= 1 - N p (union bound: no independence assumed); exp(-N p) only if "
+              f"weights failed independently (they share their input's fan-out coefficients, so they do not).",
+              markdown_table(["n", "failures", "trials", "rate", "95% CI"],
+                             [[r["n"], r["failures"], r["trials"], f"{r['rate']:.3g}",
+                               f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}]"] for r in failure])
+              + ("\n### The Experiment 1 network built at n = 21\n\n" + markdown_table(
+                  ["seed", "weights", "uncovered"], [[x["seed"], x["weights"], x["uncovered"]] for x in networks])
+                 if networks else ""), "coverage.png")
+    return {"verdict": verdict, "failure": failure, "all_covered": all_covered, "networks": networks,
+            "figure": figure, "markdown": md}
 
 
 # ----------------------------------------------------------------------------- shared
@@ -495,7 +721,8 @@ def _doc(title: str, args: argparse.Namespace, verdict: str, method: str, table:
             f"{'; quick mode' if args.quick else ''}\n\n**Verdict (measured):** {verdict}\n\n{method}\n\n{table}\n![{title}]({png})\n")
 
 
-CLAIMS = {"subset-sum": claim_subset_sum, "lower-bound": claim_lower_bound, "width": claim_width}
+CLAIMS = {"subset-sum": claim_subset_sum, "lower-bound": claim_lower_bound, "width": claim_width,
+          "coverage": claim_coverage}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

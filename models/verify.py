@@ -87,6 +87,17 @@ def domain_samples(input_shape: tuple[int, ...], domain: tuple[float, float], co
     return torch.cat([torch.full((1, *input_shape), lo), torch.full((1, *input_shape), hi), x])
 
 
+def certified(c: Construction) -> dict[str, Any]:
+    """The certified bound over the construction's input box: interval propagation with the weight
+    errors, tightened per output by the linear relaxation where that applies (:mod:`models.crown`)."""
+    def kept():
+        return [kept_sums(spec, generate(spec), s.masks) for spec, s in zip(c.specs, c.solutions)]
+
+    interval = certified_bound(c.folded, c.layers, [(s.weight_error, s.bias_error) for s in c.solutions],
+                               c.input_shape, c.domain)
+    return tighten(interval, c.folded, c.layers, kept, c.input_shape, c.domain)
+
+
 def verify(c: Construction, data: Dataset | None, samples: int = 512, adversarial: int = 16) -> dict[str, Any]:
     """Compare target and pruned network in float64 on the data (or domain samples), and search the
     box for a worse input (``adversarial`` restarts; 0: no search).
@@ -133,11 +144,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     diff = (f - g).abs()
     lap("float64")
 
-    def kept():
-        return [kept_sums(spec, generate(spec), s.masks) for spec, s in zip(c.specs, c.solutions)]
-
-    bound = tighten(certified_bound(c.folded, c.layers, [(s.weight_error, s.bias_error) for s in c.solutions],
-                                    c.input_shape, c.domain), c.folded, c.layers, kept, c.input_shape, c.domain)
+    bound = certified(c)
     lap("certified_bound")
     worst = float(diff.max())
     measured_on = None

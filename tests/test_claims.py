@@ -115,10 +115,10 @@ def test_claims_quick_invariants(tmp_path, capsys):
     out = tmp_path / "claims"
     assert main(["claims", "all", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    for name in ("subset-sum", "lower-bound", "width"):
+    for name in ("subset-sum", "lower-bound", "width", "coverage"):
         assert (out / f"{name}.png").stat().st_size > 1000
         assert "**Verdict (measured):**" in (out / f"{name}.md").read_text()
-        assert f"{name} (quick, indicative)" in printed or name == "width"
+        assert f"{name} (quick, indicative)" in printed
     ss = json.loads((out / "subset-sum.json").read_text())
     rows = {(r["distribution"], r["eps"], r["delta"]): r for r in ss["whp"]}
     assert {("uniform", 0.1, 0.5), ("uniform", 0.05, 0.5)} <= set(rows)
@@ -144,8 +144,17 @@ def test_claims_quick_invariants(tmp_path, capsys):
     for layer in lb["layers"]:
         assert layer["n"] is not None and layer["worst_operator_error"] <= layer["eps"]
     width = json.loads((out / "width.json").read_text())
-    for r in width["results"]:
-        assert r["n_bound"] is not None
-        assert r["n_observed"] is not None and r["n_observed"] <= r["n_bound"]
-        for n, bound, observed in r["trace"]:
-            assert observed <= bound
+    assert set(width["fit"]) >= {"coef_log2_d", "coef_log2_l", "coef_log2_inv_eps", "intercept", "r2", "seeds_per_cell"}
+    assert width["fit"]["r2"] is None  # quick mode fits nothing
+    assert sum(c["trivial"] for c in width["cells"]) >= 1  # quick mode has targets within 0.7 of 0 ...
+    for p in width["points"]:
+        assert p["observed"] <= p["eps"] < p["reach"]  # ... which are excluded: every point is within eps, not trivial
+        assert p["observed"] <= p["certified_bound"]  # the bound covers the box, which holds the ball
+    xs = [np.log2(p["d"] * p["l"] / p["eps"]) for p in width["points"]]
+    assert width["figure"]["0: smallest n per target"] == {"x": xs, "y": [p["n"] for p in width["points"]]}
+    cov = json.loads((out / "coverage.json").read_text())
+    rates = [r["rate"] for r in cov["failure"]]
+    assert rates[0] > rates[-1] and all(r["ci_low"] <= r["rate"] <= r["ci_high"] for r in cov["failure"])
+    assert cov["figure"]["0: failure rate per weight"]["y"] == [max(r, 1e-12) for r in rates]
+    low, mid, high = cov["all_covered"]["expected_uncovered"]
+    assert low <= mid <= high and cov["all_covered"]["weights"] == 397000
