@@ -289,6 +289,8 @@ def ball_targets(d: int, count: int, seed: int) -> list[np.ndarray]:
     return out[:count]
 
 
+#: float64 rounding of subset sums of O(1) coefficients (absolute): a few ulps of 1
+ROUNDING = 1e-15
 #: the one random network's B scale for every target of the ball (|w| <= 1): the default margin 1.5
 BALL_SCALE = 1.5
 
@@ -350,8 +352,9 @@ def claim_lower_bound(args: argparse.Namespace) -> dict[str, Any]:
         rows.append([m, f"{bound:.6g}", f"{geometric:.6g}", f"{geometric / bound:.12f}",
                      f"{tried['uniform'] / bound:.4g}", f"{tried['product'] / bound:.4g}",
                      f"{tried['search'] / bound:.4g}" if "search" in tried else "not run", f"{best / bound:.12f}"])
-    beaten = [t["m"] for t in tight if t["best_sup_error"] < t["bound"] * (1 - 1e-12)]
-    attained = all(abs(t["geometric_sup_error"] - t["bound"]) <= 1e-12 * t["bound"] for t in tight)
+    # the sums are O(1) in float64: equal means within ROUNDING absolute (a few ulps), at every m
+    beaten = [t["m"] for t in tight if t["best_sup_error"] < t["bound"] - ROUNDING]
+    attained = all(abs(t["geometric_sup_error"] - t["bound"]) <= ROUNDING for t in tight)
 
     ds = [4, 8] if args.quick else [4, 8, 16, 32]
     epsilons = [0.2] if args.quick else [0.2, 0.1, 0.05]
@@ -382,7 +385,7 @@ def claim_lower_bound(args: argparse.Namespace) -> dict[str, Any]:
     built = [l for l in layers if l["n"]]
     verdict = (("lower-bound (quick, indicative): " if args.quick else "lower-bound: ")
                + f"for m = {ms[0]}..{ms[-1]} the signed geometric set attains 1/(2^m - 1) "
-               f"{'at every m (to 1e-12)' if attained else 'NOT at every m'}; no set tried ({len(ms) * 2 * seeds} random "
+               f"{'at every m (to 1e-15 absolute, float64 rounding)' if attained else 'NOT at every m'}; no set tried ({len(ms) * 2 * seeds} random "
                f"sets and searched ones) beat it ({'none' if not beaten else f'BEATEN at m = {beaten}'}); one random "
                f"d x d pair covering {targets} targets of the operator-norm ball within eps needs total parameters "
                + (f"{min(l['total_ratio'] for l in built):.3g}-{max(l['total_ratio'] for l in built):.3g} x "

@@ -28,6 +28,7 @@ import numpy as np
 import solver
 
 from .common import cli_main, command_line, machine_info, markdown_table, new_figure, save_figure, write_outputs
+from .inference import clopper_pearson
 
 LAYOUTS = ("fixed-sign", "balanced")
 MARGIN = 1.5
@@ -42,14 +43,6 @@ def coefficients(rng: np.random.Generator, count: int, m: int, layout: str) -> n
     return u * v
 
 
-def miss_interval(k: int, total: int) -> tuple[float, float]:
-    """Exact (Clopper-Pearson) 95% interval of a binomial proportion."""
-    from scipy.stats import binomtest
-
-    ci = binomtest(k, total).proportion_ci(confidence_level=0.95, method="exact")
-    return float(ci.low), float(ci.high)
-
-
 def synthetic(count: int, m: int, eps: float, seed: int) -> list[dict[str, Any]]:
     from .common import weight_like_targets
 
@@ -62,7 +55,7 @@ def synthetic(count: int, m: int, eps: float, seed: int) -> list[dict[str, Any]]
             c = coefficients(rng, min(200_000, count - i), m, layout)
             res = solver.solve(t[i:i + len(c)], c, "min-error", backend="mitm", workers=None, progress=False)
             misses += int((res.errors > eps).sum())
-        low, high = miss_interval(misses, count)
+        low, high = clopper_pearson(misses, count)
         rows.append({"layout": layout, "problems": count, "m": m, "eps": eps, "misses": misses,
                      "miss_rate": misses / count, "ci95": [low, high], "seconds": time.perf_counter() - start})
         print(f"synthetic {layout}: {misses} of {count} miss eps", file=sys.stderr, flush=True)
