@@ -592,7 +592,7 @@ def claim_width(args: argparse.Namespace) -> dict[str, Any]:
 #: coverage: Experiment 1's eps, the n scanned, trials (at least / at most per n; at n = 21), networks built
 COVERAGE_EPS = 0.01
 COVERAGE_N = [8, 10, 12, 14, 16, 18, 20, 21]
-COVERAGE_MIN_TRIALS, COVERAGE_MAX_TRIALS, COVERAGE_TRIALS_21 = 3000, 200_000, 1_000_000
+COVERAGE_MIN_TRIALS, COVERAGE_MAX_TRIALS, COVERAGE_TRIALS_21 = 3000, 200_000, 4_000_000
 COVERAGE_NETWORKS = 3
 QUICK_COVERAGE = dict(ns=[6, 8, 10, 12, 21], max_trials=20_000, trials_21=20_000, networks=0)
 #: failures after which a rate is known well enough (more trials only where failures are rarer)
