@@ -580,7 +580,9 @@ def claim_width(args: argparse.Namespace) -> dict[str, Any]:
               f"targets (t intervals; targets of one cell share a random network, so they are not independent). "
               f"Width of the random network: 2 n d hidden units per layer (fan-out), beside Malach et al.'s d^4 l^2 "
               f"(their order; constants and the eps dependence omitted). Looseness: the certified bound over the box "
-              f"[-1, 1]^d (which contains the ball) over the observed error at that n.",
+              f"[-1, 1]^d (which contains the ball) over the observed error at that n. The observed error is a maximum "
+              f"over samples, a lower bound on the sup over the ball; in higher d uniform samples meet the typical "
+              f"rather than the worst direction of the error, which flattens n's growth in d (the bound does not).",
               markdown_table(["d", "l", "eps", "targets", "trivial", "not reached", "median n", "n range",
                               "log2(d l / eps)", "random width 2 n d", "d^4 l^2", "bound / observed"], rows),
               "width.png")
