@@ -91,18 +91,6 @@ def _sup_error_sorted(s, size, lo, hi):
 
 
 @njit(cache=True, parallel=True)
-def _sup_error_batch(coeffs, lo, hi, out, n_blocks):
-    count, m = coeffs.shape
-    per_block = (count + n_blocks - 1) // n_blocks
-    for blk in prange(n_blocks):
-        a = np.empty((1 << m) + 1)
-        b = np.empty((1 << m) + 1)
-        for r in range(blk * per_block, min(count, (blk + 1) * per_block)):
-            s = _sorted_sums(coeffs[r], m, a, b)
-            out[r] = _sup_error_sorted(s, 1 << m, lo, hi)
-
-
-@njit(cache=True, parallel=True)
 def _sup_prefix_batch(coeffs, lo, hi, out, n_blocks):
     count, m = coeffs.shape
     per_block = (count + n_blocks - 1) // n_blocks
@@ -155,14 +143,13 @@ def sup_error_prefixes(coefficients: np.ndarray, lo: float = -1.0, hi: float = 1
 def sup_error(coefficients: np.ndarray, lo: float = -1.0, hi: float = 1.0, threads: int | None = None) -> np.ndarray:
     """Exact sup over z in [lo, hi] of min over subsets |z - subset sum|, per row of ``coefficients``.
 
-    coefficients: (S, m) float64 with m <= MAX_M (2^m sums are materialised per thread).
+    coefficients: (S, m) float64 with m <= MAX_M (2^m sums are materialised per thread). The last
+    column of :func:`sup_error_prefixes` (the prefixes' scans add little to the merges).
     """
     c = _checked(coefficients, lo, hi)
-    threads = _threads(threads)
-    out = np.empty(c.shape[0])
-    if c.shape[0]:
-        _sup_error_batch(c, float(lo), float(hi), out, max(1, min(c.shape[0], threads * 4)))
-    return out
+    if c.shape[1] == 0:  # the empty sum alone
+        return np.full(c.shape[0], max(abs(float(lo)), abs(float(hi))))
+    return sup_error_prefixes(c, lo, hi, threads)[:, -1].copy()
 
 
 def sup_error_grid(coefficients: np.ndarray, lo: float, hi: float, points: int) -> np.ndarray:
