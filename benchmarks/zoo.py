@@ -15,6 +15,7 @@ CUDA build that fails to import beside the CPU torch 2.13.0 (`operator torchvisi
 exist`); torch 2.14.1 with torchvision 0.29.1 from the package index import and run on CPU:
 
     python -m venv zoo && zoo/bin/pip install torch==2.14.1 torchvision==0.29.1 && zoo/bin/pip install -e .
+    zoo/bin/pip install transformers==4.44.2          # the BERT and GPT-2 rows (fx tracer; 4.57's GPT-2 is not traceable)
     zoo/bin/lottery bench zoo --quick                 # 64x64 inputs (ViT: 224), n = 12
     zoo/bin/lottery bench zoo                         # 224x224, n = 21
     zoo/bin/lottery bench zoo --models resnet18 --size 224 --n 16 --workers 2
