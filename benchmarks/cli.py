@@ -30,7 +30,7 @@ def _add(sub, name: str, module, help: str) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `claims` and `bench BENCHMARK` to the `lottery` command's subparsers."""
-    from . import backends, certificates, claims, coldstart, exactness, exp1, layouts, scale, verification, zoo
+    from . import backends, certificates, claims, coldstart, exactness, exp1, exp2, layouts, scale, verification, zoo
 
     _add(sub, "claims", claims, "test the paper's subset-sum, lower-bound and width claims")
     bench = sub.add_parser("bench", help="run a benchmark (tables, JSON and plots)")
@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
          "certified bound vs adversarial error, kept count")
     _add(bench_sub, "coldstart", coldstart, "import + first solve in a fresh process, with and without numba's cache")
     _add(bench_sub, "exp1", exp1, "the paper's Experiment 1 (784-500-10 MLP, n = 21, eps = 0.01) at full scale")
+    _add(bench_sub, "exp2", exp2, "the paper's Experiment 2: edge-popup in redundant and wide random networks "
+         "against constructed tickets")
     _add(bench_sub, "exactness", exactness, "every backend against the float64 optimum, problem by problem")
     _add(bench_sub, "layouts", layouts, "how often a weight's exact optimum misses eps: random vs balanced product signs")
     _add(bench_sub, "verification", verification, "a LeNet-5 ticket verified on 10,000 images: seconds by phase")
