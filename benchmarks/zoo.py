@@ -3,7 +3,7 @@ construction takes, how exactly, how fast, in how much memory.
 
 Every model is built with seeded random initialisation (weights=None, torch.manual_seed(seed)) and
 constructed with min-error at --n (eps = 0.01 is the threshold weights are counted against) over
-the input box [-1, 1], in its own process (a fresh peak-memory figure, a time limit, and a failure
+the input box [-1, 1] (a Hugging Face model: every token id), in its own process (a fresh peak-memory figure, a time limit, and a failure
 that cannot take the others down). Per model: input size, n, target parameters, kept parameters,
 weights outside eps, the largest weight error, the largest output error relative to the target's
 output range on the verified samples, argmax agreement, the certified bound or why there is none,
@@ -41,8 +41,13 @@ FIXED_SIZE = {"vit_b_16": 224, "swin_t": 224}  # position tables fix the image s
 EPS = 0.01
 
 
+#: the input box of the image and feature models; a Hugging Face model reads every token id of its vocabulary
+BOX = (-1.0, 1.0)
+VOCAB = 1000
+
+
 def build(name: str, size: int, seed: int):
-    """(model, input shape) of a zoo entry, seeded."""
+    """(model, input shape, input domain) of a zoo entry, seeded."""
     import torch
 
     torch.manual_seed(seed)
@@ -50,20 +55,20 @@ def build(name: str, size: int, seed: int):
         import torchvision.models as tvm
 
         side = FIXED_SIZE.get(name, size)
-        return getattr(tvm, name)(weights=None).eval(), (3, side, side)
+        return getattr(tvm, name)(weights=None).eval(), (3, side, side), BOX
     if name == "transformer_encoder":
         from models.zoo import TransformerClassifier
 
-        return TransformerClassifier().eval(), (16, 32)
+        return TransformerClassifier().eval(), (16, 32), BOX
     if name in ("hf_bert_tiny", "hf_gpt2_tiny"):
         import transformers
 
         if name == "hf_bert_tiny":
             config = transformers.BertConfig(num_hidden_layers=2, hidden_size=128, num_attention_heads=2,
-                                             intermediate_size=512, vocab_size=1000)
-            return transformers.BertForSequenceClassification(config).eval(), (16,)
-        config = transformers.GPT2Config(n_layer=2, n_embd=128, n_head=2, vocab_size=1000)
-        return transformers.GPT2LMHeadModel(config).eval(), (16,)
+                                             intermediate_size=512, vocab_size=VOCAB)
+            return transformers.BertForSequenceClassification(config).eval(), (16,), (0.0, VOCAB - 1.0)
+        config = transformers.GPT2Config(n_layer=2, n_embd=128, n_head=2, vocab_size=VOCAB)
+        return transformers.GPT2LMHeadModel(config).eval(), (16,), (0.0, VOCAB - 1.0)
     raise ValueError(f"unknown zoo model {name!r}; known: {TORCHVISION + OTHERS}")
 
 
@@ -78,7 +83,7 @@ def measure_one(name: str, size: int, n: int, samples: int, seed: int, workers: 
 
     row: dict[str, Any] = {"model": name, "n": n}
     try:
-        model, shape = build(name, size, seed)
+        model, shape, domain = build(name, size, seed)
     except ImportError as exc:
         return dict(row, status="not run", reason=f"{type(exc).__name__}: {exc}")
     row["input_shape"] = list(shape)
@@ -86,7 +91,7 @@ def measure_one(name: str, size: int, n: int, samples: int, seed: int, workers: 
     try:
         options = ConstructOptions.from_kwargs(n=n, seed=seed, objective="min-error", eps=EPS, progress=False,
                                                workers=workers)
-        c = construct(model, shape, (-1.0, 1.0), options, memory_budget=memory_limit)
+        c = construct(model, shape, domain, options, memory_budget=memory_limit)
     except (UnsupportedModelError, MemoryPlanError) as exc:
         return dict(row, status="refused", reason=str(exc), seconds=time.perf_counter() - start,
                     peak_rss_mb=peak_rss_mb())
@@ -206,7 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
                                           f", {r['seconds']:.0f} s, relative output error "
                                           f"{_fmt(r.get('relative_output_error'))}"), file=sys.stderr, flush=True)
     info = machine_info()
-    md = [f"# The zoo (n = {args.n}, min-error, input box [-1, 1], seed {args.seed})\n\n",
+    md = [f"# The zoo (n = {args.n}, min-error, input box [-1, 1] or every token id, seed {args.seed})\n\n",
           f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}. Command: `{command_line()}`.\n\n",
           _table(rows), "\nSeeded random initialisation (no pretrained weights: none can be downloaded here). "
           "'max output error / range': the largest |f(x) - g(x)| on the verified samples of the box over the "
