@@ -72,7 +72,7 @@ def build(name: str, size: int, seed: int):
     raise ValueError(f"unknown zoo model {name!r}; known: {TORCHVISION + OTHERS}")
 
 
-def measure_one(name: str, size: int, n: int, samples: int, seed: int, workers: int,
+def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, workers: int,
                 memory_limit: int | None = None) -> dict[str, Any]:
     """Construct and verify one model in this process; a row of the table."""
     from models.construct import ConstructOptions, construct, peak_rss_mb
@@ -95,6 +95,9 @@ def measure_one(name: str, size: int, n: int, samples: int, seed: int, workers: 
     except (UnsupportedModelError, MemoryPlanError) as exc:
         return dict(row, status="refused", reason=str(exc), seconds=time.perf_counter() - start,
                     peak_rss_mb=peak_rss_mb())
+    if n == "auto":  # the n each layer needed
+        ns = [spec.n for spec in c.specs]
+        row["n"] = f"auto ({min(ns)}-{max(ns)})"
     check = verify(c, None, samples=samples, adversarial=4)
     low, high = check["output_range_observed"]
     cov = eps_coverage(c)
@@ -132,6 +135,18 @@ def _in_subprocess(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def _fmt(x: Any, spec: str = ".3g") -> str:
     return "-" if x is None else format(x, spec)
+
+
+def _n_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1 or auto; got {text!r}")
+    return n
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -178,7 +193,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="64x64 inputs (ViT and Swin: 224) and n = 12")
     p.add_argument("--models", default=None, help=f"comma-separated subset of {','.join(TORCHVISION + OTHERS)}")
     p.add_argument("--size", type=int, default=224, help="image side (default 224)")
-    p.add_argument("--n", type=int, default=21, help="coefficients per problem (default 21)")
+    p.add_argument("--n", type=_n_arg, default=21,
+                   help="coefficients per problem (default 21), or auto: per layer the smallest n (at most 32) with "
+                        "every weight within eps = 0.01")
     p.add_argument("--samples", type=int, default=256, help="inputs of the box verified per model (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation and random network")
     p.add_argument("--workers", type=int, default=2, help="solver workers (default 2)")

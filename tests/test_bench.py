@@ -112,6 +112,8 @@ def test_bench_zoo_builds_or_refuses_each_model_and_plots_its_table(tmp_path, ca
     out = tmp_path / "zoo"
     assert main(["bench", "zoo", "--models", "resnet9000", "--out", str(out)]) == 2
     assert "unknown zoo model" in capsys.readouterr().err
+    assert main(["bench", "zoo", "--n", "0", "--out", str(out)]) == 2
+    assert "must be an int >= 1 or auto; got '0'" in capsys.readouterr().err
     assert main(["bench", "zoo", "--models", "transformer_encoder,hf_bert_tiny", "--n", "6", "--samples", "16",
                  "--workers", "1", "--out", str(out)]) == 0
     payload = json.loads((out / "zoo.json").read_text())
