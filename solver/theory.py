@@ -24,7 +24,10 @@ MAX_M = 26
 
 @njit(cache=True, nogil=True)
 def _merge_into(cj, src, size, dst):
-    """dst[:2 size] = the sorted union of src[:size] (sorted) and src[:size] + cj; src[size] is overwritten."""
+    """dst[:2 size] = the sorted union of src[:size] (sorted) and src[:size] + cj; src[size] is overwritten.
+
+    The same sentinel merge as ``backends._mitm_numba._sorted_subset_sums`` without the subset
+    masks that one carries: at m = 26 the masks alone would be 1 GiB per thread."""
     src[size] = np.inf  # sentinel: ends each stream of the merge
     i = 0
     k = 0
@@ -39,22 +42,6 @@ def _merge_into(cj, src, size, dst):
             dst[w] = y
             k += 1
             y = src[k] + cj
-
-
-@njit(cache=True, nogil=True)
-def _sorted_sums(c, n, a, b):
-    """All 2^n subset sums of c[:n], sorted, using buffers a and b (size 2^n + 1).
-
-    The same sentinel merge as ``backends._mitm_numba._sorted_subset_sums`` without the subset
-    masks that one carries: at m = 26 the masks alone would be 1 GiB per thread."""
-    a[0] = 0.0
-    size = 1
-    src, dst = a, b
-    for j in range(n):
-        _merge_into(c[j], src, size, dst)
-        size *= 2
-        src, dst = dst, src
-    return src
 
 
 @njit(cache=True, nogil=True)
@@ -132,7 +119,10 @@ def _threads(threads: int | None) -> int:
 def sup_error_prefixes(coefficients: np.ndarray, lo: float = -1.0, hi: float = 1.0,
                        threads: int | None = None) -> np.ndarray:
     """(S, m): column j is :func:`sup_error` of ``coefficients[:, :j + 1]``, all in one pass per row."""
-    c = _checked(coefficients, lo, hi)
+    return _prefixes(_checked(coefficients, lo, hi), lo, hi, threads)
+
+
+def _prefixes(c: np.ndarray, lo: float, hi: float, threads: int | None) -> np.ndarray:
     threads = _threads(threads)
     out = np.empty(c.shape)
     if c.shape[0] and c.shape[1]:
@@ -149,7 +139,7 @@ def sup_error(coefficients: np.ndarray, lo: float = -1.0, hi: float = 1.0, threa
     c = _checked(coefficients, lo, hi)
     if c.shape[1] == 0:  # the empty sum alone
         return np.full(c.shape[0], max(abs(float(lo)), abs(float(hi))))
-    return sup_error_prefixes(c, lo, hi, threads)[:, -1].copy()
+    return _prefixes(c, lo, hi, threads)[:, -1].copy()
 
 
 def sup_error_grid(coefficients: np.ndarray, lo: float, hi: float, points: int) -> np.ndarray:
