@@ -42,12 +42,12 @@ def _target(name: str):
     from models.default import cached_digits_lenet5
     from models.target import load_target
 
-    from .exp1 import target_for
+    from .exp1 import exp1_network
 
     shape = (1, 28, 28)  # the data's shape; the MLP flattens it first
     if name == "lenet5":
         return load_target(cached_digits_lenet5(), "lenet5"), shape
-    return load_target(target_for(500), "mlp"), shape
+    return exp1_network(), shape
 
 
 def measure(name: str, label: str, settings: dict[str, Any], n: int, eps: float, seed: int) -> dict[str, Any]:

@@ -71,11 +71,9 @@ def draw(rng: np.random.Generator, dist: str, count: int, m: int,
 
 def exp1_weight_range() -> tuple[float, float]:
     """(min, max) / max |w| of the first layer of the Experiment 1 network (784-500-10, trained on digits28)."""
-    from models.target import load_target
+    from .exp1 import exp1_network
 
-    from .exp1 import target_for
-
-    w = next(load_target(target_for(500), "mlp").parameters()).detach().double()
+    w = next(exp1_network().parameters()).detach().double()
     scale = float(w.abs().max())
     return float(w.min()) / scale, float(w.max()) / scale
 
@@ -453,19 +451,17 @@ def ball_samples(d: int, count: int, seed: int):
     return torch.cat([poles, x])
 
 
-def smallest_n(target, x, eps: float, seed: int, n_max: int, start: int) -> tuple[int | None, Any, float]:
+def smallest_n(target, x, f, eps: float, seed: int, n_max: int, start: int) -> tuple[int | None, Any, float]:
     """The smallest n (scanned from ``start``: down while it passes, up while it fails) whose pruned
-    network is within eps of the target on every input of x (sup over outputs), with the one random
-    network of this seed and B scale (the same for every target); the construction at that n (the
-    last tried if none passes) and its error."""
+    network is within eps of the target (``f``: its float64 outputs on x) on every input of x (sup over
+    outputs), with the one random network of this seed and B scale (the same for every target); the
+    construction at that n (the last tried if none passes) and its error."""
     import torch
 
     from models.construct import ConstructOptions, construct
 
     d = x.shape[1]
     names = [name for name, m in target.named_modules() if isinstance(m, torch.nn.Linear)]
-    with torch.no_grad():
-        f = target.double()(x)
     cache: dict[int, tuple[float, Any]] = {}
 
     def error(n: int) -> float:
@@ -502,7 +498,8 @@ def claim_width(args: argparse.Namespace) -> dict[str, Any]:
         for depth in q["ls"]:
             targets = [orthogonal_mlp(d, depth, 1000 * depth + t) for t in range(q["targets"])]
             with torch.no_grad():
-                reach = [float(t.double()(x).abs().max()) for t in targets]
+                outputs = [t.double()(x) for t in targets]
+            reach = [float(f.abs().max()) for f in outputs]
             for eps in q["eps"]:
                 cell = {"d": d, "l": depth, "eps": eps, "targets": len(targets), "trivial": 0, "n": [],
                         "not_reached": 0, "looseness": [], "malach_d4_l2": d ** 4 * depth ** 2,
@@ -512,7 +509,7 @@ def claim_width(args: argparse.Namespace) -> dict[str, Any]:
                     if reach[t] <= eps:  # the all-pruned network (output 0) is already within eps
                         cell["trivial"] += 1
                         continue
-                    n, c, observed = smallest_n(target, x, eps, args.seed, WIDTH_N_MAX, start)
+                    n, c, observed = smallest_n(target, x, outputs[t], eps, args.seed, WIDTH_N_MAX, start)
                     if n is None:
                         cell["not_reached"] += 1
                         continue
@@ -604,12 +601,10 @@ ENOUGH_FAILURES = 30
 def exp1_weight_pool() -> tuple[np.ndarray, np.ndarray]:
     """Every weight of the Experiment 1 network (784-500-10, digits28) in its layer's units (divided
     by the layer's largest |w|, as the construction scales B), and eps in the same units."""
-    from models.target import load_target
-
-    from .exp1 import target_for
+    from .exp1 import exp1_network
 
     weights, eps = [], []
-    for p in load_target(target_for(500), "mlp").parameters():
+    for p in exp1_network().parameters():
         w = p.detach().double().flatten().numpy()
         scale = float(np.abs(w).max())
         weights.append(w / scale)
@@ -644,11 +639,10 @@ def exp1_networks(count: int, seed: int) -> list[dict[str, Any]]:
     random networks (seeds): the weights each leaves further than eps."""
     from models.construct import ConstructOptions, construct
     from models.report import eps_coverage
-    from models.target import load_target
 
-    from .exp1 import target_for
+    from .exp1 import exp1_network
 
-    target = load_target(target_for(500), "mlp")
+    target = exp1_network()
     out = []
     for k in range(count):
         options = ConstructOptions.from_kwargs(n=21, seed=seed + k, eps=COVERAGE_EPS, backend="mitm", progress=False)

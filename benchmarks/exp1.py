@@ -52,6 +52,13 @@ def target_for(hidden: int) -> Path:
     return cached_digits_mlp([784, hidden, 10], biases=False, upsample=True, **TRAIN)
 
 
+def exp1_network(hidden: int = HIDDEN):
+    """The trained Experiment 1 network 784-hidden-10 (cached file, see :func:`target_for`) as a module."""
+    from models.target import load_target
+
+    return load_target(target_for(hidden), "mlp")
+
+
 def run_spec(run: int) -> dict[str, Any] | None:
     import torch
 

@@ -37,8 +37,6 @@ ARCHS = ["fc2", "fc4", "lenet5"]
 SEEDS = [0, 1, 2]
 EPOCHS = 10
 QUICK = dict(archs=["fc2"], sparsities=[0.5, 0.9, 0.99], seeds=[0], epochs=3, eps=[0.01])
-#: the targets' training (cached): Experiment 1's settings
-TRAIN = dict(epochs=60, batch=128, lr=1e-3)
 
 
 def target_for(arch: str):
@@ -46,6 +44,8 @@ def target_for(arch: str):
     without biases, and this project's LeNet-5, all trained on digits28."""
     from models.default import cached_digits_lenet5, cached_digits_mlp
     from models.target import load_target
+
+    from .exp1 import TRAIN  # Experiment 1's training settings
 
     if arch == "lenet5":
         return load_target(cached_digits_lenet5(), "lenet5")
@@ -95,14 +95,20 @@ def constructed_rows(arch: str, eps_list: list[float], test, n: int = 21) -> lis
     return rows
 
 
+def by_sparsity(rows: list[dict], arch: str, structure: str) -> dict[float, list[dict]]:
+    """The edge-popup rows of one arch and structure, grouped by sparsity (ascending): one row per seed."""
+    groups: dict[float, list[dict]] = {}
+    for r in sorted((r for r in rows if r["arch"] == arch and r["structure"] == structure), key=lambda r: r["sparsity"]):
+        groups.setdefault(r["sparsity"], []).append(r)
+    return groups
+
+
 def plot(rows: list[dict], archs: list[str], path: Path) -> dict:
     plt, fig, axes = new_figure(1, len(archs), figsize=(6 * len(archs), 4.5), squeeze=False)
     for ax, arch in zip(axes[0], archs):
         for structure, marker in (("redundant", "o-"), ("wide", "s--")):
-            pts = sorted({r["sparsity"] for r in rows if r["arch"] == arch and r["structure"] == structure})
             xs, ys, errs = [], [], []
-            for s in pts:
-                group = [r for r in rows if r["arch"] == arch and r["structure"] == structure and r["sparsity"] == s]
+            for group in by_sparsity(rows, arch, structure).values():
                 xs.append(statistics.mean(r["kept"] for r in group))
                 accs = [r["accuracy"] for r in group]
                 ys.append(statistics.mean(accs))
@@ -167,8 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     table = []
     for arch in archs:
         for structure in ("redundant", "wide"):
-            for sparsity in sparsities:
-                group = [r for r in rows if r["arch"] == arch and r["structure"] == structure and r["sparsity"] == sparsity]
+            for sparsity, group in by_sparsity(rows, arch, structure).items():
                 accs = [r["accuracy"] for r in group]
                 table.append([arch, structure, f"{sparsity:g}", f"{group[0]['params']:,}", f"{group[0]['kept']:,}",
                               f"{100 * statistics.mean(accs):.2f}%",

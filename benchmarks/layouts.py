@@ -74,9 +74,9 @@ def network(name: str, n: int, eps: float, seed: int) -> list[dict[str, Any]]:
         target = load_target(cached_digits_lenet5(), "lenet5")
         shape = (1, 28, 28)
     else:
-        from .exp1 import target_for
+        from .exp1 import exp1_network
 
-        target = load_target(target_for(500), "mlp")
+        target = exp1_network()
         shape = (1, 28, 28)  # the data's shape; the MLP flattens it first
     data = digits28("test")
     rows = []
