@@ -176,18 +176,20 @@ def save_run(out_dir: Path, c: Construction, report: dict[str, Any], target_file
 def _copy_target(target: Path, out_dir: Path) -> str:
     """Copy the target into the run directory (a file as ``target.EXT``; a Hugging Face folder's files
     into ``target/``, each atomically); returns the copy's name."""
+    def copy(src_path: Path, dst_path: Path) -> None:
+        with open(src_path, "rb") as src:
+            atomic_write(dst_path, lambda fh: shutil.copyfileobj(src, fh))
+
     if not target.is_dir():
         name = "target" + "".join(target.suffixes[-1:])
-        with open(target, "rb") as src:
-            atomic_write(out_dir / name, lambda fh: shutil.copyfileobj(src, fh))
+        copy(target, out_dir / name)
         return name
     folder = out_dir / "target"
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise RunDirError(f"{str(folder)!r} exists and is not the run's target folder")
     folder.mkdir(exist_ok=True)
     for path in hugging_face_files(target):
-        with open(path, "rb") as src:
-            atomic_write(folder / path.name, lambda fh: shutil.copyfileobj(src, fh))
+        copy(path, folder / path.name)
     return "target"
 
 
