@@ -73,7 +73,7 @@ def build(name: str, size: int, seed: int):
 
 
 def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, workers: int,
-                memory_limit: int | None = None) -> dict[str, Any]:
+                memory_limit: int | None = None, n_max: int = 32) -> dict[str, Any]:
     """Construct and verify one model in this process; a row of the table."""
     from models.construct import ConstructOptions, construct, peak_rss_mb
     from models.graph import UnsupportedModelError
@@ -89,8 +89,8 @@ def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, wor
     row["input_shape"] = list(shape)
     start = time.perf_counter()
     try:
-        options = ConstructOptions.from_kwargs(n=n, seed=seed, objective="min-error", eps=EPS, progress=False,
-                                               workers=workers)
+        options = ConstructOptions.from_kwargs(n=n, n_max=n_max, seed=seed, objective="min-error", eps=EPS,
+                                               progress=False, workers=workers)
         c = construct(model, shape, domain, options, memory_budget=memory_limit)
     except (UnsupportedModelError, MemoryPlanError) as exc:
         return dict(row, status="refused", reason=str(exc), seconds=time.perf_counter() - start,
@@ -117,7 +117,8 @@ def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, wor
 
 def _in_subprocess(name: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.zoo", "--one", name, "--size", str(args.size), "--n", str(args.n),
-           "--samples", str(args.samples), "--seed", str(args.seed), "--workers", str(args.workers)]
+           "--samples", str(args.samples), "--seed", str(args.seed), "--workers", str(args.workers),
+           "--n-max", str(args.n_max)]
     if args.memory_limit:
         cmd += ["--memory-limit", args.memory_limit]
     start = time.perf_counter()
@@ -141,11 +142,18 @@ def _n_arg(text: str) -> int | str:
     if text == "auto":
         return text
     try:
+        return _positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1 or auto; got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
         n = int(text)
     except ValueError:
         n = 0
     if n < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1 or auto; got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be an int >= 1; got {text!r}")
     return n
 
 
@@ -194,8 +202,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default=None, help=f"comma-separated subset of {','.join(TORCHVISION + OTHERS)}")
     p.add_argument("--size", type=int, default=224, help="image side (default 224)")
     p.add_argument("--n", type=_n_arg, default=21,
-                   help="coefficients per problem (default 21), or auto: per layer the smallest n (at most 32) with "
+                   help="coefficients per problem (default 21), or auto: per layer the smallest n (at most --n-max) with "
                         "every weight within eps = 0.01")
+    p.add_argument("--n-max", type=_positive, default=32,
+                   help="with --n auto: the largest n tried (default 32); the memory plan assumes it everywhere")
     p.add_argument("--samples", type=int, default=256, help="inputs of the box verified per model (default 256)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random initialisation and random network")
     p.add_argument("--workers", type=int, default=2, help="solver workers (default 2)")
@@ -211,7 +221,8 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         from models.commands import parse_bytes
 
         budget = parse_bytes(args.memory_limit) if args.memory_limit else None
-        print(json.dumps(measure_one(args.one, args.size, args.n, args.samples, args.seed, args.workers, budget)),
+        print(json.dumps(measure_one(args.one, args.size, args.n, args.samples, args.seed, args.workers, budget,
+                                     args.n_max)),
               flush=True)
         return None
     if args.quick:

@@ -114,18 +114,22 @@ def test_bench_zoo_builds_or_refuses_each_model_and_plots_its_table(tmp_path, ca
     assert "unknown zoo model" in capsys.readouterr().err
     assert main(["bench", "zoo", "--n", "0", "--out", str(out)]) == 2
     assert "must be an int >= 1 or auto; got '0'" in capsys.readouterr().err
-    assert main(["bench", "zoo", "--models", "transformer_encoder,hf_bert_tiny", "--n", "6", "--samples", "16",
-                 "--workers", "1", "--out", str(out)]) == 0
+    assert main(["bench", "zoo", "--n-max", "0", "--out", str(out)]) == 2
+    assert "--n-max: must be an int >= 1; got '0'" in capsys.readouterr().err
+    assert main(["bench", "zoo", "--models", "transformer_encoder,hf_bert_tiny", "--n", "auto", "--n-max", "6",
+                 "--samples", "16", "--workers", "1", "--out", str(out)]) == 0
     payload = json.loads((out / "zoo.json").read_text())
     enc, bert = payload["rows"]
     assert enc["status"] == "ok" and enc["input_shape"] == [16, 32] and enc["unconstructed_params"] == 0
+    low, high = map(int, enc["n"].removeprefix("auto (").removesuffix(")").split("-"))  # --n-max reached the worker
+    assert 1 <= low <= high <= 6
     assert enc["target_params"] == 102_730 and enc["certified_bound"] is None and "layer_norm" in enc["bound_reason"]
     assert 0 < enc["relative_output_error"] < 1 and enc["peak_rss_mb"] > 0
     if importlib.util.find_spec("transformers") is None:
         assert bert["status"] == "not run" and "transformers" in bert["reason"]
     assert payload["plot"]["0: max output error / output range"]["y"] == [enc["relative_output_error"]]
     assert payload["plot"]["1: seconds end to end"] == {"x": [enc["target_params"]], "y": [enc["seconds"]]}
-    assert (out / "zoo.png").stat().st_size > 0 and "| transformer_encoder | 16x32 | 6 |" in (out / "zoo.md").read_text()
+    assert (out / "zoo.png").stat().st_size > 0 and f"| transformer_encoder | 16x32 | auto ({low}-{high}) |" in (out / "zoo.md").read_text()
     # no model built (GPT-2 is not run or refused here): the table and an empty plot are still written
     assert main(["bench", "zoo", "--models", "hf_gpt2_tiny", "--n", "4", "--out", str(out / "none")]) == 0
     none = json.loads((out / "none" / "zoo.json").read_text())
