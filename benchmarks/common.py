@@ -129,7 +129,10 @@ def new_figure(*args: Any, **kwargs: Any):
 
 def plotted_series(fig) -> dict[str, dict[str, list[float]]]:
     """The data of every labelled line of a figure, keyed "axes index: label": what the PNG shows,
-    so a test (and a reader of the JSON) can compare a plot with its table."""
+    so a test (and a reader of the JSON) can compare a plot with its table. An errorbar series
+    (labelled on its container) adds "yerr": the half-length of each vertical bar."""
+    from matplotlib.container import ErrorbarContainer
+
     out = {}
     for i, ax in enumerate(fig.axes):
         for line in ax.get_lines():
@@ -137,6 +140,15 @@ def plotted_series(fig) -> dict[str, dict[str, list[float]]]:
             if label and not label.startswith("_"):
                 x, y = line.get_data()
                 out[f"{i}: {label}"] = {"x": [float(v) for v in x], "y": [float(v) for v in y]}
+        for box in ax.containers:
+            label = box.get_label()
+            if isinstance(box, ErrorbarContainer) and label and not label.startswith("_"):
+                data, _, bars = box.lines
+                x, y = data.get_data()
+                series = {"x": [float(v) for v in x], "y": [float(v) for v in y]}
+                if bars:  # segments (x, y - e) -> (x, y + e)
+                    series["yerr"] = [float(abs(seg[1][1] - seg[0][1]) / 2) for seg in bars[0].get_segments()]
+                out[f"{i}: {label}"] = series
     return out
 
 

@@ -154,3 +154,71 @@ def test_bench_verification_reports_the_median_of_its_runs(tmp_path, monkeypatch
     assert f"**{payload['median_seconds']:.2f}**" in table
     for r in runs:  # every error measured in float64 on the largest-float32-error half and as many at random
         assert r["float64_inputs"] == 256 and r["max_output_error"] <= r["certified_bound"]
+
+
+@pytest.mark.slow
+def test_bench_exp2_rows_finding_and_plot_follow_the_runs(tmp_path, monkeypatch):
+    """A tiny Experiment 2 (fc2 networks, 2 sparsities, 2 seeds, 1 epoch, 2 worker processes; a
+    narrow trained target for the constructed tickets): the rows keep the contract, a run is the
+    same in a worker as here (seeded), the finding is the Welch interval of the rows, and the plot
+    shows the table (means, standard deviations, constructed points)."""
+    import statistics
+
+    from benchmarks import exp2
+    from models.default import cached_digits_mlp
+    from models.target import load_target
+
+    monkeypatch.setenv("LOTTERY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(exp2.QUICK, "sparsities", [0.5, 0.9])
+    monkeypatch.setitem(exp2.QUICK, "seeds", [0, 1])
+    monkeypatch.setitem(exp2.QUICK, "epochs", 1)
+    monkeypatch.setitem(exp2.QUICK, "eps", [0.05])
+    monkeypatch.setattr(exp2, "target_for", lambda arch: load_target(
+        cached_digits_mlp([784, 12, 10], biases=False, upsample=True, epochs=20, batch=128, lr=1e-2), "mlp"))
+    out = tmp_path / "exp2"
+    assert main(["bench", "exp2", "--quick", "--jobs", "2", "--out", str(out)]) == 0
+    payload = json.loads((out / "exp2.json").read_text())
+    assert payload["jobs"] == 2 and payload["machine"]["cores"] >= 1 and payload["command"]
+    rows = payload["rows"]
+    popup = [r for r in rows if r["structure"] != "constructed"]
+    built = [r for r in rows if r["structure"] == "constructed"]
+    assert len(popup) == 3 * 2 * 2 and [r["eps"] for r in built] == [0.05, None]
+    for r in popup:
+        assert {"arch", "structure", "sparsity", "params", "kept", "accuracy", "seed"} <= set(r)
+        assert ("relu" in r) == (r["structure"] == "redundant") and 0 <= r["accuracy"] <= 1
+        assert r["kept"] == pytest.approx((1 - r["sparsity"]) * r["params"], rel=0.01)
+    for r in built:
+        assert {"arch", "structure", "eps", "params", "kept", "accuracy", "seed"} <= set(r)
+    assert built[0]["kept"] <= built[1]["kept"] and built[1]["accuracy"] == pytest.approx(built[1]["target_accuracy"],
+                                                                                           abs=0.01)
+    # seeded: the run of a worker process is the same run here
+    first = popup[0]
+    again = exp2.popup_row(first["arch"], "redundant", first["relu"], first["sparsity"], first["seed"], 1, None,
+                           "cpu", 1)
+    assert again["accuracy"] == first["accuracy"] and again["kept"] == first["kept"]
+    # the finding: redundant minus wide per sparsity, the Welch interval of the rows' accuracies
+    wide = {s: [r["accuracy"] for r in popup if r["structure"] == "wide" and r["sparsity"] == s] for s in (0.5, 0.9)}
+    assert len(payload["finding"]) == 4
+    for arch, networks, sparsity, diff, interval, verdict in payload["finding"]:
+        relu = "(ReLU)" in networks
+        red = [r["accuracy"] for r in popup if r.get("relu") == relu and r["sparsity"] == float(sparsity)
+               and r["structure"] == "redundant"]
+        d, low, high = exp2.welch(red, wide[float(sparsity)])
+        assert float(diff) == pytest.approx(100 * d, abs=0.006) and low <= d <= high
+        assert verdict == ("redundant better" if low > 0 else "wide better" if high < 0 else "no difference resolved")
+    # the plot shows the table
+    figure = payload["figure"]
+    for structure, relu in exp2.VARIANTS:
+        line = figure[f"0: edge-popup, {exp2.label(structure, relu)}"]
+        groups = [[r for r in popup if r["structure"] == structure and r.get("relu") == relu and r["sparsity"] == s]
+                  for s in (0.5, 0.9)]
+        assert line["x"] == [statistics.mean(r["kept"] for r in g) for g in groups]
+        assert line["y"] == pytest.approx([statistics.mean(r["accuracy"] for r in g) for g in groups])
+        assert line["yerr"] == pytest.approx([statistics.stdev(r["accuracy"] for r in g) for g in groups])
+    assert figure["0: constructed (subset sum)"] == {"x": [r["kept"] for r in built], "y": [r["accuracy"] for r in built]}
+    assert "| fc2 | wide | 0.9 |" in (out / "exp2.md").read_text() and (out / "exp2.png").stat().st_size > 1000
+
+
+def test_bench_exp2_bad_jobs_is_one_line(tmp_path, capsys):
+    assert main(["bench", "exp2", "--quick", "--jobs", "0", "--out", str(tmp_path / "e")]) == 2
+    assert "--jobs must be >= 1; got 0" in capsys.readouterr().err

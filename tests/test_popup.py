@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.popup import PopupNet, TopK, TrainSettings, accuracy, redundant_params, train_scores, wide_hidden
+from models.popup import (PopupNet, RedundantLinear, TopK, TrainSettings, accuracy, redundant_params, train_scores,
+                          wide_hidden)
 
 
 def test_topk_keeps_the_largest_scores_and_passes_the_gradient_through():
@@ -54,3 +55,16 @@ def test_only_scores_train_and_training_is_deterministic():
 def test_bad_arguments_are_named(kw, message):
     with pytest.raises(ValueError, match=message):
         PopupNet(seed=0, **kw)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_redundant_layer_is_fan_out_then_combine_with_or_without_relu(relu):
+    """Unit (i, k) = w_ik x_i, then the optional ReLU, then the combine layer over the units (i, k)."""
+    gen = torch.Generator().manual_seed(0)
+    layer = RedundantLinear(4, 3, redundancy=2, kept=1.0, generator=gen, relu=relu)
+    x = torch.randn(5, 4, generator=gen)
+    fan = layer.fan_out.weight.view(4, 2)
+    units = (x[:, :, None] * fan[None]).reshape(5, 8)
+    expected = (units.clamp(min=0) if relu else units) @ layer.combine.weight.T
+    assert torch.allclose(layer(x), expected, atol=1e-6)
+    assert PopupNet("fc2", "redundant", 0.5, 0, relu=relu).classifier[0].relu is relu
