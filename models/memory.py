@@ -12,7 +12,9 @@ The estimate counts what dominates (bytes):
   convolution (float64 convolutions on the CPU unfold the input: hidden x kh x kw values per
   output pixel), the target's largest activation twice (residual branches keep earlier ones
   alive) and its largest unfolded convolution input; once per batch the float64 cast of the
-  largest pair's weights.
+  largest pair's weights, and the weight * mask products verification keeps between batches
+  (at most :data:`models.pruned.MASK_CACHE_BYTES`; the adversarial search keeps none for its
+  backward pass).
 
 Verification runs in batches sized to what is left of the budget, and no larger than keeps the
 widest pair's float32 hidden units within :data:`CACHE_BYTES` (at least :data:`MIN_VERIFY_BATCH`
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 import torch.fx as fx
 
 from .graph import TargetLayer
-from .pruned import CAST_BLOCK
+from .pruned import CAST_BLOCK, MASK_CACHE_BYTES
 from .random_net import LayerSpec
 
 #: the default budget: this share of the memory available when the run starts
@@ -103,7 +105,7 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
     """The run's memory plan; raises MemoryPlanError before any solving when it cannot fit."""
     budget = default_budget() if budget is None else int(budget)
     baseline = process_bytes() if baseline is None else int(baseline)
-    random_network = solve_transient = cast = 0
+    random_network = solve_transient = cast = products = 0
     per_input = hidden_bytes = 0
     target_params = sum(layer.num_params() for layer in layers)
     widest_target = max((_numel(s) for io in shapes.values() for s in io), default=0)
@@ -123,6 +125,7 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
                               + 8 * block * spec.hidden // max(spec.d_in, 1))
         # weight * mask in float32, then its float64 copy; a block of rows at a time beyond CAST_BLOCK entries
         cast = max(cast, 12 * (b_entries if spec.groups > 1 else min(b_entries, CAST_BLOCK + b_entries // spec.d_out)))
+        products += 8 * b_entries  # kept between batches, in the widest dtype verified (float64)
         in_shape, out_shape = shapes[spec.name]
         if spec.kind == "embedding":  # per token only its own units: the kept columns of B gathered
             spatial = out_spatial = _numel(in_shape) * spec.units_per_input * spec.d_out // max(spec.hidden, 1)
@@ -137,8 +140,9 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
         per_input = max(per_input, 8 * (2 * spec.hidden * spatial + unfolded + target_unfolded + _numel(out_shape)))
     per_input += 8 * 2 * widest_target
     targets = 8 * 2 * target_params
-    out = MemoryPlan(budget, baseline, random_network, solve_transient, targets, per_input, cast, 0)
-    room = budget - baseline - random_network - targets - cast
+    fixed = cast + min(products, MASK_CACHE_BYTES)
+    out = MemoryPlan(budget, baseline, random_network, solve_transient, targets, per_input, fixed, 0)
+    room = budget - baseline - random_network - targets - fixed
     cached = max(MIN_VERIFY_BATCH, CACHE_BYTES // max(hidden_bytes, 1))
     batch = min(MAX_VERIFY_BATCH, cached, room // max(per_input, 1)) if room > 0 else 0
     if batch < 1 or out.needs(1) > budget:

@@ -621,3 +621,51 @@ def test_conv1d_is_a_conv2d_with_a_one_row_kernel():
         assert float((f - c.pruned(x)).abs().max()) <= 1e-3 * float(f.abs().max())
     check = verify(c, None, samples=64, adversarial=2)
     assert check["bound_holds"] and "linear relaxation" in check["bound_method"]
+
+
+@pytest.mark.parametrize("case", ["mlp-signed", "cnn-signed"])
+@pytest.mark.parametrize("block", [None, 7])
+def test_input_gradient_keeps_no_weight_products(case, block, monkeypatch):
+    """The adversarial search's gradient (input only) through the pruned network equals plain
+    autograd's, while what the graph saves is the layers' inputs, not their weight * mask (whole,
+    or block by block beyond CAST_BLOCK)."""
+    import models.pruned as pruned
+
+    if block:
+        monkeypatch.setattr(pruned, "CAST_BLOCK", block)
+    make, shape, domain = CASES[case]
+    c = _construct(make, shape, domain, 5)
+    x = domain_samples(shape, domain, 3, 3).requires_grad_(True)
+    params = list(c.pruned.parameters())
+    masked = [m for m in c.pruned.modules() if isinstance(m, pruned.MaskedLinear | pruned.MaskedConv2d)]
+
+    def gradient(weights_too: bool):
+        for p in params:
+            p.requires_grad_(weights_too)
+        saved = {}  # bytes the forward pass keeps for the backward pass, each tensor once
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: (saved.setdefault(t.data_ptr(), t.nbytes), t)[1],
+                                                      lambda t: t):
+            y = c.pruned(x).square().sum()
+        (g,) = torch.autograd.grad(y, x)
+        return g, sum(saved.values())
+
+    grad, saved = gradient(False)
+    want, saved_plain = gradient(True)  # plain autograd (weights with gradients) keeps the products
+    assert masked and saved_plain - saved >= sum(m.weight_orig.nbytes for m in masked)
+    assert torch.allclose(grad, want, rtol=1e-5, atol=1e-6)
+
+
+def test_fixed_masks_keeps_products_within_its_allowance():
+    import models.pruned as pruned
+
+    c = _construct(*CASES["cnn-signed"][:3], 5)
+    x = domain_samples(CASES["cnn-signed"][1], CASES["cnn-signed"][2], 4, 1)
+    masked = [m for m in c.pruned.modules() if isinstance(m, pruned._Masked)]
+    sizes = [m.weight_orig.numel() * 4 + m.bias_orig.numel() * 4 for m in masked]
+    with torch.no_grad():
+        want = c.pruned(x)
+        for allowance in (0, sorted(sizes)[len(sizes) // 2], sum(sizes)):
+            with pruned.fixed_masks(c.pruned, max_bytes=allowance):
+                assert torch.equal(c.pruned(x), want)
+                kept = sum(s for m, s in zip(masked, sizes) if torch.float32 in m._products)
+            assert kept <= allowance and (kept == sum(sizes)) == (allowance == sum(sizes))
