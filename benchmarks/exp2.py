@@ -225,8 +225,9 @@ def _finding(rows: list[dict], arch: str) -> list[list[Any]]:
         for sparsity, group in by_sparsity(rows, arch, "redundant", relu).items():
             if sparsity not in wide:
                 continue
-            w = welch([r["accuracy"] for r in group], [r["accuracy"] for r in wide[sparsity]])
-            diff = statistics.mean(r["accuracy"] for r in group) - statistics.mean(r["accuracy"] for r in wide[sparsity])
+            red, plain = [r["accuracy"] for r in group], [r["accuracy"] for r in wide[sparsity]]
+            w = welch(red, plain)
+            diff = statistics.mean(red) - statistics.mean(plain)
             verdict = "-" if w is None else ("redundant better" if w[1] > 0 else "wide better" if w[2] < 0
                                              else "no difference resolved")
             out.append([arch, label("redundant", relu) + " - wide", f"{sparsity:g}", f"{100 * diff:+.2f}",

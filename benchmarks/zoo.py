@@ -107,7 +107,8 @@ def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, wor
                 max_weight_error=max(float(s.errors().max()) for s in c.solutions),
                 max_output_error=check["max_output_error"],
                 relative_output_error=check["max_output_error"] / (high - low) if high > low else None,
-                agreement=check.get("agreement"), inputs=check["count"], float64_inputs=check["float64_inputs"],
+                agreement=check.get("agreement"), near_ties=check.get("near_ties"), inputs=check["count"],
+                float64_inputs=check["float64_inputs"],
                 certified_bound=check["certified_bound"], bound_reason=check.get("certified_bound_reason"),
                 bound_holds=check["bound_holds"], seconds=time.perf_counter() - start,
                 seconds_parts={"solve": c.seconds["solve"], "verify": check["seconds"]}, peak_rss_mb=peak_rss_mb(),
@@ -171,7 +172,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
         table.append([r["model"], "x".join(map(str, r["input_shape"])), r["n"], f"{r['target_params']:,}",
                       f"{r['kept_params'] / r['target_params']:.3g}", r["weights_missing_eps"],
                       _fmt(r["max_weight_error"]), _fmt(r["relative_output_error"]),
-                      "-" if r["agreement"] is None else f"{100 * r['agreement']:.2f}%", bound,
+                      "-" if r["agreement"] is None else f"{100 * r['agreement']:.2f}%"
+                      + (f" ({r['near_ties']} near ties)" if r.get("near_ties") else ""), bound,
                       f"{r['seconds']:.0f}", f"{r['peak_rss_mb']:.0f}", "ok"])
     return markdown_table(headers, table)
 
@@ -243,7 +245,9 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
           f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}. Command: `{command_line()}`.\n\n",
           _table(rows), "\nSeeded random initialisation (no pretrained weights: none can be downloaded here). "
           "'max output error / range': the largest |f(x) - g(x)| on the verified samples of the box over the "
-          "target's observed output range; agreement: argmax agreement on the same samples. A certified bound of "
+          "target's observed output range; agreement: argmax agreement on the same samples (near ties: samples whose "
+          "target top-2 margin is at most twice the largest error, the only ones where the argmax may differ; "
+          "randomly initialised classifiers have many). A certified bound of "
           "'none' names the op without a rule. Refused rows name the op and why.\n\n![zoo](zoo.png)\n"]
     args.out.mkdir(parents=True, exist_ok=True)
     series = _plot(rows, args.out / "zoo.png")

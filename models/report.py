@@ -141,6 +141,7 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
         report["accuracy"] = check["accuracy"]
     if "agreement" in check:
         report["agreement"] = check["agreement"]
+        report["near_ties"] = check["near_ties"]
     return report
 
 
@@ -198,7 +199,8 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
     if "accuracy" in r:
         rows.append(("accuracy target / pruned", f"{100 * r['accuracy']['target']:.2f}% / {100 * r['accuracy']['pruned']:.2f}%"))
     if "agreement" in r:
-        rows.append(("argmax agreement", f"{100 * r['agreement']:.2f}%"))
+        rows.append(("argmax agreement", f"{100 * r['agreement']:.2f}% (near ties, where the errors allow the "
+                                          f"argmax to differ: {r['near_ties']})"))
     sc = r["status_counts"]
     rows.append(("statuses", f"{sc['optimal']} optimal, {sc['feasible']} feasible (time limit), {sc['infeasible']} "
                              f"infeasible; {r['presolved']} settled by the exact presolve, the rest by the backend"))

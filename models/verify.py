@@ -102,7 +102,9 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     """Compare target and pruned network in float64 on the data (or domain samples), and search the
     box for a worse input (``adversarial`` restarts; 0: no search).
 
-    Returns max/mean |f(x) - g(x)|, accuracies and argmax agreement (with data), the largest
+    Returns max/mean |f(x) - g(x)|, accuracies and argmax agreement (with data), the count of near
+    ties (inputs whose target top-2 margin is at most twice the largest error: the only ones whose
+    argmax the measured errors allow to differ), the largest
     error the adversarial search found (a lower bound on the sup, with its witness input) and the
     certified bound, which must be >= every error seen (``bound_holds``).
     """
@@ -189,6 +191,11 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
                            "pruned": float((ga.argmax(1) == y).double().mean())}
     if fa.dim() == 2 and fa.shape[1] > 1:
         out["agreement"] = float((fa.argmax(1) == ga.argmax(1)).double().mean())
+        # where the argmax may differ at all: |f - g| <= e everywhere flips it only if the target's
+        # top-2 margin is at most 2 e (near ties; a randomly initialised classifier has many)
+        top2 = fa.topk(2, dim=1).values
+        e = max(out["max_output_error"], float((fa - ga).abs().max()))  # float32 errors: on every input
+        out["near_ties"] = int(((top2[:, 0] - top2[:, 1]) <= 2 * e).sum())
     out["seconds"] = time.perf_counter() - start
     out["phase_seconds"] = phases  # float32 (with the float64 timing), float64, certified_bound, adversarial
     return out

@@ -547,6 +547,10 @@ def test_large_data_errors_in_float64_on_the_worst_and_a_random_part(monkeypatch
         f64, g64 = copy.deepcopy(c.target).double()(x.double()), c.pruned(x.double())
     assert check["accuracy"]["pruned"] == float((g32.argmax(1) == data.y).double().mean())
     assert check["agreement"] == float((f32.argmax(1) == g32.argmax(1)).double().mean())
+    # near ties: the target's top-2 margin within twice the largest error; every disagreement is one
+    top2 = f32.topk(2, dim=1).values
+    near = (top2[:, 0] - top2[:, 1]) <= 2 * max(check["max_output_error"], float((f32 - g32).abs().max()))
+    assert check["near_ties"] == int(near.sum()) and bool(near[f32.argmax(1) != g32.argmax(1)].all())
     err64 = (f64 - g64).abs().amax(1)
     worst32 = int((f32 - g32).abs().amax(1).argmax())
     assert err64[worst32] <= check["max_output_error"] <= float(err64.max())
