@@ -73,7 +73,7 @@ def build(name: str, size: int, seed: int):
 
 
 def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, workers: int,
-                memory_limit: int | None = None, n_max: int = 32) -> dict[str, Any]:
+                memory_limit: int | None = None, n_max: int = 32, n_min: int = 1) -> dict[str, Any]:
     """Construct and verify one model in this process; a row of the table."""
     from models.construct import ConstructOptions, construct, peak_rss_mb
     from models.graph import UnsupportedModelError
@@ -89,7 +89,7 @@ def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, wor
     row["input_shape"] = list(shape)
     start = time.perf_counter()
     try:
-        options = ConstructOptions.from_kwargs(n=n, n_max=n_max, seed=seed, objective="min-error", eps=EPS,
+        options = ConstructOptions.from_kwargs(n=n, n_min=n_min, n_max=n_max, seed=seed, objective="min-error", eps=EPS,
                                                progress=False, workers=workers)
         c = construct(model, shape, domain, options, memory_budget=memory_limit)
     except (UnsupportedModelError, MemoryPlanError) as exc:
@@ -98,6 +98,8 @@ def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, wor
     if n == "auto":  # the n each layer needed
         ns = [spec.n for spec in c.specs]
         row["n"] = f"auto ({min(ns)}-{max(ns)})"
+        row["n_tried"] = [min(t["n"] for s in c.solutions for t in s.n_search["steps"]),
+                          max(t["n"] for s in c.solutions for t in s.n_search["steps"])]
     check = verify(c, None, samples=samples, adversarial=4)
     low, high = check["output_range_observed"]
     cov = eps_coverage(c)
@@ -119,7 +121,7 @@ def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, wor
 def _in_subprocess(name: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.zoo", "--one", name, "--size", str(args.size), "--n", str(args.n),
            "--samples", str(args.samples), "--seed", str(args.seed), "--workers", str(args.workers),
-           "--n-max", str(args.n_max)]
+           "--n-min", str(args.n_min), "--n-max", str(args.n_max)]
     if args.memory_limit:
         cmd += ["--memory-limit", args.memory_limit]
     start = time.perf_counter()
@@ -206,6 +208,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=_n_arg, default=21,
                    help="coefficients per problem (default 21), or auto: per layer the smallest n (at most --n-max) with "
                         "every weight within eps = 0.01")
+    p.add_argument("--n-min", type=_positive, default=1,
+                   help="with --n auto: the smallest n tried (default 1; 21: the paper's n wherever it suffices)")
     p.add_argument("--n-max", type=_positive, default=32,
                    help="with --n auto: the largest n tried (default 32); the memory plan assumes it everywhere")
     p.add_argument("--samples", type=int, default=256, help="inputs of the box verified per model (default 256)")
@@ -224,7 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
 
         budget = parse_bytes(args.memory_limit) if args.memory_limit else None
         print(json.dumps(measure_one(args.one, args.size, args.n, args.samples, args.seed, args.workers, budget,
-                                     args.n_max)),
+                                     args.n_max, args.n_min)),
               flush=True)
         return None
     if args.quick:

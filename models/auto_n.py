@@ -2,7 +2,8 @@
 
 The random values for n are a prefix of those for n + 1 (:mod:`models.random_net`), so each
 problem's coefficient set only grows with n: its min-error optimum can only fall, and a problem
-within eps at n stays within eps. The search therefore tries n = 1, 2, ... and re-solves at each
+within eps at n stays within eps. The search therefore tries n = n_min, n_min + 1, ... (n_min = 1
+unless set: n_min = 21 keeps the paper's n wherever it suffices) and re-solves at each
 step only the problems still missing eps, with the min-error objective (a subset within eps exists
 iff the min-error optimum is within eps, so this also decides min-size). It stops at the first n
 where none is missing, or at ``n_max`` (the misses are then reported as usual). The layer is then
@@ -46,7 +47,8 @@ def row_blocks(spec: LayerSpec, block_problems: int) -> list[slice]:
 
 
 def choose_n(layer: TargetLayer, spec: LayerSpec, options) -> NSearch:
-    """The smallest n <= ``options.n_max`` at which every problem of the layer is within ``options.eps``.
+    """The smallest n in [``options.n_min``, ``options.n_max``] at which every problem of the layer is
+    within ``options.eps``.
 
     ``options`` is a :class:`models.construct.ConstructOptions` with ``n == 'auto'``."""
     start = time.perf_counter()
@@ -55,7 +57,7 @@ def choose_n(layer: TargetLayer, spec: LayerSpec, options) -> NSearch:
     blocks = row_blocks(spec, options.block_problems)
     pending: list[np.ndarray | None] = [None] * len(blocks)  # per block: problems still missing eps
     steps = []
-    for n in range(1, options.n_max + 1):
+    for n in range(options.n_min, options.n_max + 1):
         trial = replace(spec, n=n)
         values = generate(trial)
         solved = missing = 0

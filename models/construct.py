@@ -73,6 +73,8 @@ class ConstructOptions:
     n: int | str = option(21, "coefficients per subset-sum problem (the paper's n; its experiment used 21), or "
                           "'auto': per layer the smallest n <= --n-max with every weight within eps",
                           kind=int, low=1, words=("auto",), cli="--n")
+    n_min: int = option(1, "the smallest n that --n auto tries (e.g. 21: n = 21 for a layer unless one of its "
+                        "weights misses eps there)", kind=int, low=1, cli="--n-min")
     n_max: int = option(32, "the largest n that --n auto tries", kind=int, low=1, cli="--n-max")
     backend: str = option("auto", "auto | mitm | cpsat | gurobi | brute", kind=str, cli="--backend")
     seed: int = option(0, "random network seed", kind=int, cli="--seed")
@@ -93,6 +95,8 @@ class ConstructOptions:
         validate(self)
         if not isinstance(self.solve, SolveOptions):
             raise SolverTypeError(f"`solve` must be a solver.SolveOptions; got {type(self.solve).__name__} instead")
+        if self.n_min > self.n_max:
+            raise SolverInputError(f"`n_min` must be <= `n_max`; got n_min={self.n_min}, n_max={self.n_max}")
         if self.n == "auto" and self.solve.eps is None:
             raise SolverInputError("`n='auto'` needs `eps`: it picks the smallest n with every weight within eps")
 

@@ -121,6 +121,7 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
                     "verify_phases": check.get("phase_seconds"), "total": total_seconds},
         "backend": sorted({r["backend"] for r in rows}) if len({r["backend"] for r in rows}) > 1 else rows[0]["backend"],
         "n": c.options.n,
+        "n_min": c.options.n_min if c.options.n == "auto" else None,
         "n_max": c.options.n_max if c.options.n == "auto" else None,
         "n_theorem": theorem_n(c),
         "objective": c.options.objective,
@@ -213,11 +214,16 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _auto_range(r: dict[str, Any]) -> str:
+    low = r.get("n_min") or 1
+    return f"at most {r['n_max']}" if low == 1 else f"from {low} to {r['n_max']}"
+
+
 def _n_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     th = r.get("n_theorem")
     if not th:
         return []
-    label = "n per layer" + (f" (--n auto, at most {r['n_max']})" if r["n"] == "auto" else "")
+    label = "n per layer" + (f" (--n auto, {_auto_range(r)})" if r["n"] == "auto" else "")
     return [(f"{label}; theorem's log2(d l / eps) = {th['log2_d_l_over_eps']:.1f}",
              ", ".join(f"{row['layer']}: {row['n']}" for row in r["layers"]))]
 
@@ -246,7 +252,7 @@ def report_markdown(r: dict[str, Any]) -> str:
         f"# Lottery ticket for {r['target'].get('name', 'target')}\n",
         *([f"Target loaded: {'; '.join(r['target']['loaded'])}.\n"] if r["target"].get("loaded") else []),
         f"Random network: {len(r['layers'])} target layers -> {2 * len(r['layers'])} layers (fan-out A, ReLU, "
-        f"combine B), n = {r['n'] if r['n'] != 'auto' else 'auto (per layer below, at most ' + str(r['n_max']) + ')'}"
+        f"combine B), n = {r['n'] if r['n'] != 'auto' else 'auto (per layer below, ' + _auto_range(r) + ')'}"
         f" coefficients per subset-sum problem, layout {r['layout']}, variant "
         f"{r['variant']}, seed {r['seed']}; objective {r['objective']}"
         + (f", eps = {r['eps']}" if r["eps"] is not None else "") + f"; backend {r['backend']}.\n",

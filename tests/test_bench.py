@@ -116,13 +116,14 @@ def test_bench_zoo_builds_or_refuses_each_model_and_plots_its_table(tmp_path, ca
     assert "must be an int >= 1 or auto; got '0'" in capsys.readouterr().err
     assert main(["bench", "zoo", "--n-max", "0", "--out", str(out)]) == 2
     assert "--n-max: must be an int >= 1; got '0'" in capsys.readouterr().err
-    assert main(["bench", "zoo", "--models", "transformer_encoder,hf_bert_tiny", "--n", "auto", "--n-max", "6",
+    assert main(["bench", "zoo", "--models", "transformer_encoder,hf_bert_tiny", "--n", "auto", "--n-min", "4",
+                 "--n-max", "6",
                  "--samples", "16", "--workers", "1", "--out", str(out)]) == 0
     payload = json.loads((out / "zoo.json").read_text())
     enc, bert = payload["rows"]
     assert enc["status"] == "ok" and enc["input_shape"] == [16, 32] and enc["unconstructed_params"] == 0
-    low, high = map(int, enc["n"].removeprefix("auto (").removesuffix(")").split("-"))  # --n-max reached the worker
-    assert 1 <= low <= high <= 6
+    low, high = map(int, enc["n"].removeprefix("auto (").removesuffix(")").split("-"))  # --n-min and --n-max reached the worker
+    assert 4 <= low <= high <= 6 and enc["n_tried"][0] == 4 and enc["n_tried"][1] <= 6
     assert enc["target_params"] == 102_730 and enc["certified_bound"] is None and "layer_norm" in enc["bound_reason"]
     assert 0 < enc["relative_output_error"] < 1 and enc["peak_rss_mb"] > 0
     if importlib.util.find_spec("transformers") is None:

@@ -11,7 +11,7 @@ import torch
 
 from models.construct import ConstructOptions, construct
 from models.graph import UnsupportedModelError, trace_target
-from models.report import build_report, eps_coverage
+from models.report import build_report, eps_coverage, report_markdown
 from models.rundir import save_run
 from models.ticket import TicketError, rebuild
 from models.verify import check_inputs_for, domain_samples, verify
@@ -376,6 +376,28 @@ def test_n_auto_picks_per_layer_the_smallest_n_with_every_weight_within_eps(obje
         per_weight_groups = 1 if fixed.specs[i].input_nonneg else 2
         assert c.solutions[i].n_search["steps"][n - 2]["missing"] >= (sol.errors() > eps).sum()
         assert c.solutions[i].n_search["steps"][n - 2]["missing"] <= per_weight_groups * (sol.errors() > eps).sum()
+
+
+def test_n_auto_from_n_min_keeps_n_min_wherever_it_suffices():
+    """n_min = 21 is the paper's n unless a weight misses eps there: each layer's n is
+    max(n_min, the smallest n within eps), the search starts at n_min, and a layer within eps at
+    n_min is the plain n_min construction's."""
+    eps = 0.02
+    free = _construct(tiny_cnn, (2, 8, 8), (-1.0, 1.0), "auto", eps=eps, block_problems=50)
+    chosen = [spec.n for spec in free.specs]
+    n_min = sorted(chosen)[len(chosen) // 2]
+    c = _construct(tiny_cnn, (2, 8, 8), (-1.0, 1.0), "auto", eps=eps, block_problems=50, n_min=n_min)
+    fixed = _construct(tiny_cnn, (2, 8, 8), (-1.0, 1.0), n_min, eps=eps)
+    assert [spec.n for spec in c.specs] == [max(n_min, n) for n in chosen]
+    for i, sol in enumerate(c.solutions):
+        assert sol.n_search["steps"][0]["n"] == n_min and sol.errors().max() <= eps
+        if chosen[i] <= n_min:
+            assert all(torch.equal(sol.masks[k], fixed.solutions[i].masks[k]) for k in sol.masks)
+    report = build_report(c, verify(c, None, samples=8, adversarial=0), target_desc={"name": "tiny"}, data_spec=None,
+                          total_seconds=1.0)
+    assert report["n_min"] == n_min and f"from {n_min} to 32" in report_markdown(report)
+    with pytest.raises(SolverInputError, match="`n_min` must be <= `n_max`; got n_min=9, n_max=8"):
+        ConstructOptions.from_kwargs(n="auto", eps=0.1, n_min=9, n_max=8)
 
 
 def test_n_auto_stops_at_n_max_and_reports_the_misses():
