@@ -229,7 +229,7 @@ def _finding(rows: list[dict], arch: str) -> list[list[Any]]:
             w = welch(red, plain)
             diff = statistics.mean(red) - statistics.mean(plain)
             verdict = "-" if w is None else ("redundant better" if w[1] > 0 else "wide better" if w[2] < 0
-                                             else "no difference resolved")
+                                             else "equal on every seed" if w[1] == w[2] else "no difference resolved")
             out.append([arch, label("redundant", relu) + " - wide", f"{sparsity:g}", f"{100 * diff:+.2f}",
                         "-" if w is None else f"[{100 * w[1]:+.2f}, {100 * w[2]:+.2f}]", verdict])
     return out
