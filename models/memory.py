@@ -149,6 +149,7 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
         raise MemoryPlanError(
             f"this run needs about {out.needs(1) / GIB:.2f} GiB ({out.describe()}), above the memory budget of "
             f"{budget / GIB:.2f} GiB (--memory-limit; default {DEFAULT_SHARE:.0%} of the available memory); "
-            f"use a smaller --n, --variant fanout, a smaller --input-shape or --block-problems, or a larger machine")
+            f"use a smaller --n{', --variant fanout' if variant == 'dense' else ''}, a smaller --input-shape or "
+            f"--block-problems, or a larger machine")
     out.verify_batch = int(batch)
     return out

@@ -57,9 +57,11 @@ def test_a_run_over_budget_is_refused_before_solving(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "this run needs about" in err and "above the memory budget of 0.05 GiB (--memory-limit" in err
     assert not out.exists()
-    with pytest.raises(MemoryPlanError, match="use a smaller --n"):
-        layers, specs, shapes = _specs(tiny_mlp(), (5,))
+    layers, specs, shapes = _specs(tiny_mlp(), (5,))
+    with pytest.raises(MemoryPlanError, match="use a smaller --n, a smaller --input-shape"):  # fanout already
         plan(layers, specs, shapes, "fanout", 1 << 17, budget=10, baseline=0)
+    with pytest.raises(MemoryPlanError, match="use a smaller --n, --variant fanout, a smaller --input-shape"):
+        plan(layers, specs, shapes, "dense", 1 << 17, budget=10, baseline=0)
 
 
 @pytest.mark.slow
