@@ -766,7 +766,8 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
             raise UnsupportedModelError(
                 f"the target uses the tensor {node.target!r} directly ({_where(node)}); supported: a parameter that "
                 f"multiplies or is added to an activation and varies along one dimension (a per-channel scale or "
-                f"shift), and the weight and bias of layer_norm / group_norm")
+                f"shift) or is a (1, T, D) position table, a learned token concatenated to the input, and the weight "
+                f"and bias of layer_norm / group_norm")
     if not layers:
         raise UnsupportedModelError("the target has no Linear or Conv2d layer: nothing to construct")
 

@@ -167,6 +167,24 @@ def test_a_parameter_varying_along_two_dimensions_is_refused():
         trace_target(PositionTable(), input_nonneg=False)
 
 
+def test_a_parameter_used_directly_is_refused_with_what_is_supported():
+    """A parameter read by an op with no rule (here gathered by an index, as Swin's relative position
+    bias table) is named, with the parameter uses that are supported."""
+    class Gathered(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+            self.table = nn.Parameter(torch.randn(5))
+            self.register_buffer("index", torch.tensor([0, 2, 4]))
+
+        def forward(self, x):
+            return self.fc(x) + self.table[self.index]
+
+    with pytest.raises(UnsupportedModelError, match=r"uses the tensor 'table' directly .* position table, a learned "
+                                                    r"token concatenated"):
+        trace_target(Gathered(), input_nonneg=False)
+
+
 def test_grouped_linear_is_the_block_diagonal_linear():
     from models.graph import grouped_linear
 
