@@ -36,14 +36,25 @@ from .common import cli_main, command_line, machine_info, markdown_table, new_fi
 TORCHVISION = ["resnet18", "resnet50", "vgg11_bn", "alexnet", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
                "densenet121", "squeezenet1_1", "shufflenet_v2_x0_5", "regnet_x_400mf", "convnext_tiny", "vit_b_16",
                "swin_t"]
-OTHERS = ["transformer_encoder", "hf_bert_tiny", "hf_gpt2_tiny"]
-FIXED_SIZE = {"vit_b_16": 224, "swin_t": 224}  # position tables fix the image size
+OTHERS = ["vit_small", "transformer_encoder", "hf_bert_tiny", "hf_gpt2_tiny"]
+FIXED_SIZE = {"vit_b_16": 224, "swin_t": 224, "vit_small": 32}  # position tables fix the image size
 EPS = 0.01
 
 
 #: the input box of the image and feature models; a Hugging Face model reads every token id of its vocabulary
 BOX = (-1.0, 1.0)
 VOCAB = 1000
+
+
+def _random_head(model):
+    """torchvision initialises a ViT's classification head to zero (a constant network, no output range to
+    measure errors against); the zoo draws it like a Linear's default."""
+    import torch.nn as nn
+
+    head = getattr(getattr(model, "heads", None), "head", None)
+    if isinstance(head, nn.Linear) and not head.weight.any():
+        head.reset_parameters()
+    return model
 
 
 def build(name: str, size: int, seed: int):
@@ -55,7 +66,13 @@ def build(name: str, size: int, seed: int):
         import torchvision.models as tvm
 
         side = FIXED_SIZE.get(name, size)
-        return getattr(tvm, name)(weights=None).eval(), (3, side, side), BOX
+        return _random_head(getattr(tvm, name)(weights=None)).eval(), (3, side, side), BOX
+    if name == "vit_small":  # vit_b_16's architecture (class token, position table, encoder) at a width that fits
+        import torchvision.models as tvm
+
+        vit = tvm.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                                    num_classes=10)
+        return _random_head(vit).eval(), (3, 32, 32), BOX
     if name == "transformer_encoder":
         from models.zoo import TransformerClassifier
 
