@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
 
         budget = parse_bytes(args.memory_limit) if args.memory_limit else None
         print(json.dumps(measure_one(args.one, args.size, args.n, args.samples, args.seed, args.workers, budget,
-                                     args.n_max, args.n_min)),
+                                     n_min=args.n_min, n_max=args.n_max)),
               flush=True)
         return None
     if args.quick:

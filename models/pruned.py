@@ -37,7 +37,7 @@ class _InputGradient(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, layer: "_Masked", apply, dim: int) -> torch.Tensor:
         ctx.layer, ctx.fn, ctx.dim = layer, apply, dim
         ctx.save_for_backward(x)
-        return torch.cat([apply(x, w, b) for w, b in layer._products_by_block(x.dtype)], dim=dim)
+        return layer._apply_by_block(x, apply, dim)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -73,7 +73,11 @@ class _Masked:
         if x.requires_grad and torch.is_grad_enabled() and not (self.weight_orig.requires_grad
                                                                 or self.bias_orig.requires_grad):
             return _InputGradient.apply(x, self, apply, dim)
-        return torch.cat([apply(x, w, b) for w, b in self._products_by_block(x.dtype)], dim=dim)
+        return self._apply_by_block(x, apply, dim)
+
+    def _apply_by_block(self, x: torch.Tensor, apply, dim: int) -> torch.Tensor:
+        parts = [apply(x, w, b) for w, b in self._products_by_block(x.dtype)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)  # one part: no copy
 
     def _products_by_block(self, dtype: torch.dtype):
         """(weight * mask, bias * mask) in ``dtype``: whole, or a block of output rows at a time."""
