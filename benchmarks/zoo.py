@@ -209,8 +209,9 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> dict:
         ax2.set_xscale("log")
         ax2.set_yscale("log")
     ax1.set_xticks(x, names, rotation=60, ha="right")
-    ax1.legend()
-    ax1.set_title("errors (min-error)")
+    # above the axes: inside, it hides the points of whichever model lies under it
+    ax1.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    ax1.set_title("errors (min-error)", pad=24)
     ax2.plot([r["target_params"] for r in ok], [r["seconds"] for r in ok], "o", label="seconds end to end")
     ax2.set_xlabel("target parameters")
     ax2.legend()
