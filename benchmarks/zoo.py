@@ -115,8 +115,8 @@ def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, wor
     if n == "auto":  # the n each layer needed
         ns = [spec.n for spec in c.specs]
         row["n"] = f"auto ({min(ns)}-{max(ns)})"
-        row["n_tried"] = [min(t["n"] for s in c.solutions for t in s.n_search["steps"]),
-                          max(t["n"] for s in c.solutions for t in s.n_search["steps"])]
+        tried = [step["n"] for s in c.solutions for step in s.n_search["steps"]]
+        row["n_tried"] = [min(tried), max(tried)]
     check = verify(c, None, samples=samples, adversarial=4)
     low, high = check["output_range_observed"]
     cov = eps_coverage(c)
