@@ -60,15 +60,11 @@ class LayerSolution:
         return errs if self.bias_error is None else np.concatenate([errs, self.bias_error])
 
 
-def _all_cores() -> SolveOptions:
-    return SolveOptions(workers=None)
-
-
 @dataclass(frozen=True)
 class ConstructOptions:
     """Settings of a construction, validated on construction (recorded in the report and ticket).
 
-    The solver's settings are the nested :class:`solver.SolveOptions` (all cores by default)."""
+    The solver's settings are the nested :class:`solver.SolveOptions` (every core by default)."""
 
     n: int | str = option(21, "coefficients per subset-sum problem (the paper's n; its experiment used 21), or "
                           "'auto': per layer the smallest n <= --n-max with every weight within eps",
@@ -89,7 +85,7 @@ class ConstructOptions:
     scales: dict = option(doc="per-layer overrides of the B scale", default_factory=dict)
     block_problems: int = option(1 << 17, "problems built and held in memory at once per layer: memory is bounded "
                                  "by this, not by the network", kind=int, low=1, cli="--block-problems")
-    solve: SolveOptions = option(doc="the solver's settings", default_factory=_all_cores)
+    solve: SolveOptions = option(doc="the solver's settings", default_factory=SolveOptions)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -115,11 +111,9 @@ class ConstructOptions:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "ConstructOptions":
-        """Options from flat keywords: the construction's fields and any :class:`SolveOptions` field
-        (``workers`` defaults to all cores)."""
+        """Options from flat keywords: the construction's fields and any :class:`SolveOptions` field."""
         own = {f.name for f in fields(cls)} - {"solve"}
         solve_kwargs = {k: v for k, v in kwargs.items() if k not in own}
-        solve_kwargs.setdefault("workers", None)
         return cls(**{k: v for k, v in kwargs.items() if k in own}, solve=SolveOptions.from_kwargs(**solve_kwargs))
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,12 +247,15 @@ def make_spec(layer: TargetLayer, index: int, options: ConstructOptions, in_shap
 
 
 def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, index: int = 0,
-                store=None) -> LayerSolution:
+                store=None, known: list | None = None) -> LayerSolution:
     """Draw the pair's random values and solve every problem of the layer, a block of target rows
     at a time (at most ``options.block_problems`` problems in memory); return the pair's masks.
 
     With a :class:`solver.store.ChunkStore`, solved chunks are kept on disk (keys
-    ``layer{index}-rows{first row}-NNNNNN``) and read back on a rerun.
+    ``layer{index}-rows{first row}-NNNNNN``) and read back on a rerun. ``known``: per row block
+    (:func:`models.auto_n.row_blocks`), the problems already solved at this spec with these options
+    and their answers (``--n auto``'s last step, :attr:`models.auto_n.NSearch.final`), or None; only
+    the others are solved.
     """
     start = time.perf_counter()
     values = generate(spec)
@@ -269,15 +266,22 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
     counts = {s.name.lower(): 0 for s in Status}
     problems = presolved = 0
     backend = options.backend
-    for rows in row_blocks(spec, options.block_problems):
+    for b, rows in enumerate(row_blocks(spec, options.block_problems)):
         r0 = rows.start
         targets, coeffs, lengths, scatter = build_problems(layer, spec, values, rows)
+        done = known[b] if known is not None else None
+        rest = np.arange(len(targets)) if done is None else np.setdiff1d(np.arange(len(targets)), done[0])
+        parts = [done] if done is not None else []
         try:
-            res = solver.solve(targets, coeffs, backend=options.backend, lengths=lengths, store=store,
-                               store_key=f"layer{index}-rows{r0:07d}", **vars(options.solve))
+            if rest.size:
+                parts.append((rest, solver.solve(targets[rest], coeffs[rest], backend=options.backend,
+                                                 lengths=lengths[rest], store=store,
+                                                 store_key=f"layer{index}-rows{r0:07d}", **vars(options.solve))))
         except solver.SolverInputError as exc:  # name the layer: the solver sees only numbers
             raise UnsupportedModelError(f"layer {spec.name!r}: {exc}") from exc
-        del targets, coeffs, lengths
+        res = parts[0][1] if len(parts) == 1 and len(parts[0][0]) == len(targets) else \
+            solver.SolveResult.merged(len(targets), parts)
+        del targets, coeffs, lengths, parts
         bm, we, be = masks_from_solutions(spec, scatter, res)
         b_mask[rows], weight_error[rows] = bm, we
         if be is not None:
@@ -326,8 +330,11 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
         if options.n == "auto":
             search = choose_n(layer, spec, options)
             specs[i] = spec = replace(spec, n=search.n)
-        solutions.append(solve_layer(layer, spec, options, index=i, store=store))
+            search.reused = sum(len(k[0]) for k in search.final if k is not None)
+        solutions.append(solve_layer(layer, spec, options, index=i, store=store,
+                                     known=search.final if search else None))
         solutions[-1].n_search = search.to_dict() if search else None
+        del search  # its answers are the layer's masks now
     solve_s = time.perf_counter() - start
     solve_peak_mb = peak_rss_mb()  # peak so far: problems, solver and masks, before assembly
     t1 = time.perf_counter()

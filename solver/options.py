@@ -106,8 +106,9 @@ class SolveOptions:
     engine: str | None = option(None, "mitm engine on the CPU: numba (default) or torch", choices=ENGINES)
     presolve: bool = option(True, "exact presolve (min-size subsets of at most 2 ones enumerated before the backend)",
                             kind=bool, cli="--no-presolve")
-    workers: int | None = option(1, "CPU cores: worker processes (cpsat, gurobi, brute) or threads (mitm); "
-                                 "None = all", kind=int, low=1, hashed=False, cli="--workers", cli_default=None)
+    workers: int | None = option(None, "CPU cores: worker processes (cpsat, gurobi, brute) or threads (mitm); "
+                                 "None = every core this process may run on", kind=int, low=1, hashed=False,
+                                 cli="--workers")
     chunk_size: int | None = option(None, "problems per unit of parallel work (default per backend); results do "
                                     "not depend on it", kind=int, low=1, cli="--chunk-size")
     memory_limit: int = option(DEFAULT_MEMORY_LIMIT, "bytes mitm may use for its sum tables at once", kind=int, low=1,

@@ -128,6 +128,39 @@ class SolveResult:
     def __len__(self) -> int:
         return int(self.errors.shape[0])
 
+    @classmethod
+    def merged(cls, size: int, parts: list[tuple[np.ndarray, "SolveResult"]]) -> "SolveResult":
+        """One result for ``size`` problems from results of disjoint subsets of them: each part is
+        (the indices it answers, its result), and together they answer every problem once. Seconds
+        add up; backend and info are the last part's (the parts must share a backend)."""
+        parts = [(np.asarray(index), res) for index, res in parts if len(index)]
+        answered = np.zeros(size, dtype=int)
+        for index, res in parts:
+            if len(index) != len(res):
+                raise ValueError(f"a part answers {len(res)} problems but names {len(index)} indices")
+            np.add.at(answered, index, 1)
+        if not np.all(answered == 1):
+            raise ValueError(f"the parts must answer each of the {size} problems once; "
+                             f"{int((answered == 0).sum())} unanswered, {int((answered > 1).sum())} answered twice")
+        if len({res.backend for _, res in parts}) > 1:
+            raise ValueError(f"parts from different backends: {sorted({res.backend for _, res in parts})}")
+        width = max((res.masks.shape[1] for _, res in parts), default=0)
+        arrays = {}
+        for name in ("masks", "errors", "sizes", "status", "error_bound", "size_bound", "tolerance", "fallback",
+                     "presolved"):
+            like = getattr(parts[0][1], name) if parts else np.zeros(0)
+            out = np.zeros((size, width) if name == "masks" else size, dtype=like.dtype)
+            for index, res in parts:
+                value = getattr(res, name)
+                if name == "masks":
+                    out[index, :value.shape[1]] = value
+                else:
+                    out[index] = value
+            arrays[name] = out
+        last = parts[-1][1] if parts else None
+        return cls(**arrays, seconds=sum(res.seconds for _, res in parts),
+                   backend=last.backend if last else "none", info=dict(last.info) if last else {})
+
     def status_counts(self) -> dict[str, int]:
         """Number of problems per status name, e.g. ``{'optimal': 998, 'feasible': 2, ...}``."""
         return {s.name.lower(): int(np.count_nonzero(self.status == s)) for s in Status}

@@ -290,3 +290,44 @@ def test_a_hugging_face_folder_solves_and_verifies_from_its_copy(tmp_path, capsy
     (folder / "config.json").write_text(json.dumps(dict(config, architectures=["BertForMaskedLM"])))
     assert main(["solve", str(folder), "--input-shape", "6", "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
     assert "does not fill BertForMaskedLM: weights missing or of another shape" in capsys.readouterr().err
+
+
+def _width_mlp_file(tmp_path, width: int) -> "Path":
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, 10))
+    path = tmp_path / "mlp.pt"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("backend", ["mitm", "cpsat"])
+def test_the_default_run_solves_on_every_core_it_is_given(tmp_path, monkeypatch, backend):
+    """`lottery solve` without --workers uses every core the process may run on: mitm's numba kernel
+    on that many threads, a process backend's pool of that many workers (not a timing test)."""
+    import numba
+
+    import solver.backends._mitm_numba as kernels
+    import solver.execution as execution
+    from solver.options import available_cores
+
+    cores = available_cores()
+    if cores < 2 or numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip(f"needs 2 cores to tell one from all; this process may run on {cores}")
+    seen: list[tuple[str, int]] = []
+    for name in ("mitm_batch", "mitm_serial"):
+        kernel = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _k=kernel, _n=name: (seen.append((_n, numba.get_num_threads())),
+                                                                            _k(*a))[1])
+    pool = execution._run_pool
+    monkeypatch.setattr(execution, "_run_pool", lambda b, batch, options, *a: (seen.append(("pool", options.workers)),
+                                                                              pool(b, batch, options, *a))[1])
+    # 40-40-10 on a signed box: 3600 problems, one mitm chunk above the serial kernel's size
+    args = ["solve", str(_width_mlp_file(tmp_path, 40)), "--arch", "mlp", "--input-domain", "signed",
+            "--backend", backend, "--out", str(tmp_path / "run"), "--no-progress"]
+    if backend == "cpsat":
+        args += ["--n", "6", "--objective", "min-size", "--eps", "0.05"]
+    assert main(args) == 0
+    if backend == "mitm":
+        assert ("mitm_batch", min(cores, numba.config.NUMBA_NUM_THREADS)) in seen, seen
+    else:
+        assert seen and all(entry == ("pool", cores) for entry in seen), seen

@@ -695,3 +695,32 @@ def test_fixed_masks_keeps_products_within_its_allowance():
                 assert torch.equal(c.pruned(x), want)
                 kept = sum(s for m, s in zip(masked, sizes) if torch.float32 in m._products)
             assert kept <= allowance and (kept == sum(sizes)) == (allowance == sum(sizes))
+
+
+@pytest.mark.parametrize("objective", ["min-error", "min-size"])
+def test_n_auto_solves_nothing_twice(monkeypatch, objective):
+    """The search's last step answers are the layer's: the final solve gets only the problems
+    settled at an earlier n, and the masks equal a fixed-n construction's at the chosen n."""
+    import solver
+
+    solved = [0]
+    real = solver.solve
+
+    def counting(targets, *a, **kw):
+        solved[0] += len(targets)
+        return real(targets, *a, **kw)
+
+    monkeypatch.setattr(solver, "solve", counting)
+    eps = 0.02
+    c = _construct(tiny_cnn, (2, 8, 8), (-1.0, 1.0), "auto", objective=objective, eps=eps, block_problems=50)
+    monkeypatch.undo()
+    total = sum(s.problems for s in c.solutions)
+    searched = sum(t["solved"] for s in c.solutions for t in s.n_search["steps"])
+    reused = sum(s.n_search["reused"] for s in c.solutions)
+    assert 0 < reused < total
+    assert solved[0] == searched + total - reused  # every problem of the search once, then the rest once
+    for i, sol in enumerate(c.solutions):
+        assert sol.n_search["reused"] == sol.n_search["steps"][-1]["solved"]
+        fixed = _construct(tiny_cnn, (2, 8, 8), (-1.0, 1.0), c.specs[i].n, objective=objective, eps=eps)
+        assert all(torch.equal(sol.masks[k], fixed.solutions[i].masks[k]) for k in sol.masks)
+        assert np.array_equal(sol.errors(), fixed.solutions[i].errors())

@@ -97,3 +97,17 @@ def test_parallel_and_serial_kernels_agree(objective):
              for i in range(0, len(t), 500)]  # serial kernels
     for field in ("masks", "status", "presolved"):
         assert np.array_equal(getattr(big, field), np.concatenate([getattr(p, field) for p in parts])), field
+
+
+def test_merged_results_equal_one_solve_of_all(batch):
+    t, c = batch
+    whole = solver.solve(t, c, "min-size", eps=0.01, backend="mitm")
+    odd, even = np.arange(1, len(t), 2), np.arange(0, len(t), 2)
+    parts = [(i, solver.solve(t[i], c[i], "min-size", eps=0.01, backend="mitm")) for i in (odd, even)]
+    merged = solver.SolveResult.merged(len(t), parts)
+    for name in ("masks", "errors", "sizes", "status", "error_bound", "size_bound", "tolerance", "fallback"):
+        assert np.array_equal(getattr(merged, name), getattr(whole, name), equal_nan=True), name
+    with pytest.raises(ValueError, match="answer each of the 400 problems once; 200 unanswered, 0 answered twice"):
+        solver.SolveResult.merged(len(t), parts[:1])
+    with pytest.raises(ValueError, match="0 unanswered, 200 answered twice"):
+        solver.SolveResult.merged(len(t), parts + parts[:1])
