@@ -30,14 +30,18 @@ def _errors(target64, pruned, x: torch.Tensor) -> torch.Tensor:
 
 
 def adversarial_search(c: Construction, target64: torch.nn.Module | None = None, seeds: torch.Tensor | None = None,
-                       restarts: int = 16, steps: int = 50, seed: int = 0, batch: int | None = None) -> dict[str, Any]:
+                       restarts: int = 16, steps: int = 50, seed: int = 0, batch: int | None = None,
+                       network: torch.nn.Module | None = None) -> dict[str, Any]:
     """Largest |f(x) - g(x)| found in the box; ``target64``: the target in float64 if the caller
     has one (else a copy is made); ``seeds``: inputs to start from (e.g. the verified inputs with
-    the largest errors). Returns the error, its witness input (1, *input_shape) and the settings."""
+    the largest errors); ``network``: the form of the pruned network g to search, float64 (the
+    collapsed form, :mod:`models.collapsed`; default the materialised ``c.pruned``). Returns the
+    error, its witness input (1, *input_shape) and the settings."""
     if target64 is None:
         target64 = c.target_as(torch.float64)
+    network = c.pruned if network is None else network
     if c.tokens:
-        return _token_search(c, target64, seeds, restarts, steps, seed)
+        return _token_search(c, target64, network, seeds, restarts, steps, seed)
     start = time.perf_counter()
     lo, hi = c.domain
     shape = c.input_shape
@@ -49,7 +53,8 @@ def adversarial_search(c: Construction, target64: torch.nn.Module | None = None,
     starts.append(torch.rand((rand, *shape), generator=gen) * (hi - lo) + lo)
     x0 = torch.cat(starts).double()
     target32 = copy.deepcopy(target64).float()
-    pruned = c.pruned
+    # the materialised network evaluates float32 inputs in float32 as it is (its values are float32)
+    pruned = network if network is c.pruned else copy.deepcopy(network).float()
     params = list(pruned.parameters()) + list(target32.parameters())
     flags = [p.requires_grad for p in params]
     for p in params:
@@ -80,14 +85,14 @@ def adversarial_search(c: Construction, target64: torch.nn.Module | None = None,
             p.requires_grad_(flag)
     candidates = torch.cat(found)
     with torch.no_grad():  # every candidate measured in float64: the reported error is exact
-        err = torch.cat([_errors(target64, pruned, candidates[i:i + batch]) for i in range(0, len(candidates), batch)])
+        err = torch.cat([_errors(target64, network, candidates[i:i + batch]) for i in range(0, len(candidates), batch)])
     j = int(err.argmax())
     best_err, best_x = float(err[j]), candidates[j:j + 1].clone()
     return {"adversarial_output_error": best_err, "witness": best_x, "starts": len(x0), "steps": steps,
             "seed": seed, "seconds": time.perf_counter() - start}
 
 
-def _token_search(c: Construction, target64, seeds, restarts: int, steps: int, seed: int) -> dict[str, Any]:
+def _token_search(c: Construction, target64, network, seeds, restarts: int, steps: int, seed: int) -> dict[str, Any]:
     """The token-id version of :func:`adversarial_search`: a seeded hill climb over single-position changes."""
     start = time.perf_counter()
     lo, hi = int(c.domain[0]), int(c.domain[1])
@@ -97,13 +102,13 @@ def _token_search(c: Construction, target64, seeds, restarts: int, steps: int, s
     starts.append(torch.randint(lo, hi + 1, (rand, *c.input_shape), generator=gen))
     x = torch.cat(starts).long()
     with torch.no_grad():
-        err = _errors(target64, c.pruned, x)
+        err = _errors(target64, network, x)
         for _ in range(steps):
             flat = x.reshape(len(x), -1).clone()
             where = torch.randint(0, flat.shape[1], (len(x),), generator=gen)
             flat[torch.arange(len(x)), where] = torch.randint(lo, hi + 1, (len(x),), generator=gen)
             candidate = flat.reshape(x.shape)
-            new = _errors(target64, c.pruned, candidate)
+            new = _errors(target64, network, candidate)
             better = new > err
             x[better], err[better] = candidate[better], new[better]
     j = int(err.argmax())

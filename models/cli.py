@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from solver import SolverError
 
 from . import commands
+from .collapsed import FormMismatchError
 
 PLUGIN_GROUP = "lottery.commands"
 
@@ -61,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {commands.flags_in(str(exc))}", file=sys.stderr)
         return 2
+    except FormMismatchError as exc:  # a check of the tool itself failed: a bug, exit 1
+        if getattr(args, "debug", False):
+            raise
+        print(f"check failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; the chunks solved so far are kept in the run directory: rerun the same command "
               "to resume", file=sys.stderr)

@@ -232,6 +232,61 @@ def generate(spec: LayerSpec, dense: bool = False) -> dict[str, torch.Tensor]:
     return out
 
 
+def stream(spec: LayerSpec, blocks: list[slice]):
+    """The pair's random values a block of output rows at a time, regenerated from the seed: for
+    each of ``blocks`` (consecutive, in order, from row 0) a dict like :func:`generate`'s whose
+    ``B`` holds only the block's rows (``first_row`` says which), with ``u`` and the constant units'
+    ``beta`` (groups, n_const) whole; the fan-out units' A biases (pruned, drawn after B) are not
+    drawn. Memory: one block of B, not the layer.
+
+    Each unit's stream is read once, in order: its values are the same as :func:`generate`'s
+    (CPU generators draw one value after another, so a stream read in pieces gives the pieces of
+    the stream read whole; tested), and tickets rebuild bit-exactly."""
+    keys = _unit_keys(spec)
+    fan = []  # per unit: (its generator, past u; u)
+    for g, j in keys:
+        gen = _stream(spec, FAN_KEY, g, j)
+        if spec.layout in SIGNED_UNITS:
+            u = 1.0 - torch.rand((spec.d_in,), generator=gen, dtype=torch.float32)
+            u = -u if g == 1 else u
+        else:
+            u = _uniform(gen, (spec.d_in,), -1.0, 1.0)
+        fan.append((gen, u))
+    const = []  # per constant unit: (its generator, past beta; beta)
+    for j in range(spec.n_const):
+        gen = _stream(spec, CONST_KEY, j)
+        if spec.layout in SIGNED_UNITS:
+            beta = 1.0 - torch.rand((spec.groups,), generator=gen, dtype=torch.float32)
+        else:
+            beta = _uniform(gen, (spec.groups,), -1.0, 1.0)
+        const.append((gen, beta))
+    u = torch.stack([f[1] for f in fan], dim=1)  # (d_in, upi)
+    beta = torch.stack([c[1] for c in const], dim=1) if const else torch.zeros(spec.groups, 0)
+    a_bias = torch.full((spec.hidden,), float("nan"))  # the fan-out units' are not drawn
+    if const:
+        a_bias[spec.const_index().reshape(-1)] = beta.reshape(-1)
+    b_bias = _uniform(_stream(spec, BIAS_KEY), (spec.d_out,), -1.0, 1.0)
+    row = 0
+    for rows in blocks:
+        if rows.start != row or rows.stop <= rows.start or rows.stop > spec.d_out:
+            raise ValueError(f"layer {spec.name!r}: stream blocks must be consecutive from row 0 within "
+                             f"{spec.d_out} rows; got rows {rows.start}:{rows.stop} after row {row}")
+        d, row = rows.stop - rows.start, rows.stop
+        parts = []
+        for (gen, uk), (_, j) in zip(fan, keys):
+            B = _uniform(gen, (d, spec.in_group, *_taps(spec)), -spec.scale, spec.scale)
+            if spec.layout == "balanced":
+                sign = unit_sign(j) * torch.sign(spec.per_output(uk, rows))
+                B = B.abs() * sign.reshape(*sign.shape, *([1] * (B.dim() - 2)))
+            parts.append(B)
+        B = [torch.stack(parts, dim=2).reshape(d, spec.in_group * spec.units_per_input, *_taps(spec))]
+        for j, (gen, _) in enumerate(const):
+            Bc = _uniform(gen, (d, *_taps(spec)), -spec.scale, spec.scale)
+            B.append((Bc.abs() * unit_sign(j) if spec.layout == "balanced" else Bc).unsqueeze(1))
+        B = torch.cat(B, dim=1) if len(B) > 1 else B[0]
+        yield {"u": u, "beta": beta, "a_bias": a_bias, "B": B, "b_bias": b_bias[rows], "first_row": rows.start}
+
+
 def product_signs(spec: LayerSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``balanced`` layout's product signs: (d_in, units_per_input) for the fan-out units and
     (n_const,) for the constant units (:func:`unit_sign` of each unit's index in its group)."""

@@ -113,6 +113,8 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
         "certified_bound_reason": check.get("certified_bound_reason"),
         "verified_on": check["inputs"],
         "errors_measured_on": check.get("measured_on"),
+        "forms": check.get("forms"),  # which form of the pruned network gave each figure
+        "materialised_check": check.get("materialised"),
         **eps_coverage(c),
         "memory": dict(c.memory or {}, peak_rss_mb=peak_rss_mb()),
         "status_counts": _count_statuses(c),
@@ -197,6 +199,12 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
         ratio = f" (certified / adversarial = {r['certified_bound'] / adv:.3g}x)" if adv > 0 and r["certified_bound"] \
             is not None else ""
         rows.append(("adversarial output error (a lower bound on the sup)", fmt(adv) + ratio))
+    if r.get("materialised_check"):
+        m = r["materialised_check"]
+        rows.append(("materialised vs collapsed form (largest difference, float32 / float64)",
+                     f"{fmt(m['float32_difference'])} on {m['float32_inputs']} inputs / {fmt(m['float64_difference'])} "
+                     f"on {m['float64_inputs']} (float rounding: <= {fmt(m['tolerance']['float32'])} / "
+                     f"{fmt(m['tolerance']['float64'])})"))
     if "accuracy" in r:
         rows.append(("accuracy target / pruned", f"{100 * r['accuracy']['target']:.2f}% / {100 * r['accuracy']['pruned']:.2f}%"))
     if "agreement" in r:
@@ -279,6 +287,10 @@ def report_markdown(r: dict[str, Any]) -> str:
                      f"bound is given rather than a wrong one).\n")
     else:
         lines.append(f"Certified bound: {r['bound_method']}; it holds on every verified input: {r['bound_holds']}.\n")
+    if r.get("forms"):
+        lines.append("Which form of the pruned network gave each figure:\n")
+        lines.extend(f"- {what}: {form}" for what, form in r["forms"].items())
+        lines.append("")
     lines.append("![weight errors](weight_errors.png)\n")
     return "\n".join(lines)
 

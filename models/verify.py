@@ -1,20 +1,31 @@
 """Verification: the pruned network against the target, with the certified bound.
 
-The observed errors |f(x) - g(x)| are measured in float64 on the data (or on samples of the
-input box); the certified bound (:mod:`models.bounds`) covers every input in the box, so it must
-never be below an observed error (``bound_holds``; a failure is a bug). On data larger than
-:data:`FLOAT64_INPUTS` inputs, accuracy and agreement are measured on every input in float32 and
-the errors in float64 on the half of that many with the largest float32 errors plus as many at
-random (seeded), so that float64 convolutions (a slow path on CPU) never run over a whole test
-set; the report says so. The mean error is the float64 mean over the random part. Large networks
-are planned by time: one float64 forward is timed, and when the inputs would take more than
-:data:`FLOAT64_SECONDS` in float64 the same float32-everywhere, float64-on-a-subset rule applies
-with as many float64 inputs as fit (at least :data:`MIN_FLOAT64_INPUTS`); the adversarial search
-gets :data:`ADVERSARIAL_SECONDS` (fewer steps, then fewer starts; its settings are reported).
+The pruned network is evaluated in two forms (:mod:`models.collapsed`): the collapsed form (each
+pair as the target-shaped layer of its kept sums: what the pruned pair computes, at the target's
+cost) and the materialised one (random values times masks, 21-42 times wider). The observed errors
+|f(x) - g(x)|, accuracy and agreement are measured on the collapsed form in float64 on the data (or
+on samples of the input box); the adversarial search and the certified bound (:mod:`models.bounds`,
+:mod:`models.crown`) use it too. The certified bound covers every input in the box, so it must
+never be below an observed error (``bound_holds``; a failure is a bug).
+
+The materialised network still runs, so that "the pruned random network computes this" is checked
+on the real network: in float32 on every input that fits :data:`MATERIALISED_SECONDS` (all for small
+networks, else the inputs with the largest errors first; at least :data:`MIN_MATERIALISED_INPUTS`),
+and in float64 on up to :data:`MATERIALISED_FLOAT64_INPUTS` of them. The largest differences from the
+collapsed form are reported and must be float rounding (:data:`models.collapsed.FLOAT32_AGREEMENT`,
+``FLOAT64_AGREEMENT``): anything more raises :class:`models.collapsed.FormMismatchError`, a bug.
+
+Large inputs are planned by time: one float64 forward of the target and the collapsed form is timed,
+and when the inputs would take more than :data:`FLOAT64_SECONDS`, accuracy and agreement are measured
+in float32 (target and collapsed form) on every input and the errors in float64 on the half of as
+many as fit (at least :data:`MIN_FLOAT64_INPUTS`) with the largest float32 errors plus as many at
+random (seeded); the report says so. The mean error is the float64 mean over the random part. The
+adversarial search gets :data:`ADVERSARIAL_SECONDS` (fewer steps, then fewer starts; reported).
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
@@ -23,6 +34,7 @@ import torch.nn as nn
 
 from .adversarial import adversarial_search
 from .bounds import certified_bound
+from .collapsed import FLOAT32_AGREEMENT, FLOAT64_AGREEMENT, FormMismatchError, collapse
 from .crown import tighten
 from .construct import Construction
 from .data import DataError, Dataset
@@ -33,12 +45,16 @@ from .random_net import generate
 
 #: inputs stored in a ticket with the pruned network's outputs, for the bit-exact rebuild check
 CHECK_INPUTS = 32
-#: data with more inputs has its errors measured in float64 on this many of them (see the docstring)
-FLOAT64_INPUTS = 256
-#: time planned for the float64 forwards, the fewest float64 inputs, and the adversarial search's time
+#: time planned for the float64 forwards (target and collapsed form), the fewest float64 inputs,
+#: and the adversarial search's time
 FLOAT64_SECONDS = 60.0
 MIN_FLOAT64_INPUTS = 8
 ADVERSARIAL_SECONDS = 60.0
+#: time planned for the materialised network in float32, the fewest inputs it runs on, and how many
+#: of them it also runs in float64
+MATERIALISED_SECONDS = 10.0
+MIN_MATERIALISED_INPUTS = 8
+MATERIALISED_FLOAT64_INPUTS = 8
 
 
 def _batched(model: nn.Module, x: torch.Tensor, batch: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -50,17 +66,17 @@ def _batched(model: nn.Module, x: torch.Tensor, batch: int, dtype: torch.dtype =
         return torch.cat([model(cast(x[i:i + batch])) for i in range(0, len(x), batch)])
 
 
-def _float64_seconds(c: Construction, target64: nn.Module, x: torch.Tensor) -> float:
-    """Seconds of one float64 forward of the target and the pruned network (second of two calls)."""
+def _seconds_per_input(models: list[nn.Module], x: torch.Tensor, dtype: torch.dtype) -> float:
+    """Seconds of one forward of every model on one input in ``dtype`` (the second of two calls)."""
     for _ in range(2):
         start = time.perf_counter()
-        _batched(target64, x[:1], 1)
-        _batched(c.pruned, x[:1], 1)
+        for model in models:
+            _batched(model, x[:1], 1, dtype)
         seconds = time.perf_counter() - start
     return seconds
 
 
-def _float64_subset(f32: torch.Tensor, g32: torch.Tensor, seed: int, count: int = FLOAT64_INPUTS
+def _float64_subset(f32: torch.Tensor, g32: torch.Tensor, seed: int, count: int
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs measured in float64, the random ones among them): the ``count`` / 2 with the
     largest float32 errors and as many others drawn at random."""
@@ -87,26 +103,55 @@ def domain_samples(input_shape: tuple[int, ...], domain: tuple[float, float], co
     return torch.cat([torch.full((1, *input_shape), lo), torch.full((1, *input_shape), hi), x])
 
 
-def certified(c: Construction) -> dict[str, Any]:
-    """The certified bound over the construction's input box: interval propagation with the weight
-    errors, tightened per output by the linear relaxation where that applies (:mod:`models.crown`)."""
-    def kept():
-        return [kept_sums(spec, generate(spec), s.masks) for spec, s in zip(c.specs, c.solutions)]
+def kept(c: Construction) -> list[tuple[list[torch.Tensor], torch.Tensor | None]]:
+    """Per pair the kept sums and the kept bias (float64), from the masks and the regenerated values."""
+    return [kept_sums(spec, generate(spec), s.masks) for spec, s in zip(c.specs, c.solutions)]
 
+
+def certified(c: Construction, sums: list | None = None) -> dict[str, Any]:
+    """The certified bound over the construction's input box: interval propagation with the weight
+    errors, tightened per output by the linear relaxation where that applies (:mod:`models.crown`);
+    ``sums``: the pairs' kept sums if the caller has them (:func:`kept`)."""
     interval = certified_bound(c.folded, c.layers, [(s.weight_error, s.bias_error) for s in c.solutions],
                                c.input_shape, c.domain)
-    return tighten(interval, c.folded, c.layers, kept, c.input_shape, c.domain)
+    return tighten(interval, c.folded, c.layers, (lambda: sums) if sums is not None else (lambda: kept(c)),
+                   c.input_shape, c.domain)
+
+
+def materialised_check(c: Construction, x: torch.Tensor, g64: torch.Tensor, batch: int,
+                       per_input: float) -> dict[str, Any]:
+    """The materialised pruned network on the inputs ``x`` (the collapsed form's float64 outputs
+    ``g64`` on them), as many as fit :data:`MATERIALISED_SECONDS` in float32 (``per_input``: seconds
+    of one), up to :data:`MATERIALISED_FLOAT64_INPUTS` of them in float64 too. Raises
+    :class:`FormMismatchError` when a difference exceeds float rounding."""
+    count = min(len(x), max(MIN_MATERIALISED_INPUTS, int(MATERIALISED_SECONDS / max(per_input, 1e-9))))
+    scale = 1.0 + float(g64.abs().max())
+    g32 = _batched(c.pruned, x[:count], batch, torch.float32).double()
+    diff32 = float((g32 - g64[:count]).abs().max())
+    count64 = min(count, MATERIALISED_FLOAT64_INPUTS)
+    diff64 = float((_batched(c.pruned, x[:count64], batch) - g64[:count64]).abs().max())
+    out = {"float32_inputs": count, "float32_difference": diff32, "float64_inputs": count64,
+           "float64_difference": diff64, "relative_to": scale,
+           "tolerance": {"float32": FLOAT32_AGREEMENT * scale, "float64": FLOAT64_AGREEMENT * scale}}
+    for dtype, diff in (("float32", diff32), ("float64", diff64)):
+        if not diff <= out["tolerance"][dtype]:
+            raise FormMismatchError(
+                f"the materialised pruned network differs from its collapsed form by {diff:.3g} in {dtype} (on "
+                f"{count if dtype == 'float32' else count64} inputs), above float rounding ({out['tolerance'][dtype]:.3g}): "
+                f"a bug in the masks, the regenerated random values or the kept sums; please report it")
+    return out
 
 
 def verify(c: Construction, data: Dataset | None, samples: int = 512, adversarial: int = 16) -> dict[str, Any]:
-    """Compare target and pruned network in float64 on the data (or domain samples), and search the
-    box for a worse input (``adversarial`` restarts; 0: no search).
+    """Compare target and pruned network on the data (or domain samples), and search the box for a
+    worse input (``adversarial`` restarts; 0: no search).
 
-    Returns max/mean |f(x) - g(x)|, accuracies and argmax agreement (with data), the count of near
-    ties (inputs whose target top-2 margin is at most twice the largest error: the only ones whose
-    argmax the measured errors allow to differ), the largest
-    error the adversarial search found (a lower bound on the sup, with its witness input) and the
-    certified bound, which must be >= every error seen (``bound_holds``).
+    Returns max/mean |f(x) - g(x)| (float64), accuracies and argmax agreement (with data), the count of
+    near ties (inputs whose target top-2 margin is at most twice the largest error: the only ones
+    whose argmax the measured errors allow to differ), the largest error the adversarial search found
+    (a lower bound on the sup, with its witness input), the certified bound, which must be >= every
+    error seen (``bound_holds``), the materialised network's differences from the collapsed form
+    (``materialised``) and which form gave each figure (``forms``).
     """
     start = time.perf_counter()
     if data is not None:
@@ -117,11 +162,6 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
                             f"domain [{c.domain[0]:g}, {c.domain[1]:g}]; the certified bound would not apply")
     else:
         x = domain_samples(c.input_shape, c.domain, samples, c.options.seed, c.tokens)
-    target64 = c.target_as(torch.float64)
-    batch = c.plan.verify_batch if c.plan is not None else MAX_VERIFY_BATCH
-    f32 = g32 = None
-    measured = x
-    mean_rows = slice(None)
     phases: dict[str, float] = {}  # seconds of each phase, reported
     clock = [time.perf_counter()]
 
@@ -129,24 +169,35 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
         now = time.perf_counter()
         phases[phase], clock[0] = now - clock[0], now
 
-    seconds64 = _float64_seconds(c, target64, x)
-    count = FLOAT64_INPUTS if data is not None else len(x)
-    count = min(count, max(MIN_FLOAT64_INPUTS, int(FLOAT64_SECONDS / max(seconds64, 1e-9))))
-    if len(x) > count:
-        target32 = c.target_as(torch.float32)
-        f32, g32 = _batched(target32, x, batch, torch.float32), _batched(c.pruned, x, batch, torch.float32)
+    sums = kept(c)
+    collapsed = collapse(c.folded, c.layers, sums)
+    lap("collapse")
+    target64 = c.target_as(torch.float64)
+    batch = c.plan.verify_batch if c.plan is not None else MAX_VERIFY_BATCH
+    f32 = g32 = None
+    measured = x
+    mean_rows = slice(None)
+    seconds64 = _seconds_per_input([target64, collapsed], x, torch.float64)
+    count = min(len(x), max(MIN_FLOAT64_INPUTS, int(FLOAT64_SECONDS / max(seconds64, 1e-9))))
+    if len(x) > count:  # accuracy and agreement on every input in float32, the errors on a subset
+        target32, collapsed32 = c.target_as(torch.float32), copy.deepcopy(collapsed).float()
+        f32, g32 = _batched(target32, x, batch, torch.float32), _batched(collapsed32, x, batch, torch.float32)
         rows, random = _float64_subset(f32, g32, c.options.seed, count)
         measured = x[rows]
         mean_rows = slice(len(rows) - len(random), None)
+        del target32, collapsed32
     lap("float32")
-    # the pruned layers cast weight * mask to the input's dtype (exact), so float64 inputs are
-    # evaluated in float64 without a float64 copy of the (n times larger) random network
     f = _batched(target64, measured, batch)
-    g = _batched(c.pruned, measured, batch)
+    g = _batched(collapsed, measured, batch)
     diff = (f - g).abs()
     lap("float64")
+    # the materialised network on the measured inputs, those with the largest errors first
+    order = diff.reshape(len(measured), -1).amax(dim=1).argsort(descending=True)
+    per_input = _seconds_per_input([c.pruned], measured, torch.float32)
+    materialised = materialised_check(c, measured[order], g[order], batch, per_input)
+    lap("materialised")
 
-    bound = certified(c)
+    bound = certified(c, sums)
     lap("certified_bound")
     worst = float(diff.max())
     measured_on = None
@@ -165,6 +216,16 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
         "interval_bound": bound["interval_bound"],
         "bound_method": bound["method"],
         "certified_bound_reason": bound.get("reason"),  # why there is none, when there is none
+        "materialised": materialised,
+        "forms": {
+            "output errors, accuracy, agreement": "collapsed (kept sums), float64"
+                                                  + (" (accuracy and agreement float32)" if f32 is not None else ""),
+            "adversarial search": "collapsed (kept sums): float32 steps, float64 measurement",
+            "certified bound": "target with per-weight errors and kept sums",
+            "check against the real network": f"materialised (random values x masks): float32 on "
+                                              f"{materialised['float32_inputs']} inputs, float64 on "
+                                              f"{materialised['float64_inputs']}",
+        },
     }
     if adversarial:
         per_input = diff.reshape(len(measured), -1).amax(dim=1)
@@ -176,7 +237,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
             steps = max(5, int(affordable / restarts) - 1)
             restarts = max(2, min(restarts, int(affordable / (steps + 1))))
         search = adversarial_search(c, target64, top, restarts=restarts, steps=steps, seed=c.options.seed,
-                                    batch=max(1, batch // 3))  # backpropagation keeps the activations
+                                    batch=max(1, batch // 3), network=collapsed)  # backpropagation keeps activations
         out["adversarial_output_error"] = search.pop("adversarial_output_error")
         out["witness"] = search.pop("witness")
         out["adversarial"] = search
@@ -197,7 +258,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
         e = max(out["max_output_error"], float((fa - ga).abs().max()))  # float32 errors: on every input
         out["near_ties"] = int(((top2[:, 0] - top2[:, 1]) <= 2 * e).sum())
     out["seconds"] = time.perf_counter() - start
-    out["phase_seconds"] = phases  # float32 (with the float64 timing), float64, certified_bound, adversarial
+    out["phase_seconds"] = phases  # collapse, float32, float64, materialised, certified_bound, adversarial
     return out
 
 

@@ -57,3 +57,63 @@ class TransformerClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(self.embed(x)).mean(dim=1))
+
+
+class OptionAShortcut(nn.Module):
+    """The CIFAR ResNet's parameter-free shortcut (He et al. 2016, option A): every other pixel,
+    the new channels zero-padded half before and half after."""
+
+    def __init__(self, extra_channels: int):
+        super().__init__()
+        self.extra = extra_channels // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.extra, self.extra), "constant", 0.0)
+
+
+class CifarBasicBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN plus the shortcut, then ReLU (parameter names as the widely shared
+    CIFAR ResNet checkpoints have them: conv1, bn1, conv2, bn2, shortcut)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = OptionAShortcut(planes - in_planes) if stride != 1 or in_planes != planes else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """The classic 3-stage CIFAR-10 ResNet of depth 6 k + 2 (ResNet-20, -32, -44, -56, -110): a 3x3
+    stem of 16 channels, three stages of k basic blocks at 16, 32, 64 channels (stride 2 and the
+    option-A shortcut between stages), global average pooling, ``linear`` to the classes. Input 3x32x32.
+    ``--arch 'module:models.zoo:CifarResNet(depth=20)'``."""
+
+    def __init__(self, depth: int = 20, classes: int = 10):
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"`depth` must be 6 k + 2 for k >= 1 (20, 32, 44, 56, 110); got {depth}")
+        blocks = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        stages, planes = [], 16
+        for width, stride in ((16, 1), (32, 2), (64, 2)):
+            layers = []
+            for b in range(blocks):
+                layers.append(CifarBasicBlock(planes, width, stride if b == 0 else 1))
+                planes = width
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.linear = nn.Linear(64, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        out = nn.functional.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)

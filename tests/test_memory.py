@@ -46,7 +46,8 @@ def test_a_smaller_verification_batch_gives_the_same_verification():
     full = verify(c, None, samples=100)
     c.plan.verify_batch = 7
     small = verify(c, None, samples=100)
-    assert small["max_output_error"] == full["max_output_error"] and small["mean_output_error"] == full["mean_output_error"]
+    for key in ("max_output_error", "mean_output_error"):  # float64 matrix products: batch-dependent rounding only
+        assert small[key] == pytest.approx(full[key], rel=1e-12, abs=1e-15)
 
 
 def test_a_run_over_budget_is_refused_before_solving(tmp_path, capsys):

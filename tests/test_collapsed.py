@@ -1,0 +1,99 @@
+"""The collapsed form (each pair as the target-shaped layer of its kept sums) computes the
+materialised pruned network, and verification refuses a materialised network that differs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.cli import main
+from models.collapsed import FLOAT64_AGREEMENT, FormMismatchError, collapse
+from models.construct import ConstructOptions, construct
+from models.pruned import MaskedConv2d, MaskedLinear
+from models.verify import domain_samples, kept, verify
+
+from . import nets
+
+CASES = {
+    "mlp-signed": (nets.tiny_mlp, (5,), (-1.0, 1.0), "fanout"),
+    "mlp-dense": (nets.tiny_mlp, (5,), (-1.0, 1.0), "dense"),
+    "cnn-nonneg": (nets.tiny_cnn, (2, 8, 8), (0.0, 1.0), "fanout"),
+    "cnn-dense": (nets.tiny_cnn, (2, 8, 8), (-1.0, 1.0), "dense"),
+    "residual": (nets.tiny_resnet, (2, 8, 8), (-1.0, 1.0), "fanout"),
+    "grouped": (nets.grouped_cnn, (2, 8, 8), (-1.0, 1.0), "fanout"),
+    "norms (diagonal pairs)": (nets.norm_net, (1, 6, 6), (-1.0, 1.0), "fanout"),
+    "encoder (attention)": (nets.encoder_classifier, (4, 3), (-1.0, 1.0), "fanout"),
+    "tokens (embedding)": (nets.token_classifier, (5,), (0.0, 19.0), "fanout"),
+    "conv1d": (nets.conv1d_net, (2, 12), (-1.0, 1.0), "fanout"),
+}
+
+
+def _construct(make, shape, domain, n=6, variant="fanout"):
+    options = ConstructOptions.from_kwargs(n=n, progress=False, eps=0.02, workers=1)
+    return construct(make(), shape, domain, options, variant)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_collapsed_form_computes_the_materialised_network(case):
+    make, shape, domain, variant = CASES[case]
+    c = _construct(make, shape, domain, variant=variant)
+    collapsed = collapse(c.folded, c.layers, kept(c))
+    x = domain_samples(shape, domain, 64, 5, c.tokens)
+    x64 = x if c.tokens else x.double()
+    with torch.no_grad():
+        g, m, f = collapsed(x64), c.pruned(x64), c.target.double()(x64)
+    scale = 1.0 + float(g.abs().max())
+    assert float((g - m).abs().max()) <= FLOAT64_AGREEMENT * scale
+    assert float((g - f).abs().max()) > 1e3 * FLOAT64_AGREEMENT * scale  # the ticket, not the target
+    # the collapsed form has the target's size, whatever n is
+    assert sum(b.numel() for b in collapsed.buffers()) <= 2 * sum(l.num_params() for l in c.layers) + 64
+
+
+def test_verification_reports_both_forms_and_their_differences():
+    c = _construct(nets.tiny_cnn, (2, 8, 8), (-1.0, 1.0))
+    check = verify(c, None, samples=30, adversarial=4)
+    mat = check["materialised"]
+    assert mat["float32_inputs"] == 32 and mat["float64_inputs"] == 8
+    assert 0 < mat["float32_difference"] <= mat["tolerance"]["float32"]
+    assert mat["float64_difference"] <= mat["tolerance"]["float64"]
+    assert set(check["forms"]) == {"output errors, accuracy, agreement", "adversarial search", "certified bound",
+                                   "check against the real network"}
+    assert set(check["phase_seconds"]) == {"collapse", "float32", "float64", "materialised", "certified_bound",
+                                           "adversarial"}
+    # the errors are the materialised network's in float64, within float rounding
+    x = domain_samples(c.input_shape, c.domain, 30, c.options.seed).double()
+    with torch.no_grad():
+        direct = float((c.target.double()(x) - c.pruned(x)).abs().max())
+    assert abs(check["max_output_error"] - direct) <= 1e-12
+
+
+def _flip_one_kept_weight(pruned: torch.nn.Module) -> None:
+    """Drop one kept entry of the first combine layer's mask (what a mask bug would do); the
+    solution's masks, which the buffer shares memory with, stay as they are."""
+    layer = next(m for m in pruned.modules() if isinstance(m, (MaskedLinear, MaskedConv2d)) and m.weight_mask.any())
+    layer.weight_mask = layer.weight_mask.clone()
+    flat = layer.weight_mask.view(-1)
+    flat[int(flat.nonzero()[0])] = False
+
+
+def test_a_materialised_network_that_differs_is_a_bug_not_a_result(tmp_path, monkeypatch, capsys):
+    c = _construct(nets.tiny_cnn, (2, 8, 8), (-1.0, 1.0))
+    _flip_one_kept_weight(c.pruned)
+    with pytest.raises(FormMismatchError, match=r"differs from its collapsed form by .* in float32 .*a bug"):
+        verify(c, None, samples=30, adversarial=0)
+    # at the command line: one line and exit 1 (a check failed), not a traceback
+    import models.pipeline as pipeline
+
+    real = pipeline.construct
+
+    def broken(*a, **kw):
+        out = real(*a, **kw)
+        _flip_one_kept_weight(out.pruned)
+        return out
+
+    monkeypatch.setattr(pipeline, "construct", broken)
+    torch.save(nets.tiny_mlp().state_dict(), tmp_path / "t.pt")
+    code = main(["solve", str(tmp_path / "t.pt"), "--arch", "module:tests.nets:TinyMLP", "--n", "6", "--input-domain",
+                 "signed", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 1
+    assert "check failed: the materialised pruned network differs from its collapsed form" in capsys.readouterr().err
