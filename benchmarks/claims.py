@@ -301,7 +301,6 @@ def ball_width(d: int, eps: float, seed: int, n_max: int, targets: int) -> dict[
 
     from models.construct import ConstructOptions, construct
     from models.problems import kept_sums
-    from models.random_net import generate
 
     mats = ball_targets(d, targets, seed)
     nets = []
@@ -318,7 +317,7 @@ def ball_width(d: int, eps: float, seed: int, n_max: int, targets: int) -> dict[
         for W, net in zip(mats, nets):
             c = construct(net, (d,), (0.0, 1.0), options)
             spec, sol = c.specs[0], c.solutions[0]
-            S = kept_sums(spec, generate(spec), sol.masks)[0][0].reshape(d, d).numpy()
+            S = kept_sums(spec, sol.masks)[0][0].reshape(d, d).numpy()
             worst = max(worst, float(np.linalg.norm(S - W, 2)))
             if worst > eps:
                 break

@@ -26,7 +26,7 @@ import solver
 
 from .graph import TargetLayer
 from .problems import build_problems
-from .random_net import LayerSpec, generate
+from .random_net import LayerSpec, stream
 
 
 @dataclass
@@ -66,10 +66,9 @@ def choose_n(layer: TargetLayer, spec: LayerSpec, options) -> NSearch:
     steps = []
     for n in range(options.n_min, options.n_max + 1):
         trial = replace(spec, n=n)
-        values = generate(trial)
         solved = missing = 0
         final: list[tuple[np.ndarray, solver.SolveResult] | None] = [None] * len(blocks)
-        for b, rows in enumerate(blocks):
+        for b, (rows, values) in enumerate(zip(blocks, stream(trial, blocks))):
             targets, coeffs, lengths, _ = build_problems(layer, trial, values, rows)
             todo = np.arange(len(targets)) if pending[b] is None else pending[b]
             if todo.size:

@@ -31,7 +31,7 @@ from .graph import TargetLayer, UnsupportedModelError, reads_tokens, trace_targe
 from .memory import MemoryPlan, layer_shapes, plan
 from .problems import build_problems, masks_from_solutions, pair_masks
 from .pruned import assemble
-from .random_net import LAYOUTS, VARIANTS, LayerSpec, generate, layer_seed
+from .random_net import LAYOUTS, VARIANTS, LayerSpec, layer_seed, stream
 
 SCALE_POLICIES = ("max", "rms")
 DEFAULT_MARGINS = {"max": 1.5, "rms": 5.0}
@@ -248,8 +248,9 @@ def make_spec(layer: TargetLayer, index: int, options: ConstructOptions, in_shap
 
 def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, index: int = 0,
                 store=None, known: list | None = None) -> LayerSolution:
-    """Draw the pair's random values and solve every problem of the layer, a block of target rows
-    at a time (at most ``options.block_problems`` problems in memory); return the pair's masks.
+    """Solve every problem of the layer a block of target rows at a time (at most
+    ``options.block_problems`` problems in memory), the block's random values regenerated from the
+    seed (:func:`models.random_net.stream`: memory is bounded by the block); return the pair's masks.
 
     With a :class:`solver.store.ChunkStore`, solved chunks are kept on disk (keys
     ``layer{index}-rows{first row}-NNNNNN``) and read back on a rerun. ``known``: per row block
@@ -258,7 +259,6 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
     the others are solved.
     """
     start = time.perf_counter()
-    values = generate(spec)
     kh, kw = spec.kernel
     b_mask = np.zeros((spec.d_out, spec.hidden_group, kh, kw), dtype=bool)
     weight_error = np.zeros((spec.d_out, spec.in_group, kh, kw))
@@ -266,7 +266,8 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
     counts = {s.name.lower(): 0 for s in Status}
     problems = presolved = 0
     backend = options.backend
-    for b, rows in enumerate(row_blocks(spec, options.block_problems)):
+    blocks = row_blocks(spec, options.block_problems)
+    for b, (rows, values) in enumerate(zip(blocks, stream(spec, blocks))):  # the values of a block at a time
         r0 = rows.start
         targets, coeffs, lengths, scatter = build_problems(layer, spec, values, rows)
         done = known[b] if known is not None else None
@@ -338,8 +339,7 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
     solve_s = time.perf_counter() - start
     solve_peak_mb = peak_rss_mb()  # peak so far: problems, solver and masks, before assembly
     t1 = time.perf_counter()
-    pruned = assemble(folded, specs, [generate(s, dense=variant == "dense") for s in specs],
-                      [s.masks for s in solutions], variant)
+    pruned = assemble(folded, specs, [s.masks for s in solutions], variant)
     return Construction(target=target, folded=folded, layers=layers, specs=specs, solutions=solutions,
                         pruned=pruned, input_shape=tuple(input_shape), domain=tuple(domain), options=options,
                         variant=variant, seconds={"solve": solve_s, "assemble": time.perf_counter() - t1},

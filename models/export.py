@@ -27,8 +27,9 @@ def export_program(pruned: fx.GraphModule, example: torch.Tensor, fh: BinaryIO) 
 
 def plain_state_dict(pruned: nn.Module) -> dict[str, torch.Tensor]:
     """The pruned network's tensors with every ``X_orig`` * ``X_mask`` pair combined into ``X``
-    (pruned entries are exact zeros): plain weights, no masks, no solver needed to use them."""
-    sd = pruned.state_dict()
+    (pruned entries are exact zeros): plain weights, no masks, no solver needed to use them (combine
+    layers that regenerate their values from the seed are formed here, :func:`models.pruned.to_plain`)."""
+    sd = to_plain(pruned).state_dict()
     out = {}
     for key, value in sd.items():
         if key.endswith("_mask") and key[: -len("_mask")] + "_orig" in sd:

@@ -17,10 +17,19 @@ import torch
 import solver
 
 from .graph import TargetLayer
-from .random_net import LayerSpec, groups
+from .random_net import LayerSpec, groups, stream
 
 #: coefficients held at once by :func:`kept_sums` (float64: 128 MiB)
 SUM_BLOCK = 1 << 24
+
+
+def b_rows(values: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
+    """B's output rows ``rows`` from ``values``: all of B (:func:`models.random_net.generate`) or a
+    block of its rows starting at ``values["first_row"]`` (:func:`models.random_net.stream`)."""
+    first = values.get("first_row", 0)
+    if rows.start < first or rows.stop > first + len(values["B"]):
+        raise IndexError(f"rows {rows.start}:{rows.stop} are not in the block of B's rows {first}:{first + len(values['B'])}")
+    return values["B"][rows.start - first:rows.stop - first]
 
 
 def coefficients(spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
@@ -28,7 +37,7 @@ def coefficients(spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice) 
     input i = c-th of o's conv group."""
     d = rows.stop - rows.start
     upi, (kh, kw) = spec.units_per_input, spec.kernel
-    B = values["B"][rows].double()
+    B = b_rows(values, rows).double()
     if spec.kind != "conv2d":  # no kernel taps
         B = B[:, :, None, None]
     Bw = B[:, :spec.in_group * upi].reshape(d, spec.in_group, upi, kh, kw).permute(0, 1, 3, 4, 2)
@@ -39,7 +48,7 @@ def bias_coefficients(spec: LayerSpec, values: dict[str, torch.Tensor], rows: sl
     """Float64 products ``B[o, const_k, tap] * relu(beta_k)`` (d, n_const) for the output rows ``rows``
     (beta of the constant units of o's conv group)."""
     n_fan = spec.in_group * spec.units_per_input
-    B = values["B"][rows].double()
+    B = b_rows(values, rows).double()
     if spec.kind != "conv2d":  # no kernel taps
         B = B[:, :, None, None]
     p, q = spec.const_tap
@@ -131,36 +140,45 @@ def pair_masks(spec: LayerSpec, b_mask: np.ndarray) -> dict[str, torch.Tensor]:
             "B": torch.from_numpy(np.ascontiguousarray(b_mask))}
 
 
-def kept_sums(spec: LayerSpec, values: dict[str, torch.Tensor],
-              masks: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+def sum_blocks(spec: LayerSpec) -> list[slice]:
+    """Output rows cut so that a block's coefficients are about ``SUM_BLOCK`` values."""
+    kh, kw = spec.kernel
+    step = max(1, SUM_BLOCK // max(1, spec.in_group * kh * kw * spec.units_per_input))
+    return [slice(r0, min(spec.d_out, r0 + step)) for r0 in range(0, spec.d_out, step)]
+
+
+def kept_sums(spec: LayerSpec, masks: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """What the pruned pair computes, in float64: per sign group the kept coefficient sums
     (d_out, d_in, kh, kw) - the pair maps an input v to ``S_0 relu(v) - S_1 relu(-v)`` (just
-    ``S_0 v`` for a non-negative input) - and the bias it adds (d_out,) or None. Rows are taken
-    a block at a time, so memory beyond the result is about ``SUM_BLOCK`` coefficients."""
+    ``S_0 v`` for a non-negative input) - and the bias it adds (d_out,) or None. The random values
+    are regenerated from the seed a block of rows at a time (:func:`models.random_net.stream`), so
+    memory beyond the result is about ``SUM_BLOCK`` coefficients."""
     kh, kw = spec.kernel
     n_fan = spec.in_group * spec.units_per_input
     Bm = masks["B"] if spec.kind == "conv2d" else masks["B"][:, :, None, None]
-    members = groups(spec, values["u"])
-    sums = [torch.zeros((spec.d_out, spec.in_group, kh, kw), dtype=torch.float64) for _ in members]
-    step = max(1, SUM_BLOCK // max(1, spec.in_group * kh * kw * spec.units_per_input))
-    for r0 in range(0, spec.d_out, step):
-        rows = slice(r0, min(spec.d_out, r0 + step))
+    sums = bias = None
+    blocks = sum_blocks(spec)
+    for rows, values in zip(blocks, stream(spec, blocks)):
+        if sums is None:
+            members = groups(spec, values["u"])
+            sums = [torch.zeros((spec.d_out, spec.in_group, kh, kw), dtype=torch.float64) for _ in members]
+            bias = torch.zeros(spec.d_out, dtype=torch.float64) if spec.has_bias else None
         C = coefficients(spec, values, rows)
         kept = Bm[rows, :n_fan].reshape(-1, spec.in_group, spec.units_per_input, kh, kw).permute(0, 1, 3, 4, 2)
         for s, member in zip(sums, members):
             s[rows] = (C * (kept & spec.per_output(member, rows)[:, :, None, None, :])).sum(dim=-1)
-    bias = None
-    if spec.has_bias:
-        p, q = spec.const_tap
-        bias = (bias_coefficients(spec, values, slice(0, spec.d_out)) * Bm[:, n_fan:, p, q]).sum(dim=1)
+        if bias is not None:
+            p, q = spec.const_tap
+            bias[rows] = (bias_coefficients(spec, values, rows) * Bm[rows, n_fan:, p, q]).sum(dim=1)
     return sums, bias
 
 
-def errors_from_masks(layer: TargetLayer, spec: LayerSpec, values: dict[str, torch.Tensor],
+def errors_from_masks(layer: TargetLayer, spec: LayerSpec,
                       masks: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-weight errors (max over the sign groups) and per-bias errors, in float64, from a pair's
-    masks and random values alone: what a ticket's network really computes, whatever solved it."""
-    sums, bias = kept_sums(spec, values, masks)
+    masks and its random values regenerated from the seed: what a ticket's network really computes,
+    whatever solved it."""
+    sums, bias = kept_sums(spec, masks)
     W = layer.weight.reshape(sums[0].shape)
     err = torch.zeros_like(W)
     for s in sums:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.nn.utils import prune
 
 from .graph import GroupedLinear, grouped_linear
-from .random_net import LayerSpec
+from .random_net import LayerSpec, generate, stream, units
 
 
 class _InputGradient(torch.autograd.Function):
@@ -70,8 +70,7 @@ class _Masked:
         the input needs a gradient (the adversarial search), the products are not kept for the
         backward pass but formed again there (:class:`_InputGradient`): a copy of the whole random
         network would otherwise be held per search."""
-        if x.requires_grad and torch.is_grad_enabled() and not (self.weight_orig.requires_grad
-                                                                or self.bias_orig.requires_grad):
+        if x.requires_grad and torch.is_grad_enabled() and not any(p.requires_grad for p in self.parameters(False)):
             return _InputGradient.apply(x, self, apply, dim)
         return self._apply_by_block(x, apply, dim)
 
@@ -81,12 +80,20 @@ class _Masked:
 
     def _products_by_block(self, dtype: torch.dtype):
         """(weight * mask, bias * mask) in ``dtype``: whole, or a block of output rows at a time."""
-        if self.weight_orig.numel() <= CAST_BLOCK or self.groups > 1:
+        if self.weight_mask.numel() <= CAST_BLOCK or self.groups > 1:
             yield self.masked(dtype)
             return
-        for rows in _row_blocks(self.weight_orig.shape[0], self.weight_orig[0].numel()):
-            yield ((self.weight_orig[rows] * self.weight_mask[rows]).to(dtype),
-                   (self.bias_orig[rows] * self.bias_mask[rows]).to(dtype))
+        yield from self._blocks(_row_blocks(self.weight_mask.shape[0], self.weight_mask[0].numel()), dtype)
+
+    def _blocks(self, blocks: list[slice], dtype: torch.dtype | None):
+        """(weight * mask, bias * mask) of each block of output rows, in ``dtype``."""
+        for rows in blocks:
+            w, b = self.weight_orig[rows] * self.weight_mask[rows], self.bias_orig[rows] * self.bias_mask[rows]
+            yield (w, b) if dtype is None or w.dtype == dtype else (w.to(dtype), b.to(dtype))
+
+    def _whole(self, dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+        w, b = self.weight_orig * self.weight_mask, self.bias_orig * self.bias_mask
+        return (w, b) if dtype is None or w.dtype == dtype else (w.to(dtype), b.to(dtype))
 
     def masked(self, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """weight * mask and bias * mask, cast to ``dtype`` (exact: the mask is 0/1), so a float32
@@ -95,9 +102,7 @@ class _Masked:
         products = getattr(self, "_products", None)
         if products is not None and dtype in products:
             return products[dtype]
-        w, b = self.weight_orig * self.weight_mask, self.bias_orig * self.bias_mask
-        if dtype is not None and w.dtype != dtype:
-            w, b = w.to(dtype), b.to(dtype)
+        w, b = self._whole(dtype)
         if products is not None:
             size = w.numel() * w.element_size() + b.numel() * b.element_size()
             if size <= self._allowance[0]:
@@ -139,6 +144,33 @@ def _row_blocks(rows: int, per_row: int) -> list[slice]:
     return [slice(r, min(rows, r + step)) for r in range(0, rows, step)]
 
 
+class _Regenerated(_Masked):
+    """A combine layer B whose random values are not held: each use regenerates them from the seed a
+    block of output rows at a time (:func:`models.random_net.stream`) and multiplies the block by its
+    mask, so the layer costs its mask in memory, not its values. B's own biases are all pruned (0)."""
+
+    def _init_regenerated(self, spec: LayerSpec, weight_mask: torch.Tensor, shape: tuple[int, ...]):
+        del self.weight, self.bias
+        self.spec = spec
+        self.register_buffer("weight_mask", weight_mask.to(torch.bool).reshape(shape))
+        self.register_buffer("bias_mask", torch.zeros(shape[0], dtype=torch.bool))
+
+    def _blocks(self, blocks: list[slice], dtype: torch.dtype | None):
+        for rows, values in zip(blocks, stream(self.spec, blocks)):
+            w = values["B"].reshape(-1, *self.weight_mask.shape[1:]) * self.weight_mask[rows]
+            b = torch.zeros(rows.stop - rows.start)
+            yield (w, b) if dtype is None else (w.to(dtype), b.to(dtype))
+
+    def _whole(self, dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+        (w, b), = self._blocks([slice(0, self.weight_mask.shape[0])], dtype)
+        return w, b
+
+    def random_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """B's random weights and biases, regenerated whole (what ``weight_orig``/``bias_orig`` would hold)."""
+        values = generate(self.spec)
+        return values["B"].reshape(self.weight_mask.shape), values["b_bias"]
+
+
 class MaskedLinear(_Masked, nn.Linear):
     """A masked Linear of the last dimension; with ``groups`` > 1 block-diagonal
     (:func:`models.graph.grouped_linear`: the combine layer of a grouped or diagonal pair)."""
@@ -160,6 +192,16 @@ class MaskedLinear(_Masked, nn.Linear):
         return out
 
 
+class RegeneratedLinear(_Regenerated, MaskedLinear):
+    """:class:`MaskedLinear` whose random values are regenerated from the seed at each use."""
+
+    def __init__(self, spec: LayerSpec, weight_mask: torch.Tensor):
+        shape = (spec.d_out, spec.hidden_group)
+        nn.Linear.__init__(self, shape[1] * spec.groups, shape[0], device="meta")
+        self.groups = spec.groups
+        self._init_regenerated(spec, weight_mask, shape)
+
+
 class MaskedConv2d(_Masked, nn.Conv2d):
     def __init__(self, weight, bias, weight_mask, bias_mask, stride=1, padding=0, dilation=1, groups=1):
         nn.Conv2d.__init__(self, weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride=stride,
@@ -176,6 +218,16 @@ class MaskedConv2d(_Masked, nn.Conv2d):
                         device="meta").to_empty(device=w.device)
         out.weight, out.bias = nn.Parameter(w.detach().clone()), nn.Parameter(b.detach().clone())
         return out
+
+
+class RegeneratedConv2d(_Regenerated, MaskedConv2d):
+    """:class:`MaskedConv2d` whose random values are regenerated from the seed at each use."""
+
+    def __init__(self, spec: LayerSpec, weight_mask: torch.Tensor):
+        shape = (spec.d_out, spec.hidden_group, *spec.kernel)
+        nn.Conv2d.__init__(self, shape[1] * spec.groups, shape[0], spec.kernel, stride=spec.stride,
+                           padding=spec.padding, dilation=spec.dilation, groups=spec.groups, device="meta")
+        self._init_regenerated(spec, weight_mask, shape)
 
 
 class FanOut(_Masked, nn.Module):
@@ -207,13 +259,6 @@ class FanOut(_Masked, nn.Module):
         return h.movedim(-1, 1) if self.conv else h
 
 
-def _weight_and_mask(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A layer's random weight and its mask (None once made plain)."""
-    if hasattr(m, "weight_orig"):
-        return m.weight_orig, m.weight_mask
-    return m.weight, None
-
-
 class TicketPair(nn.Module):
     """One target layer replaced by fan-out layer A, ReLU, combine layer B.
 
@@ -223,8 +268,11 @@ class TicketPair(nn.Module):
     one-hot vector; the dense variant forms it. Either computes in float64 (token ids carry no
     precision to follow)."""
 
-    def __init__(self, spec: LayerSpec, values: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+    def __init__(self, spec: LayerSpec, values: dict[str, torch.Tensor] | None, masks: dict[str, torch.Tensor],
                  variant: str = "fanout"):
+        """``values``: the pair's random values (:func:`models.random_net.generate`; the dense variant
+        needs them), or None: the fan-out variant then holds u and the constant units' biases and
+        its combine layer regenerates B from the seed at each use (:class:`_Regenerated`)."""
         super().__init__()
         self.spec_name = spec.name
         self.embedding = spec.kind == "embedding"
@@ -232,6 +280,10 @@ class TicketPair(nn.Module):
         if self.embedding and (spec.has_bias or bool(masks["a_bias"].any())):
             raise ValueError(f"embedding pair {spec.name!r}: kept biases in A would make every token's units "
                              f"nonzero; an embedding pair keeps none")
+        if variant not in ("fanout", "dense"):
+            raise ValueError(f"`variant` must be 'fanout' or 'dense'; got {variant!r}")
+        if values is None and variant == "dense":
+            raise ValueError(f"pair {spec.name!r}: the dense variant holds its random values; pass them")
         if variant == "dense":
             a_mask = torch.zeros(spec.hidden, spec.d_in, dtype=torch.bool)
             inputs = torch.arange(spec.d_in).repeat_interleave(spec.units_per_input)
@@ -241,13 +293,15 @@ class TicketPair(nn.Module):
             else:
                 A = values["A"].reshape(spec.hidden, spec.d_in, 1, 1)
                 self.fan_out = MaskedConv2d(A, values["a_bias"], a_mask, masks["a_bias"])
-        elif variant == "fanout":
-            self.fan_out = FanOut(spec, values["u"], values["a_bias"], masks["u"], masks["a_bias"])
-        else:
-            raise ValueError(f"`variant` must be 'fanout' or 'dense'; got {variant!r}")
+        else:  # the fan-out units' A biases are pruned: not drawn where the values are regenerated (0 here)
+            head = values if values is not None else units(spec)
+            self.fan_out = FanOut(spec, head["u"], torch.nan_to_num(head["a_bias"], nan=0.0), masks["u"],
+                                  masks["a_bias"])
         self.relu = nn.ReLU()
         no_bias = torch.zeros(spec.d_out, dtype=torch.bool)  # B's biases are all pruned
-        if spec.kind != "conv2d":
+        if values is None:
+            self.combine = (RegeneratedConv2d if spec.kind == "conv2d" else RegeneratedLinear)(spec, masks["B"])
+        elif spec.kind != "conv2d":
             self.combine = MaskedLinear(values["B"], values["b_bias"], masks["B"], no_bias, groups=spec.groups)
         else:
             self.combine = MaskedConv2d(values["B"], values["b_bias"], masks["B"], no_bias, stride=spec.stride,
@@ -266,25 +320,30 @@ class TicketPair(nn.Module):
     def _embed(self, tokens: torch.Tensor) -> torch.Tensor:
         if not isinstance(self.fan_out, FanOut):  # dense: the one-hot token through A, ReLU, B
             return self.combine(self.relu(self.fan_out(F.one_hot(tokens, self.vocab).double())))
-        u = (self.fan_out.weight_orig * self.fan_out.weight_mask).double()[tokens]  # (..., upi)
-        weight, mask = _weight_and_mask(self.combine)
-        d = weight.shape[0]
-        cols = weight.reshape(d, self.vocab, self.upi)[:, tokens].double()  # (d, ..., upi)
-        if mask is not None:
-            cols = cols * mask.reshape(d, self.vocab, self.upi)[:, tokens]
-        return torch.einsum("d...k,...k->...d", cols, torch.relu(u))
+        u = torch.relu((self.fan_out.weight_orig * self.fan_out.weight_mask).double()[tokens])  # (..., upi)
+        if not isinstance(self.combine, _Masked):  # made plain (to_plain): weight * mask is its weight
+            blocks = [(self.combine.weight, None)]
+        else:  # B * mask a block of output rows at a time: the tokens' columns of each
+            blocks = self.combine._products_by_block(None)
+        parts = [torch.einsum("d...k,...k->...d", w.reshape(len(w), self.vocab, self.upi)[:, tokens].double(), u)
+                 for w, _ in blocks]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
-def assemble(target: fx.GraphModule, specs: list[LayerSpec], values: list[dict[str, torch.Tensor]],
-             masks: list[dict[str, torch.Tensor]], variant: str = "fanout") -> fx.GraphModule:
+def assemble(target: fx.GraphModule, specs: list[LayerSpec], masks: list[dict[str, torch.Tensor]],
+             variant: str = "fanout") -> fx.GraphModule:
     """The pruned random network: the folded target's graph with every layer replaced by its pair.
 
     Parameter-free ops (ReLU, pooling, flatten, residual additions) stay where they are, so a
-    target of l parametrised layers becomes 2 l. The result is float32, in eval mode.
+    target of l parametrised layers becomes 2 l. The result is float32, in eval mode. The fan-out
+    variant holds the masks, u and the constant units' biases: every combine layer regenerates its
+    random values from the seed where it is used (:class:`RegeneratedLinear`, :class:`RegeneratedConv2d`),
+    so the network costs its masks in memory; the dense variant holds the theorem's full random A and B.
     """
     import copy
 
     gm = copy.deepcopy(target)
+    values = [generate(s, dense=True) if variant == "dense" else None for s in specs]
     for spec, vals, mk in zip(specs, values, masks):
         gm.set_submodule(spec.name, TicketPair(spec, vals, mk, variant))
     gm.recompile()
@@ -312,9 +371,10 @@ def to_torch_prune(pruned: nn.Module) -> nn.Module:
 
     def convert(m):
         plain = m.plain()
+        weight, bias = m.random_values() if isinstance(m, _Regenerated) else (m.weight_orig, m.bias_orig)
         with torch.no_grad():
-            plain.weight.copy_(m.weight_orig)
-            plain.bias.copy_(m.bias_orig)
+            plain.weight.copy_(weight.reshape(plain.weight.shape))
+            plain.bias.copy_(bias)
         prune.custom_from_mask(plain, "weight", m.weight_mask)
         prune.custom_from_mask(plain, "bias", m.bias_mask)
         return plain

@@ -154,37 +154,6 @@ def unit_sign(j: int) -> float:
     return 1.0 if j % 2 == 0 else -1.0
 
 
-def _fan_unit(spec: LayerSpec, g: int, j: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fan-out unit j of sign group g, for every input: u (d_in,), B's columns (d_out, in_group[, kh, kw])
-    (output o's column for the input in_group * (o's conv group) + c at c) and the (pruned) A biases (d_in,)."""
-    gen = _stream(spec, FAN_KEY, g, j)
-    if spec.layout in SIGNED_UNITS:
-        u = 1.0 - torch.rand((spec.d_in,), generator=gen, dtype=torch.float32)  # (0, 1]
-        if g == 1:
-            u = -u  # the second group of a signed input is negative
-    else:
-        u = _uniform(gen, (spec.d_in,), -1.0, 1.0)
-    B = _uniform(gen, (spec.d_out, spec.in_group, *_taps(spec)), -spec.scale, spec.scale)
-    if spec.layout == "balanced":  # |B| with the sign that makes the product B u the unit's
-        sign = unit_sign(j) * torch.sign(spec.per_output(u))  # (d_out, in_group)
-        B = B.abs() * sign.reshape(*sign.shape, *([1] * (B.dim() - 2)))
-    return u, B, _uniform(gen, (spec.d_in,), -1.0, 1.0)
-
-
-def _const_unit(spec: LayerSpec, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Constant unit j of every conv group: its biases beta (groups,) and B's column (d_out[, kh, kw])
-    (output o's for the unit of its own group)."""
-    gen = _stream(spec, CONST_KEY, j)
-    if spec.layout in SIGNED_UNITS:
-        beta = 1.0 - torch.rand((spec.groups,), generator=gen, dtype=torch.float32)
-    else:
-        beta = _uniform(gen, (spec.groups,), -1.0, 1.0)
-    B = _uniform(gen, (spec.d_out, *_taps(spec)), -spec.scale, spec.scale)
-    if spec.layout == "balanced":
-        B = B.abs() * unit_sign(j)
-    return beta, B
-
-
 def _taps(spec: LayerSpec) -> tuple[int, ...]:
     return () if spec.kind != "conv2d" else tuple(spec.kernel)
 
@@ -206,19 +175,14 @@ def generate(spec: LayerSpec, dense: bool = False) -> dict[str, torch.Tensor]:
     values of a network with n coefficients are a prefix of those with n + 1 (``--n auto`` adds
     units without changing the ones already solved against).
     """
-    keys = _unit_keys(spec)
-    fan = [_fan_unit(spec, g, j) for g, j in keys]
-    const = [_const_unit(spec, j) for j in range(spec.n_const)]
-    u = torch.stack([f[0] for f in fan], dim=1)  # (d_in, upi)
-    B_fan = torch.stack([f[1] for f in fan], dim=2)  # (d_out, in_group, upi[, kh, kw])
-    B_fan = B_fan.reshape(spec.d_out, spec.in_group * spec.units_per_input, *_taps(spec))
-    B = torch.cat([B_fan, *[c[1].unsqueeze(1) for c in const]], dim=1)  # (d_out, hidden_group[, kh, kw])
-    a_bias = torch.empty(spec.hidden)
-    a_bias[spec.fan_index().reshape(-1)] = torch.stack([f[2] for f in fan], dim=1).reshape(-1)
-    if const:
-        a_bias[spec.const_index().reshape(-1)] = torch.stack([c[0] for c in const], dim=1).reshape(-1)
+    fan, const, head = _heads(spec)
+    B = _rows(spec, fan, const, slice(0, spec.d_out))
+    a_bias = head["a_bias"].clone()  # the fan-out units' A biases come after B in their streams
+    a_bias[spec.fan_index().reshape(-1)] = torch.stack([_uniform(gen, (spec.d_in,), -1.0, 1.0) for gen, _ in fan],
+                                                       dim=1).reshape(-1)
     b_bias = _uniform(_stream(spec, BIAS_KEY), (spec.d_out,), -1.0, 1.0)
-    out = {"u": u, "a_bias": a_bias, "B": B, "b_bias": b_bias}
+    out = {"u": head["u"], "a_bias": a_bias, "B": B, "b_bias": b_bias}
+    keys = _unit_keys(spec)
     if dense:  # the dense variant's off-block entries of A: one more stream per unit
         rows = [_uniform(_stream(spec, DENSE_KEY, g, j), (spec.d_in, spec.d_in), -1.0, 1.0) for g, j in keys]
         A = torch.empty(spec.hidden, spec.d_in)
@@ -227,7 +191,7 @@ def generate(spec: LayerSpec, dense: bool = False) -> dict[str, torch.Tensor]:
             A_const = torch.stack([_uniform(_stream(spec, DENSE_KEY, 2, j), (spec.groups, spec.d_in), -1.0, 1.0)
                                    for j in range(spec.n_const)], dim=1)  # (groups, n_const, d_in)
             A[spec.const_index().reshape(-1)] = A_const.reshape(-1, spec.d_in)
-        A[spec.fan_index().reshape(-1), torch.arange(spec.d_in).repeat_interleave(spec.units_per_input)] = u.reshape(-1)
+        A[spec.fan_index().reshape(-1), torch.arange(spec.d_in).repeat_interleave(spec.units_per_input)] = head["u"].reshape(-1)
         out["A"] = A
     return out
 
@@ -242,6 +206,44 @@ def stream(spec: LayerSpec, blocks: list[slice]):
     Each unit's stream is read once, in order: its values are the same as :func:`generate`'s
     (CPU generators draw one value after another, so a stream read in pieces gives the pieces of
     the stream read whole; tested), and tickets rebuild bit-exactly."""
+    fan, const, units = _heads(spec)
+    b_bias = _uniform(_stream(spec, BIAS_KEY), (spec.d_out,), -1.0, 1.0)
+    row = 0
+    for rows in blocks:
+        if rows.start != row or rows.stop <= rows.start or rows.stop > spec.d_out:
+            raise ValueError(f"layer {spec.name!r}: stream blocks must be consecutive from row 0 within "
+                             f"{spec.d_out} rows; got rows {rows.start}:{rows.stop} after row {row}")
+        row = rows.stop
+        yield dict(units, B=_rows(spec, fan, const, rows), b_bias=b_bias[rows], first_row=rows.start)
+
+
+def _rows(spec: LayerSpec, fan: list, const: list, rows: slice) -> torch.Tensor:
+    """B's output rows ``rows`` (d, hidden_group[, kh, kw]), the next values of every unit's stream."""
+    d = rows.stop - rows.start
+    parts = []
+    for (gen, uk), (_, j) in zip(fan, _unit_keys(spec)):
+        B = _uniform(gen, (d, spec.in_group, *_taps(spec)), -spec.scale, spec.scale)
+        if spec.layout == "balanced":  # |B| with the sign that makes the product B u the unit's
+            sign = unit_sign(j) * torch.sign(spec.per_output(uk, rows))  # (d, in_group)
+            B = B.abs() * sign.reshape(*sign.shape, *([1] * (B.dim() - 2)))
+        parts.append(B)
+    B = [torch.stack(parts, dim=2).reshape(d, spec.in_group * spec.units_per_input, *_taps(spec))]
+    for j, (gen, _) in enumerate(const):
+        Bc = _uniform(gen, (d, *_taps(spec)), -spec.scale, spec.scale)
+        B.append((Bc.abs() * unit_sign(j) if spec.layout == "balanced" else Bc).unsqueeze(1))
+    return torch.cat(B, dim=1) if len(B) > 1 else B[0]
+
+
+def units(spec: LayerSpec) -> dict[str, torch.Tensor]:
+    """The fan-out layer's values without B: ``u`` (d_in, units_per_input), the constant units'
+    ``beta`` (groups, n_const) and ``a_bias`` (hidden,) with beta at the constant units and NaN at
+    the fan-out units (their A biases are pruned, and drawn after B in each unit's stream)."""
+    return _heads(spec)[2]
+
+
+def _heads(spec: LayerSpec):
+    """Each unit's generator past its first values: (fan-out units' [(generator, u_k)], constant
+    units' [(generator, beta_j)], {"u", "beta", "a_bias"} as :func:`units` gives them)."""
     keys = _unit_keys(spec)
     fan = []  # per unit: (its generator, past u; u)
     for g, j in keys:
@@ -265,26 +267,7 @@ def stream(spec: LayerSpec, blocks: list[slice]):
     a_bias = torch.full((spec.hidden,), float("nan"))  # the fan-out units' are not drawn
     if const:
         a_bias[spec.const_index().reshape(-1)] = beta.reshape(-1)
-    b_bias = _uniform(_stream(spec, BIAS_KEY), (spec.d_out,), -1.0, 1.0)
-    row = 0
-    for rows in blocks:
-        if rows.start != row or rows.stop <= rows.start or rows.stop > spec.d_out:
-            raise ValueError(f"layer {spec.name!r}: stream blocks must be consecutive from row 0 within "
-                             f"{spec.d_out} rows; got rows {rows.start}:{rows.stop} after row {row}")
-        d, row = rows.stop - rows.start, rows.stop
-        parts = []
-        for (gen, uk), (_, j) in zip(fan, keys):
-            B = _uniform(gen, (d, spec.in_group, *_taps(spec)), -spec.scale, spec.scale)
-            if spec.layout == "balanced":
-                sign = unit_sign(j) * torch.sign(spec.per_output(uk, rows))
-                B = B.abs() * sign.reshape(*sign.shape, *([1] * (B.dim() - 2)))
-            parts.append(B)
-        B = [torch.stack(parts, dim=2).reshape(d, spec.in_group * spec.units_per_input, *_taps(spec))]
-        for j, (gen, _) in enumerate(const):
-            Bc = _uniform(gen, (d, *_taps(spec)), -spec.scale, spec.scale)
-            B.append((Bc.abs() * unit_sign(j) if spec.layout == "balanced" else Bc).unsqueeze(1))
-        B = torch.cat(B, dim=1) if len(B) > 1 else B[0]
-        yield {"u": u, "beta": beta, "a_bias": a_bias, "B": B, "b_bias": b_bias[rows], "first_row": rows.start}
+    return fan, const, {"u": u, "beta": beta, "a_bias": a_bias}
 
 
 def product_signs(spec: LayerSpec) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,8 +3,8 @@
 A ticket holds, per pair, the spec that regenerates its seeded random values and its packed
 bool masks, plus the target's description, the options, and check inputs with the pruned
 network's outputs on them (``torch.load(..., weights_only=True)`` reads it: tensors, numbers,
-strings only). :func:`rebuild` regenerates the random values, applies the masks and returns
-the identical pruned network; :func:`rebuilt_construction` recomputes every weight error from
+strings only). :func:`rebuild` applies the masks to the random values regenerated from the seeds and
+returns the identical pruned network; :func:`rebuilt_construction` recomputes every weight error from
 the masks, so ``lottery verify`` trusts nothing the solver reported.
 """
 
@@ -26,7 +26,7 @@ from .graph import TargetLayer, reads_tokens, trace_target
 from .memory import MemoryPlan, plan
 from .problems import errors_from_masks
 from .pruned import assemble
-from .random_net import KINDS, LAYOUTS, VARIANTS, LayerSpec, generate
+from .random_net import KINDS, LAYOUTS, VARIANTS, LayerSpec
 
 TICKET_FORMAT = "lottery-ticket"
 #: 3: every unit's random values from its own stream (the values for n a prefix of those for n + 1).
@@ -200,7 +200,6 @@ class Rebuilt:
     specs: list[LayerSpec]
     folded: fx.GraphModule
     layers: list[TargetLayer]
-    values: list[dict[str, torch.Tensor]]  # the random values (now also the network's parameters)
     masks: list[dict[str, torch.Tensor]]
     plan: MemoryPlan
 
@@ -227,17 +226,15 @@ def rebuild(ticket: dict[str, Any], target: nn.Module, memory_budget: int | None
         _check_fits(spec, layer, i)
     shapes = propagate_shapes(folded, tuple(ticket["input_shape"]), reads_tokens(layers))
     memory = plan(layers, specs, shapes, ticket["variant"], 1, memory_budget)  # before anything is allocated
-    variant = ticket["variant"]
-    values = [generate(s, dense=variant == "dense") for s in specs]
     masks = [{k: _unpack(v) for k, v in m.items()} for m in ticket["masks"]]
-    return Rebuilt(assemble(folded, specs, values, masks, variant), specs, folded, layers, values, masks, memory)
+    return Rebuilt(assemble(folded, specs, masks, ticket["variant"]), specs, folded, layers, masks, memory)
 
 
 def rebuilt_construction(model: nn.Module, rebuilt: Rebuilt, ticket: dict[str, Any]) -> Construction:
     """A Construction of a rebuilt ticket whose layer errors are recomputed from the masks."""
     sols = []
-    for layer, spec, values, masks in zip(rebuilt.layers, rebuilt.specs, rebuilt.values, rebuilt.masks):
-        we, be = errors_from_masks(layer, spec, values, masks)
+    for layer, spec, masks in zip(rebuilt.layers, rebuilt.specs, rebuilt.masks):
+        we, be = errors_from_masks(layer, spec, masks)
         sols.append(LayerSolution(masks=masks, weight_error=we, bias_error=be, status_counts={}, seconds=0.0,
                                   backend="ticket", problems=0))
     return Construction(target=model, folded=rebuilt.folded, layers=rebuilt.layers, specs=rebuilt.specs,

@@ -166,10 +166,10 @@ def test_grouped_and_depthwise_convolutions_keep_their_groups(domain, tmp_path):
     for spec in c.specs:
         if spec.groups > 1:
             combine = pairs[spec.name].combine
-            assert combine.groups == spec.groups and combine.weight_orig.shape[1] == spec.hidden_group
+            assert combine.groups == spec.groups and combine.weight_mask.shape[1] == spec.hidden_group
             assert spec.hidden == spec.groups * (spec.in_group * spec.units_per_input + spec.n_const)
     for layer, spec, sol in zip(c.layers, c.specs, c.solutions):
-        we, be = errors_from_masks(layer, spec, generate(spec), sol.masks)
+        we, be = errors_from_masks(layer, spec, sol.masks)
         assert np.allclose(we, sol.weight_error, atol=1e-12) and we.shape == tuple(layer.weight.shape)
         if be is not None:
             assert np.allclose(be, sol.bias_error, atol=1e-12)
@@ -666,22 +666,22 @@ def test_input_gradient_keeps_no_weight_products(case, block, monkeypatch):
     make, shape, domain = CASES[case]
     c = _construct(make, shape, domain, 5)
     x = domain_samples(shape, domain, 3, 3).requires_grad_(True)
-    params = list(c.pruned.parameters())
     masked = [m for m in c.pruned.modules() if isinstance(m, pruned.MaskedLinear | pruned.MaskedConv2d)]
+    plain = pruned.to_plain(c.pruned)  # plain layers holding weight * mask, with gradients: plain autograd
 
-    def gradient(weights_too: bool):
-        for p in params:
+    def gradient(net, weights_too: bool):
+        for p in net.parameters():
             p.requires_grad_(weights_too)
         saved = {}  # bytes the forward pass keeps for the backward pass, each tensor once
         with torch.autograd.graph.saved_tensors_hooks(lambda t: (saved.setdefault(t.data_ptr(), t.nbytes), t)[1],
                                                       lambda t: t):
-            y = c.pruned(x).square().sum()
+            y = net(x).square().sum()
         (g,) = torch.autograd.grad(y, x)
         return g, sum(saved.values())
 
-    grad, saved = gradient(False)
-    want, saved_plain = gradient(True)  # plain autograd (weights with gradients) keeps the products
-    assert masked and saved_plain - saved >= sum(m.weight_orig.nbytes for m in masked)
+    grad, saved = gradient(c.pruned, False)
+    want, saved_plain = gradient(plain, True)  # plain autograd keeps the products for the weights' gradients
+    assert masked and saved_plain - saved >= sum(4 * m.weight_mask.numel() for m in masked)
     assert torch.allclose(grad, want, rtol=1e-5, atol=1e-6)
 
 
@@ -691,7 +691,7 @@ def test_fixed_masks_keeps_products_within_its_allowance():
     c = _construct(*CASES["cnn-signed"][:3], 5)
     x = domain_samples(CASES["cnn-signed"][1], CASES["cnn-signed"][2], 4, 1)
     masked = [m for m in c.pruned.modules() if isinstance(m, pruned._Masked)]
-    sizes = [m.weight_orig.numel() * 4 + m.bias_orig.numel() * 4 for m in masked]
+    sizes = [m.weight_mask.numel() * 4 + m.bias_mask.numel() * 4 for m in masked]
     with torch.no_grad():
         want = c.pruned(x)
         for allowance in (0, sorted(sizes)[len(sizes) // 2], sum(sizes)):

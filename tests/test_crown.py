@@ -14,7 +14,6 @@ from models.bounds import IBP_METHOD, certified_bound
 from models.construct import ConstructOptions, construct
 from models.crown import Relaxation, attach_sums, chain, crown_bound, interval_step
 from models.problems import kept_sums
-from models.random_net import generate
 from models.verify import domain_samples, verify
 
 from .nets import chain_cnn, shifted_output, tiny_cnn, tiny_mlp
@@ -30,7 +29,7 @@ CASES = {
 def _build(case, n=3):
     make, shape, domain = CASES[case]
     c = construct(make(), shape, domain, ConstructOptions.from_kwargs(n=n, workers=1, progress=False))
-    sums = [kept_sums(spec, generate(spec), s.masks) for spec, s in zip(c.specs, c.solutions)]
+    sums = [kept_sums(spec, s.masks) for spec, s in zip(c.specs, c.solutions)]
     return c, sums
 
 
