@@ -30,7 +30,8 @@ def _add(sub, name: str, module, help: str) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `claims` and `bench BENCHMARK` to the `lottery` command's subparsers."""
-    from . import backends, certificates, claims, coldstart, exactness, exp1, exp2, layouts, scale, verification, zoo
+    from . import (backends, certificates, claims, coldstart, exactness, exp1, exp2, layouts, scale, solve_phase,
+                   verification, zoo)
 
     _add(sub, "claims", claims, "test the paper's subset-sum, lower-bound and width claims")
     bench = sub.add_parser("bench", help="run a benchmark (tables, JSON and plots)")
@@ -44,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
          "against constructed tickets")
     _add(bench_sub, "exactness", exactness, "every backend against the float64 optimum, problem by problem")
     _add(bench_sub, "layouts", layouts, "how often a weight's exact optimum misses eps: random vs balanced product signs")
-    _add(bench_sub, "verification", verification, "a LeNet-5 ticket verified on 10,000 images: seconds by phase")
+    _add(bench_sub, "solve-phase", solve_phase, "Experiment 1's MLP: the construction's solve phase against one "
+         "bare solver.solve call on its problems")
+    _add(bench_sub, "verification", verification, "a LeNet-5 or CIFAR ResNet-20 ticket verified: seconds by phase, against the solve time")
     _add(bench_sub, "zoo", zoo, "torchvision models, a transformer encoder and Hugging Face models: built or "
          "refused (the op named), errors, time, memory (needs torchvision)")
     _add(bench_sub, "scale", scale, "bounded memory on a 10M-weight target; Dask overhead on Experiment 1")

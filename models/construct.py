@@ -29,7 +29,8 @@ from solver.options import SolveOptions, hashed_fields, option, validate
 from .auto_n import choose_n, row_blocks
 from .graph import TargetLayer, UnsupportedModelError, reads_tokens, trace_target
 from .memory import MemoryPlan, layer_shapes, plan
-from .problems import build_problems, masks_from_solutions, pair_masks
+from .masks import MaskBuilder, PackedMask
+from .problems import build_problems, masks_from_solutions, pair_masks, used_units
 from .pruned import assemble
 from .random_net import LAYOUTS, VARIANTS, LayerSpec, layer_seed, stream
 
@@ -41,7 +42,7 @@ DEFAULT_MARGINS = {"max": 1.5, "rms": 5.0}
 class LayerSolution:
     """Masks and errors of one pair."""
 
-    masks: dict[str, torch.Tensor]  # "u" (d_in, upi), "a_bias" (hidden,), "B" like B: bool
+    masks: dict[str, torch.Tensor | PackedMask]  # bool "u" (d_in, upi), "a_bias" (hidden,); "B" like B, packed
     weight_error: np.ndarray  # like the target's weight: max over the sign groups
     bias_error: np.ndarray | None  # (d_out,)
     status_counts: dict[str, int]
@@ -260,7 +261,8 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
     """
     start = time.perf_counter()
     kh, kw = spec.kernel
-    b_mask = np.zeros((spec.d_out, spec.hidden_group, kh, kw), dtype=bool)
+    b_mask = MaskBuilder((spec.d_out, spec.hidden_group, kh, kw))  # packed as the blocks come: 2n bits a weight
+    used = np.zeros((spec.groups, spec.hidden_group), dtype=bool)
     weight_error = np.zeros((spec.d_out, spec.in_group, kh, kw))
     bias_error = np.zeros(spec.d_out) if spec.has_bias else None
     counts = {s.name.lower(): 0 for s in Status}
@@ -284,7 +286,9 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
             solver.SolveResult.merged(len(targets), parts)
         del targets, coeffs, lengths, parts
         bm, we, be = masks_from_solutions(spec, scatter, res)
-        b_mask[rows], weight_error[rows] = bm, we
+        b_mask.add(bm)
+        used |= used_units(spec, rows, bm)
+        weight_error[rows] = we
         if be is not None:
             bias_error[rows] = be
         for key, value in res.status_counts().items():
@@ -294,7 +298,7 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
         backend = res.backend
     if spec.kind != "conv2d":
         weight_error = weight_error[:, :, 0, 0]
-    return LayerSolution(masks=pair_masks(spec, b_mask), weight_error=weight_error, bias_error=bias_error,
+    return LayerSolution(masks=pair_masks(spec, b_mask.done(), used), weight_error=weight_error, bias_error=bias_error,
                          status_counts=counts, seconds=time.perf_counter() - start, presolved=presolved,
                          backend=backend, problems=problems)
 

@@ -17,6 +17,7 @@ import torch
 import solver
 
 from .graph import TargetLayer
+from .masks import PackedMask, mask_rows
 from .random_net import LayerSpec, groups, stream
 
 #: coefficients held at once by :func:`kept_sums` (float64: 128 MiB)
@@ -126,18 +127,27 @@ def masks_from_solutions(spec: LayerSpec, scatter, res: solver.SolveResult):
     return b_mask, weight_error, bias_error
 
 
-def pair_masks(spec: LayerSpec, b_mask: np.ndarray) -> dict[str, torch.Tensor]:
-    """All masks of a pair from B's: unit (i, k) is kept in A iff some output (of its conv group) keeps it."""
-    upi = spec.units_per_input
-    n_fan = spec.in_group * upi
-    used = b_mask.reshape(spec.groups, spec.d_out // spec.groups, *b_mask.shape[1:]).any(axis=(1, 3, 4))
-    u_mask = used[:, :n_fan].reshape(spec.d_in, upi)  # (groups, hidden_group) -> the groups' inputs
+def used_units(spec: LayerSpec, rows: slice, b_mask: np.ndarray) -> np.ndarray:
+    """(groups, hidden_group) bool: the hidden units that some output in ``rows`` keeps in B
+    (``b_mask``: those rows of B's mask, (d, hidden_group, kh, kw))."""
+    used = np.zeros((spec.groups, spec.hidden_group), dtype=bool)
+    group = spec.group_of(rows).numpy()
+    for g in np.unique(group):
+        used[g] = b_mask[group == g].any(axis=(0, 2, 3))
+    return used
+
+
+def pair_masks(spec: LayerSpec, b_mask: PackedMask, used: np.ndarray) -> dict[str, torch.Tensor | PackedMask]:
+    """All masks of a pair from B's (packed, (d_out, hidden_group, kh, kw)) and the units some output
+    keeps (:func:`used_units` over all rows): unit (i, k) is kept in A iff some output of its conv
+    group keeps it."""
+    n_fan = spec.in_group * spec.units_per_input
+    u_mask = used[:, :n_fan].reshape(spec.d_in, spec.units_per_input)  # (groups, hidden_group) -> the groups' inputs
     a_bias_mask = np.zeros(spec.hidden, dtype=bool)
     a_bias_mask[spec.const_index().reshape(-1).numpy()] = used[:, n_fan:].reshape(-1)
     if spec.kind != "conv2d":
-        b_mask = b_mask[:, :, 0, 0]
-    return {"u": torch.from_numpy(np.ascontiguousarray(u_mask)), "a_bias": torch.from_numpy(a_bias_mask),
-            "B": torch.from_numpy(np.ascontiguousarray(b_mask))}
+        b_mask = b_mask.reshape(spec.d_out, spec.hidden_group)
+    return {"u": torch.from_numpy(np.ascontiguousarray(u_mask)), "a_bias": torch.from_numpy(a_bias_mask), "B": b_mask}
 
 
 def sum_blocks(spec: LayerSpec) -> list[slice]:
@@ -155,7 +165,6 @@ def kept_sums(spec: LayerSpec, masks: dict[str, torch.Tensor]) -> tuple[list[tor
     memory beyond the result is about ``SUM_BLOCK`` coefficients."""
     kh, kw = spec.kernel
     n_fan = spec.in_group * spec.units_per_input
-    Bm = masks["B"] if spec.kind == "conv2d" else masks["B"][:, :, None, None]
     sums = bias = None
     blocks = sum_blocks(spec)
     for rows, values in zip(blocks, stream(spec, blocks)):
@@ -164,12 +173,13 @@ def kept_sums(spec: LayerSpec, masks: dict[str, torch.Tensor]) -> tuple[list[tor
             sums = [torch.zeros((spec.d_out, spec.in_group, kh, kw), dtype=torch.float64) for _ in members]
             bias = torch.zeros(spec.d_out, dtype=torch.float64) if spec.has_bias else None
         C = coefficients(spec, values, rows)
-        kept = Bm[rows, :n_fan].reshape(-1, spec.in_group, spec.units_per_input, kh, kw).permute(0, 1, 3, 4, 2)
+        Bm = mask_rows(masks["B"], rows).reshape(-1, spec.hidden_group, kh, kw)
+        kept = Bm[:, :n_fan].reshape(-1, spec.in_group, spec.units_per_input, kh, kw).permute(0, 1, 3, 4, 2)
         for s, member in zip(sums, members):
             s[rows] = (C * (kept & spec.per_output(member, rows)[:, :, None, None, :])).sum(dim=-1)
         if bias is not None:
             p, q = spec.const_tap
-            bias[rows] = (bias_coefficients(spec, values, rows) * Bm[rows, n_fan:, p, q]).sum(dim=1)
+            bias[rows] = (bias_coefficients(spec, values, rows) * Bm[:, n_fan:, p, q]).sum(dim=1)
     return sums, bias
 
 

@@ -16,6 +16,7 @@ convolution, whose combine layer reads it so).
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch.nn.utils import prune
 
 from .graph import GroupedLinear, grouped_linear
+from .masks import PackedMask, as_tensor
 from .random_net import LayerSpec, generate, stream, units
 
 
@@ -80,10 +82,15 @@ class _Masked:
 
     def _products_by_block(self, dtype: torch.dtype):
         """(weight * mask, bias * mask) in ``dtype``: whole, or a block of output rows at a time."""
-        if self.weight_mask.numel() <= CAST_BLOCK or self.groups > 1:
+        shape = self.mask_shape
+        if math.prod(shape) <= CAST_BLOCK or self.groups > 1:
             yield self.masked(dtype)
             return
-        yield from self._blocks(_row_blocks(self.weight_mask.shape[0], self.weight_mask[0].numel()), dtype)
+        yield from self._blocks(_row_blocks(shape[0], math.prod(shape[1:])), dtype)
+
+    @property
+    def mask_shape(self) -> tuple[int, ...]:
+        return tuple(self.weight_mask.shape)
 
     def _blocks(self, blocks: list[slice], dtype: torch.dtype | None):
         """(weight * mask, bias * mask) of each block of output rows, in ``dtype``."""
@@ -149,26 +156,42 @@ class _Regenerated(_Masked):
     block of output rows at a time (:func:`models.random_net.stream`) and multiplies the block by its
     mask, so the layer costs its mask in memory, not its values. B's own biases are all pruned (0)."""
 
-    def _init_regenerated(self, spec: LayerSpec, weight_mask: torch.Tensor, shape: tuple[int, ...]):
+    def _init_regenerated(self, spec: LayerSpec, weight_mask: PackedMask | torch.Tensor, shape: tuple[int, ...]):
         del self.weight, self.bias
         self.spec = spec
-        self.register_buffer("weight_mask", weight_mask.to(torch.bool).reshape(shape))
+        packed = weight_mask if isinstance(weight_mask, PackedMask) else PackedMask.of(weight_mask)
+        self._shape = tuple(shape)
+        self.register_buffer("weight_bits", torch.from_numpy(packed.reshape(*shape).bits))  # 1 bit an entry
         self.register_buffer("bias_mask", torch.zeros(shape[0], dtype=torch.bool))
 
+    @property
+    def mask_shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def packed_mask(self) -> PackedMask:
+        return PackedMask(self._shape, self.weight_bits.numpy())
+
+    @property
+    def weight_mask(self) -> torch.Tensor:
+        """B's mask, unpacked whole."""
+        return self.packed_mask.tensor()
+
     def _blocks(self, blocks: list[slice], dtype: torch.dtype | None):
+        mask = self.packed_mask
         for rows, values in zip(blocks, stream(self.spec, blocks)):
-            w = values["B"].reshape(-1, *self.weight_mask.shape[1:]) * self.weight_mask[rows]
+            w = values["B"].reshape(-1, *self._shape[1:]) * mask.rows(rows)
             b = torch.zeros(rows.stop - rows.start)
             yield (w, b) if dtype is None else (w.to(dtype), b.to(dtype))
 
     def _whole(self, dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
-        (w, b), = self._blocks([slice(0, self.weight_mask.shape[0])], dtype)
+        (w, b), = self._blocks([slice(0, self._shape[0])], dtype)
         return w, b
 
     def random_values(self) -> tuple[torch.Tensor, torch.Tensor]:
         """B's random weights and biases, regenerated whole (what ``weight_orig``/``bias_orig`` would hold)."""
         values = generate(self.spec)
-        return values["B"].reshape(self.weight_mask.shape), values["b_bias"]
+        return values["B"].reshape(self._shape), values["b_bias"]
 
 
 class MaskedLinear(_Masked, nn.Linear):
@@ -195,7 +218,7 @@ class MaskedLinear(_Masked, nn.Linear):
 class RegeneratedLinear(_Regenerated, MaskedLinear):
     """:class:`MaskedLinear` whose random values are regenerated from the seed at each use."""
 
-    def __init__(self, spec: LayerSpec, weight_mask: torch.Tensor):
+    def __init__(self, spec: LayerSpec, weight_mask: PackedMask | torch.Tensor):
         shape = (spec.d_out, spec.hidden_group)
         nn.Linear.__init__(self, shape[1] * spec.groups, shape[0], device="meta")
         self.groups = spec.groups
@@ -223,7 +246,7 @@ class MaskedConv2d(_Masked, nn.Conv2d):
 class RegeneratedConv2d(_Regenerated, MaskedConv2d):
     """:class:`MaskedConv2d` whose random values are regenerated from the seed at each use."""
 
-    def __init__(self, spec: LayerSpec, weight_mask: torch.Tensor):
+    def __init__(self, spec: LayerSpec, weight_mask: PackedMask | torch.Tensor):
         shape = (spec.d_out, spec.hidden_group, *spec.kernel)
         nn.Conv2d.__init__(self, shape[1] * spec.groups, shape[0], spec.kernel, stride=spec.stride,
                            padding=spec.padding, dilation=spec.dilation, groups=spec.groups, device="meta")
@@ -302,9 +325,9 @@ class TicketPair(nn.Module):
         if values is None:
             self.combine = (RegeneratedConv2d if spec.kind == "conv2d" else RegeneratedLinear)(spec, masks["B"])
         elif spec.kind != "conv2d":
-            self.combine = MaskedLinear(values["B"], values["b_bias"], masks["B"], no_bias, groups=spec.groups)
+            self.combine = MaskedLinear(values["B"], values["b_bias"], as_tensor(masks["B"]), no_bias, groups=spec.groups)
         else:
-            self.combine = MaskedConv2d(values["B"], values["b_bias"], masks["B"], no_bias, stride=spec.stride,
+            self.combine = MaskedConv2d(values["B"], values["b_bias"], as_tensor(masks["B"]), no_bias, stride=spec.stride,
                                         padding=spec.padding, dilation=spec.dilation, groups=spec.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

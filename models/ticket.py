@@ -16,13 +16,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from .construct import ConstructOptions, Construction, LayerSolution, propagate_shapes
 from .graph import TargetLayer, reads_tokens, trace_target
+from .masks import PackedMask
 from .memory import MemoryPlan, plan
 from .problems import errors_from_masks
 from .pruned import assemble
@@ -158,15 +158,15 @@ def load_ticket(path: Path) -> dict[str, Any]:
     return ticket
 
 
-def _pack(mask: torch.Tensor) -> dict[str, Any]:
-    flat = mask.reshape(-1).numpy().astype(bool)
-    return {"shape": list(mask.shape), "bits": torch.from_numpy(np.packbits(flat))}
+def _pack(mask: torch.Tensor | PackedMask) -> dict[str, Any]:
+    packed = mask if isinstance(mask, PackedMask) else PackedMask.of(mask)
+    return {"shape": list(packed.shape), "bits": torch.from_numpy(packed.bits.copy())}
 
 
-def _unpack(packed: dict[str, Any]) -> torch.Tensor:
-    count = int(np.prod(packed["shape"])) if packed["shape"] else 1
-    flat = np.unpackbits(packed["bits"].numpy(), count=count).astype(bool)
-    return torch.from_numpy(flat.reshape(packed["shape"]))
+def _unpack(packed: dict[str, Any], key: str) -> torch.Tensor | PackedMask:
+    """A ticket's mask: B's stays packed (as the construction holds it), the others bool tensors."""
+    mask = PackedMask(tuple(packed["shape"]), packed["bits"].numpy())
+    return mask if key == "B" else mask.tensor()
 
 
 def ticket_dict(c: Construction, target_desc: dict[str, Any], check_inputs: torch.Tensor) -> dict[str, Any]:
@@ -226,7 +226,7 @@ def rebuild(ticket: dict[str, Any], target: nn.Module, memory_budget: int | None
         _check_fits(spec, layer, i)
     shapes = propagate_shapes(folded, tuple(ticket["input_shape"]), reads_tokens(layers))
     memory = plan(layers, specs, shapes, ticket["variant"], 1, memory_budget)  # before anything is allocated
-    masks = [{k: _unpack(v) for k, v in m.items()} for m in ticket["masks"]]
+    masks = [{k: _unpack(v, k) for k, v in m.items()} for m in ticket["masks"]]
     return Rebuilt(assemble(folded, specs, masks, ticket["variant"]), specs, folded, layers, masks, memory)
 
 

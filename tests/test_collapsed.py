@@ -70,10 +70,16 @@ def test_verification_reports_both_forms_and_their_differences():
 def _flip_one_kept_weight(pruned: torch.nn.Module) -> None:
     """Drop one kept entry of the first combine layer's mask (what a mask bug would do); the
     solution's masks, which the buffer shares memory with, stay as they are."""
+    from models.masks import PackedMask
+
     layer = next(m for m in pruned.modules() if isinstance(m, (MaskedLinear, MaskedConv2d)) and m.weight_mask.any())
-    layer.weight_mask = layer.weight_mask.clone()
-    flat = layer.weight_mask.view(-1)
+    mask = layer.weight_mask.clone()
+    flat = mask.view(-1)
     flat[int(flat.nonzero()[0])] = False
+    if hasattr(layer, "weight_bits"):  # held packed (a combine layer regenerating its values)
+        layer.weight_bits = torch.from_numpy(PackedMask.of(mask).bits)
+    else:
+        layer.weight_mask = mask
 
 
 def test_a_materialised_network_that_differs_is_a_bug_not_a_result(tmp_path, monkeypatch, capsys):

@@ -11,6 +11,7 @@ import torch
 
 from models.construct import ConstructOptions, construct
 from models.graph import UnsupportedModelError, trace_target
+from models.masks import as_tensor
 from models.report import build_report, eps_coverage, report_markdown
 from models.rundir import save_run
 from models.ticket import TicketError, rebuild
@@ -88,7 +89,7 @@ def test_dense_and_fanout_variants_give_identical_outputs(case):
     assert any(m.weight_orig.shape[1] > 1 and m.weight_orig.shape[0] > m.weight_orig.shape[1] for m in dense_a)
     for sa, sb in zip(a.solutions, b.solutions):  # same seed -> same random values -> same masks
         for key in sa.masks:
-            assert torch.equal(sa.masks[key], sb.masks[key])
+            assert torch.equal(as_tensor(sa.masks[key]), as_tensor(sb.masks[key]))
 
 
 def test_same_seed_same_network_regardless_of_workers_and_chunks():
@@ -392,7 +393,7 @@ def test_n_auto_from_n_min_keeps_n_min_wherever_it_suffices():
     for i, sol in enumerate(c.solutions):
         assert sol.n_search["steps"][0]["n"] == n_min and sol.errors().max() <= eps
         if chosen[i] <= n_min:
-            assert all(torch.equal(sol.masks[k], fixed.solutions[i].masks[k]) for k in sol.masks)
+            assert all(torch.equal(as_tensor(sol.masks[k]), as_tensor(fixed.solutions[i].masks[k])) for k in sol.masks)
     report = build_report(c, verify(c, None, samples=8, adversarial=0), target_desc={"name": "tiny"}, data_spec=None,
                           total_seconds=1.0)
     assert report["n_min"] == n_min and f"from {n_min} to 32" in report_markdown(report)
@@ -726,5 +727,5 @@ def test_n_auto_solves_nothing_twice(monkeypatch, objective):
     for i, sol in enumerate(c.solutions):
         assert sol.n_search["reused"] == sol.n_search["steps"][-1]["solved"]
         fixed = _construct(tiny_cnn, (2, 8, 8), (-1.0, 1.0), c.specs[i].n, objective=objective, eps=eps)
-        assert all(torch.equal(sol.masks[k], fixed.solutions[i].masks[k]) for k in sol.masks)
+        assert all(torch.equal(as_tensor(sol.masks[k]), as_tensor(fixed.solutions[i].masks[k])) for k in sol.masks)
         assert np.array_equal(sol.errors(), fixed.solutions[i].errors())

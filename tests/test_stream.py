@@ -4,6 +4,7 @@ and tickets written before it rebuild bit-exactly."""
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,3 +63,27 @@ def test_tickets_of_version_3_rebuild_bit_exactly(run, tmp_path, capsys):
     assert main(["verify", str(tmp_path / run)]) == 0
     out = capsys.readouterr().out
     assert "bit-exact: True" in out and "verify: OK" in out
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (10, 3, 3, 3), (1, 9), (13, 1)])
+def test_masks_packed_as_their_rows_come_read_back_as_they_were(shape):
+    """MaskBuilder packs blocks of rows of any size (bits carried over between blocks); every slice
+    of rows, the whole tensor and the count read back the bools."""
+    from models.masks import MaskBuilder, PackedMask
+
+    gen = torch.Generator().manual_seed(sum(shape))
+    mask = torch.rand(shape, generator=gen) < 0.4
+    built = MaskBuilder(shape)
+    r = 0
+    for step in (1, 3, 2, 5, 100):
+        if r < shape[0]:
+            built.add(mask[r:r + step].numpy())
+            r = min(shape[0], r + step)
+    packed = built.done()
+    assert np.array_equal(packed.bits, PackedMask.of(mask).bits) and packed.nbytes == (mask.numel() + 7) // 8
+    assert torch.equal(packed.tensor(), mask) and packed.sum() == int(mask.sum())
+    for a in range(shape[0]):
+        for b in range(a + 1, shape[0] + 1):
+            assert torch.equal(packed.rows(slice(a, b)), mask[a:b])
+    with pytest.raises(ValueError, match="has 0 of its rows"):
+        MaskBuilder(shape).done()
