@@ -7,7 +7,8 @@ the input box [-1, 1] (a Hugging Face model: every token id), in its own process
 that cannot take the others down). Per model: input size, n, target parameters, kept parameters,
 weights outside eps, the largest weight error, the largest output error relative to the target's
 output range on the verified samples, argmax agreement, the certified bound or why there is none,
-seconds end to end and peak resident memory; or refused, with the op named and why.
+seconds end to end and peak resident memory (against the goal of 24 bytes per target weight + 3 GiB:
+``memory_goal_mb``, ``memory_goal_met`` in zoo.json); or refused, with the op named and why.
 Writes zoo.md, zoo.json and zoo.png.
 
 Environment: torchvision must import beside the installed torch. Its wheel for torch 2.13 is a
@@ -33,10 +34,10 @@ from typing import Any
 
 from .common import cli_main, command_line, machine_info, markdown_table, new_figure, save_figure, write_outputs
 
-TORCHVISION = ["resnet18", "resnet50", "vgg11_bn", "alexnet", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
+TORCHVISION = ["resnet18", "resnet50", "vgg11_bn", "vgg16", "alexnet", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
                "densenet121", "squeezenet1_1", "shufflenet_v2_x0_5", "regnet_x_400mf", "convnext_tiny", "vit_b_16",
                "swin_t"]
-OTHERS = ["vit_small", "transformer_encoder", "hf_bert_tiny", "hf_gpt2_tiny"]
+OTHERS = ["vit_small", "transformer_encoder", "hf_bert_tiny", "hf_gpt2_tiny", "hf_gpt2_small"]
 FIXED_SIZE = {"vit_b_16": 224, "swin_t": 224, "vit_small": 32}  # position tables fix the image size
 EPS = 0.01
 
@@ -44,6 +45,11 @@ EPS = 0.01
 #: the input box of the image and feature models; a Hugging Face model reads every token id of its vocabulary
 BOX = (-1.0, 1.0)
 VOCAB = 1000
+#: the memory goal of a run: peak resident memory at most this many bytes per target weight plus MEMORY_GOAL_FIXED
+MEMORY_GOAL_PER_WEIGHT = 24
+MEMORY_GOAL_FIXED = 3 * 2**30
+#: GPT-2 small (transformers' default GPT2Config: 12 layers, width 768, its 50,257-token vocabulary) reads this many tokens
+GPT2_TOKENS = 64
 
 
 def _random_head(model):
@@ -77,8 +83,12 @@ def build(name: str, size: int, seed: int):
         from models.zoo import TransformerClassifier
 
         return TransformerClassifier().eval(), (16, 32), BOX
-    if name in ("hf_bert_tiny", "hf_gpt2_tiny"):
+    if name in ("hf_bert_tiny", "hf_gpt2_tiny", "hf_gpt2_small"):
         import transformers
+
+        if name == "hf_gpt2_small":  # 124M weights, random initialisation
+            config = transformers.GPT2Config()
+            return transformers.GPT2LMHeadModel(config).eval(), (GPT2_TOKENS,), (0.0, config.vocab_size - 1.0)
 
         if name == "hf_bert_tiny":
             config = transformers.BertConfig(num_hidden_layers=2, hidden_size=128, num_attention_heads=2,
@@ -120,7 +130,10 @@ def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, wor
     check = verify(c, None, samples=samples, adversarial=4)
     low, high = check["output_range_observed"]
     cov = eps_coverage(c)
-    return dict(row, status="ok", target_params=sum(layer.num_params() for layer in c.layers),
+    params = sum(layer.num_params() for layer in c.layers)
+    goal_mb = (MEMORY_GOAL_PER_WEIGHT * params + MEMORY_GOAL_FIXED) / 2**20
+    return dict(row, status="ok", target_params=params, memory_goal_mb=goal_mb,
+                memory_goal_met=peak_rss_mb() <= goal_mb,
                 unconstructed_params=len(unconstructed(c)), kept_params=sum(s.kept() for s in c.solutions),
                 weights_missing_eps=cov["weights_missing_eps"],
                 max_weight_error=max(float(s.errors().max()) for s in c.solutions),

@@ -50,9 +50,10 @@ class CollapsedPair(nn.Module):
         super().__init__()
         self.layer = layer  # its kind and geometry; its own weight is not used
         self.signed = len(sums) == 2
-        self.register_buffer("pos", sums[0].reshape(layer.weight.shape).clone())
-        self.register_buffer("neg", sums[1].reshape(layer.weight.shape).clone() if self.signed else None)
-        self.register_buffer("bias", None if bias is None else bias.clone())
+        # the sums are taken over, not copied (verification's certified bound reads the same tensors)
+        self.register_buffer("pos", sums[0].reshape(layer.weight.shape))
+        self.register_buffer("neg", sums[1].reshape(layer.weight.shape) if self.signed else None)
+        self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.layer.kind == "embedding":  # the token's column of kept sums

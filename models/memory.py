@@ -2,24 +2,29 @@
 
 The estimate counts what dominates (bytes):
 
-* the random network, resident once assembled: every pair's materialised float32 values
-  (``LayerSpec.fanout_params`` or ``dense_params``) plus its bool masks (one byte per entry of B
-  and of A's mask), and the solve phase's block transients (float64 coefficients of at most
-  ``block_problems`` problems, a few copies);
-* the float64 copies of the target (the folded trace and the verified copy);
+* the random network as held: the fan-out variant holds no random values of B (its combine layers
+  regenerate them from the seed a block at a time, :mod:`models.pruned`), only B's mask as bits
+  (:mod:`models.masks`), u and A's biases with their masks; the dense variant holds its float32
+  values (``LayerSpec.dense_params``) and bool masks;
+* the solve phase's block transients: one block of B's values (float32) and its bool mask, the float64
+  coefficients of at most ``block_problems`` problems (a few copies);
+* the solutions: every weight's float64 error;
+* the float64 copies of the target (the folded trace and the verified copy) and the collapsed form's
+  kept sums (float64, one per sign group of each weight);
 * verification, per input: the float64 activations of the widest pair (fan-out output and its
   ReLU, hidden channels at the layer's input resolution), the unfolded input of its combine
   convolution (float64 convolutions on the CPU unfold the input: hidden x kh x kw values per
   output pixel), the target's largest activation twice (residual branches keep earlier ones
-  alive) and its largest unfolded convolution input; once per batch the float64 cast of the
-  largest pair's weights, and the weight * mask products verification keeps between batches
-  (at most :data:`models.pruned.MASK_CACHE_BYTES`; the adversarial search keeps none for its
-  backward pass).
+  alive) and its largest unfolded convolution input; once per batch a block of the largest combine
+  layer regenerated (values, weight * mask and its float64 cast), and the weight * mask products
+  verification keeps between batches (at most :data:`models.pruned.MASK_CACHE_BYTES`; the
+  adversarial search keeps none for its backward pass).
 
-Verification runs in batches sized to what is left of the budget, and no larger than keeps the
-widest pair's float32 hidden units within :data:`CACHE_BYTES` (at least :data:`MIN_VERIFY_BATCH`
-inputs): the elementwise ops on them run from cache (LeNet-5 on 10,000 inputs: 1.5 s at 64
-inputs a batch, 3.8 s at 512). A run whose random network alone exceeds the budget, or that
+Verification runs in batches sized to what is left of the budget: the materialised network's no
+larger than keeps the widest pair's float32 hidden units within :data:`CACHE_BYTES` (at least one
+input), so the elementwise ops on them run from cache (LeNet-5 on 10,000 inputs: 1.5 s at 64 inputs
+a batch, 3.8 s at 512); the target's and the collapsed form's within :data:`COLLAPSED_BYTES` (at
+least :data:`MIN_VERIFY_BATCH` inputs). A run whose resident part alone exceeds the budget, or that
 cannot verify one input, is refused with what it needs.
 """
 
@@ -38,9 +43,12 @@ from .random_net import LayerSpec
 DEFAULT_SHARE = 0.7
 #: at most this many inputs per verification batch (larger gains nothing)
 MAX_VERIFY_BATCH = 512
-#: batches hold at most this many bytes of the widest pair's float32 hidden units, but ...
+#: batches of the materialised network hold at most this many bytes of the widest pair's float32
+#: hidden units (at least one input)
 CACHE_BYTES = 8 << 20
-#: ... at least this many inputs
+#: batches of the target and the collapsed form need at most this many bytes, but ...
+COLLAPSED_BYTES = 256 << 20
+#: ... hold at least this many inputs
 MIN_VERIFY_BATCH = 8
 GIB = 2**30
 
@@ -83,20 +91,23 @@ class MemoryPlan:
 
     budget: int
     baseline: int  # this process before the construction
-    random_network: int  # values + masks of every pair, resident once assembled
+    random_network: int  # what the pairs hold: masks (B's as bits), u and A's biases; the dense variant's values
     solve_transient: int  # the largest layer's block of problems while it is solved
-    targets: int  # float64 copies of the target
-    verify_per_input: int
+    targets: int  # float64 copies of the target, the collapsed form's kept sums and the weight errors
+    verify_per_input: int  # the materialised network, per input
     verify_fixed: int  # per batch, independent of its size
-    verify_batch: int
+    verify_batch: int  # inputs per batch of the target and the collapsed form
+    collapsed_per_input: int = 0  # the target and the collapsed form, per input
+    materialised_batch: int = 1  # inputs per batch of the materialised network
 
-    def needs(self, inputs: int = 1) -> int:
+    def needs(self, inputs: int = 1, collapsed_inputs: int = 1) -> int:
         fixed = self.baseline + self.random_network + self.targets
-        return fixed + max(self.solve_transient, self.verify_fixed + inputs * self.verify_per_input)
+        return fixed + max(self.solve_transient, self.verify_fixed + inputs * self.verify_per_input,
+                           collapsed_inputs * self.collapsed_per_input)
 
     def describe(self) -> str:
         return (f"random network {self.random_network / GIB:.2f} GiB, solving {self.solve_transient / GIB:.2f} GiB, "
-                f"target copies {self.targets / GIB:.2f} GiB, verification {self.verify_per_input / 2**20:.1f} MiB "
+                f"target copies, kept sums and errors {self.targets / GIB:.2f} GiB, verification {self.verify_per_input / 2**20:.1f} MiB "
                 f"per input + {self.verify_fixed / GIB:.2f} GiB, this process {self.baseline / GIB:.2f} GiB")
 
 
@@ -105,26 +116,29 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
     """The run's memory plan; raises MemoryPlanError before any solving when it cannot fit."""
     budget = default_budget() if budget is None else int(budget)
     baseline = process_bytes() if baseline is None else int(baseline)
-    random_network = solve_transient = cast = products = 0
-    per_input = hidden_bytes = 0
+    random_network = solve_transient = cast = products = sums = 0
+    per_input = hidden_bytes = target_per_input = 0
     target_params = sum(layer.num_params() for layer in layers)
     widest_target = max((_numel(s) for io in shapes.values() for s in io), default=0)
     for spec in specs:
         kh, kw = spec.kernel
         b_entries = spec.d_out * spec.hidden_group * kh * kw
-        values = spec.dense_params() if variant == "dense" else spec.fanout_params()
-        masks = b_entries + spec.hidden + spec.d_in * spec.units_per_input
+        units = spec.d_in * spec.units_per_input + spec.hidden  # u and A's biases
+        weights = spec.d_out * spec.in_group * kh * kw
+        sums += 8 * weights * (1 if spec.input_nonneg else 2)
         if variant == "dense":
-            masks += spec.hidden * spec.d_in
-        random_network += 4 * values + masks
-        # solving a layer: its values once more (generate), its B mask, and per block of problems the
-        # float64 coefficients (about three copies) and the block's B rows in float64
+            random_network += 4 * spec.dense_params() + b_entries + units + spec.hidden * spec.d_in
+        else:
+            random_network += 5 * units + (b_entries + 7) // 8
+        # solving a layer: per block of rows its B values (float32) and bool mask, and the float64
+        # coefficients of the block's problems (about three copies)
         upi = spec.units_per_input
         block = min(block_problems, spec.d_out * spec.in_group * kh * kw * 2)
-        solve_transient = max(solve_transient, 4 * values + b_entries + 3 * 8 * block * upi
-                              + 8 * block * spec.hidden // max(spec.d_in, 1))
-        # weight * mask in float32, then its float64 copy; a block of rows at a time beyond CAST_BLOCK entries
-        cast = max(cast, 12 * (b_entries if spec.groups > 1 else min(b_entries, CAST_BLOCK + b_entries // spec.d_out)))
+        block_rows = max(1, min(spec.d_out, block // max(1, spec.in_group * kh * kw)))
+        solve_transient = max(solve_transient, 5 * block_rows * spec.hidden_group * kh * kw + 3 * 8 * block * upi)
+        # a block of rows regenerated (float32 values and weight * mask) and cast to float64
+        block_entries = b_entries if spec.groups > 1 else min(b_entries, CAST_BLOCK + b_entries // spec.d_out)
+        cast = max(cast, 16 * block_entries)
         products += 8 * b_entries  # kept between batches, in the widest dtype verified (float64)
         in_shape, out_shape = shapes[spec.name]
         if spec.kind == "embedding":  # per token only its own units: the kept columns of B gathered
@@ -138,18 +152,25 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
         target_unfolded = spec.in_group * kh * kw * out_spatial if spec.kind == "conv2d" else 0
         hidden_bytes = max(hidden_bytes, 4 * spec.hidden * spatial)
         per_input = max(per_input, 8 * (2 * spec.hidden * spatial + unfolded + target_unfolded + _numel(out_shape)))
+        target_per_input = max(target_per_input, 8 * target_unfolded)
     per_input += 8 * 2 * widest_target
-    targets = 8 * 2 * target_params
+    target_per_input += 8 * 3 * widest_target  # float64: its largest activation, kept twice, and the output
+    targets = 8 * 2 * target_params + sums + 8 * target_params  # folded + verified copy, kept sums, weight errors
     fixed = cast + min(products, MASK_CACHE_BYTES)
-    out = MemoryPlan(budget, baseline, random_network, solve_transient, targets, per_input, fixed, 0)
-    room = budget - baseline - random_network - targets - fixed
-    cached = max(MIN_VERIFY_BATCH, CACHE_BYTES // max(hidden_bytes, 1))
-    batch = min(MAX_VERIFY_BATCH, cached, room // max(per_input, 1)) if room > 0 else 0
-    if batch < 1 or out.needs(1) > budget:
+    out = MemoryPlan(budget, baseline, random_network, solve_transient, targets, per_input, fixed, 0,
+                     target_per_input, 0)
+    room = budget - baseline - random_network - targets
+    # the materialised network: batches whose widest float32 hidden layer stays cache-resident (at
+    # least one input); the target and the collapsed form: batches of at most COLLAPSED_BYTES
+    cached = max(1, CACHE_BYTES // max(hidden_bytes, 1))
+    batch = min(MAX_VERIFY_BATCH, cached, (room - fixed) // max(per_input, 1)) if room > fixed else 0
+    collapsed = min(MAX_VERIFY_BATCH, max(MIN_VERIFY_BATCH, COLLAPSED_BYTES // max(target_per_input, 1)),
+                    room // max(target_per_input, 1)) if room > 0 else 0
+    if batch < 1 or collapsed < 1 or out.needs(1) > budget:
         raise MemoryPlanError(
             f"this run needs about {out.needs(1) / GIB:.2f} GiB ({out.describe()}), above the memory budget of "
             f"{budget / GIB:.2f} GiB (--memory-limit; default {DEFAULT_SHARE:.0%} of the available memory); "
             f"use a smaller --n{', --variant fanout' if variant == 'dense' else ''}, a smaller --input-shape or "
             f"--block-problems, or a larger machine")
-    out.verify_batch = int(batch)
+    out.verify_batch, out.materialised_batch = int(collapsed), int(batch)
     return out

@@ -9,9 +9,12 @@ gigabytes). :func:`to_torch_prune` converts a network to torch's own convention 
 ``prune.remove`` makes the ticket permanent); :func:`to_plain` gives plain modules with zeros.
 
 Variants (identical outputs, tested): ``dense`` materialises the theorem's full random A
-(hidden x d_in; a 1x1 conv for Conv2d targets) and prunes all but the block entries;
-``fanout`` materialises only the block entries (a per-input scaling, broadcast; channels-last for a
-convolution, whose combine layer reads it so).
+(hidden x d_in; a 1x1 conv for Conv2d targets) and B, and prunes all but the block entries of A;
+``fanout`` holds only the block entries u (a per-input scaling, broadcast; channels-last for a
+convolution, whose combine layer reads it so), and its combine layers hold no random values:
+:class:`RegeneratedLinear` / :class:`RegeneratedConv2d` keep B's mask as bits and regenerate B from
+the seed a block of output rows at a time at each use (:func:`models.random_net.stream`), so the
+network costs its masks in memory, not n times the target.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ on samples of the input box); the adversarial search and the certified bound (:m
 never be below an observed error (``bound_holds``; a failure is a bug).
 
 The materialised network still runs, so that "the pruned random network computes this" is checked
-on the real network: in float32 on every input that fits :data:`MATERIALISED_SECONDS` (all for small
-networks, else the inputs with the largest errors first; at least :data:`MIN_MATERIALISED_INPUTS`),
-and in float64 on up to :data:`MATERIALISED_FLOAT64_INPUTS` of them. The largest differences from the
+on the real network: in float32 on every input that fits its time (all for small networks, else the
+inputs with the largest errors first; at least :data:`MIN_MATERIALISED_INPUTS`), and in float64 on
+one to :data:`MATERIALISED_FLOAT64_INPUTS` of them. The largest differences from the
 collapsed form are reported and must be float rounding (:data:`models.collapsed.FLOAT32_AGREEMENT`,
 ``FLOAT64_AGREEMENT``): anything more raises :class:`models.collapsed.FormMismatchError`, a bug.
 
@@ -19,8 +19,13 @@ Large inputs are planned by time: one float64 forward of the target and the coll
 and when the inputs would take more than :data:`FLOAT64_SECONDS`, accuracy and agreement are measured
 in float32 (target and collapsed form) on every input and the errors in float64 on the half of as
 many as fit (at least :data:`MIN_FLOAT64_INPUTS`) with the largest float32 errors plus as many at
-random (seeded); the report says so. The mean error is the float64 mean over the random part. The
-adversarial search gets :data:`ADVERSARIAL_SECONDS` (fewer steps, then fewer starts; reported).
+random (seeded); the report says so. The mean error is the float64 mean over the random part.
+
+Verification costs less than solving: the errors on every input, the collapse and the certified
+bound come first; then the materialised network and the adversarial search share what is left of
+:data:`VERIFY_SHARE` of the construction's solve time (each at least :data:`MIN_PLANNED_SECONDS`, at
+most :data:`MATERIALISED_SECONDS` and :data:`ADVERSARIAL_SECONDS`; the search takes fewer steps, then
+fewer starts; both reported). A rebuilt ticket, with no solve time, gets those most.
 """
 
 from __future__ import annotations
@@ -49,11 +54,17 @@ CHECK_INPUTS = 32
 FLOAT64_SECONDS = 60.0
 MIN_FLOAT64_INPUTS = 8
 ADVERSARIAL_SECONDS = 60.0
-#: time planned for the materialised network in float32, the fewest inputs it runs on, and how many
-#: of them it also runs in float64
+#: the most time for the materialised network, the fewest inputs it runs on in float32, and the most
+#: it also runs in float64 (at least one)
 MATERIALISED_SECONDS = 10.0
 MIN_MATERIALISED_INPUTS = 8
 MATERIALISED_FLOAT64_INPUTS = 8
+#: verification plans its optional work (the materialised network beyond its fewest inputs, the
+#: adversarial search) to end within this share of the construction's solve time, each part getting
+#: at least MIN_PLANNED_SECONDS; a rebuilt ticket (no solve time) gets MATERIALISED_SECONDS and
+#: ADVERSARIAL_SECONDS
+VERIFY_SHARE = 0.5
+MIN_PLANNED_SECONDS = 0.5
 
 
 def _batched(model: nn.Module, x: torch.Tensor, batch: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -118,17 +129,29 @@ def certified(c: Construction, sums: list | None = None) -> dict[str, Any]:
 
 
 def materialised_check(c: Construction, x: torch.Tensor, g64: torch.Tensor, batch: int,
-                       per_input: float) -> dict[str, Any]:
+                       seconds: float) -> dict[str, Any]:
     """The materialised pruned network on the inputs ``x`` (the collapsed form's float64 outputs
-    ``g64`` on them), as many as fit :data:`MATERIALISED_SECONDS` in float32 (``per_input``: seconds
-    of one), up to :data:`MATERIALISED_FLOAT64_INPUTS` of them in float64 too. Raises
+    ``g64`` on them, largest errors first) within about ``seconds``: float32 on the first
+    :data:`MIN_MATERIALISED_INPUTS` (timed) and as many more as fit 70% of the time, float64 on one and
+    as many more (up to :data:`MATERIALISED_FLOAT64_INPUTS`) as fit the rest. Raises
     :class:`FormMismatchError` when a difference exceeds float rounding."""
-    count = min(len(x), max(MIN_MATERIALISED_INPUTS, int(MATERIALISED_SECONDS / max(per_input, 1e-9))))
+    start = time.perf_counter()
     scale = 1.0 + float(g64.abs().max())
-    g32 = _batched(c.pruned, x[:count], batch, torch.float32).double()
-    diff32 = float((g32 - g64[:count]).abs().max())
-    count64 = min(count, MATERIALISED_FLOAT64_INPUTS)
-    diff64 = float((_batched(c.pruned, x[:count64], batch) - g64[:count64]).abs().max())
+    first = min(len(x), MIN_MATERIALISED_INPUTS)
+    g32 = [_batched(c.pruned, x[:first], batch, torch.float32)]
+    per_input = (time.perf_counter() - start) / first
+    count = min(len(x), first + max(0, int((0.7 * seconds - (time.perf_counter() - start)) / max(per_input, 1e-9))))
+    if count > first:
+        g32.append(_batched(c.pruned, x[first:count], batch, torch.float32))
+    diff32 = float((torch.cat(g32).double() - g64[:count]).abs().max())
+    t64 = time.perf_counter()
+    g = [_batched(c.pruned, x[:1], 1)]
+    per64 = time.perf_counter() - t64
+    count64 = min(len(x), MATERIALISED_FLOAT64_INPUTS,
+                  1 + max(0, int((seconds - (time.perf_counter() - start)) / max(per64, 1e-9))))
+    if count64 > 1:
+        g.append(_batched(c.pruned, x[1:count64], batch))
+    diff64 = float((torch.cat(g) - g64[:count64]).abs().max())
     out = {"float32_inputs": count, "float32_difference": diff32, "float64_inputs": count64,
            "float64_difference": diff64, "relative_to": scale,
            "tolerance": {"float32": FLOAT32_AGREEMENT * scale, "float64": FLOAT64_AGREEMENT * scale}}
@@ -172,7 +195,8 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     collapsed = collapse(c.folded, c.layers, sums)
     lap("collapse")
     target64 = c.target_as(torch.float64)
-    batch = c.plan.verify_batch if c.plan is not None else MAX_VERIFY_BATCH
+    batch = c.plan.verify_batch if c.plan is not None else MAX_VERIFY_BATCH  # target and collapsed form
+    wide = c.plan.materialised_batch if c.plan is not None else MAX_VERIFY_BATCH
     f32 = g32 = None
     measured = x
     mean_rows = slice(None)
@@ -190,14 +214,21 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     g = _batched(collapsed, measured, batch)
     diff = (f - g).abs()
     lap("float64")
-    # the materialised network on the measured inputs, those with the largest errors first
-    order = diff.reshape(len(measured), -1).amax(dim=1).argsort(descending=True)
-    per_input = _seconds_per_input([c.pruned], measured, torch.float32)
-    materialised = materialised_check(c, measured[order], g[order], batch, per_input)
-    lap("materialised")
-
     bound = certified(c, sums)
     lap("certified_bound")
+    solve_seconds = (c.seconds or {}).get("solve")
+
+    def planned(cap: float, share: float = 1.0) -> float:
+        """Seconds for an optional phase: ``share`` of what is left of VERIFY_SHARE x the solve time."""
+        if solve_seconds is None:
+            return cap
+        left = VERIFY_SHARE * solve_seconds - (time.perf_counter() - start)
+        return min(cap, max(MIN_PLANNED_SECONDS, share * left))
+
+    # the materialised network on the measured inputs, those with the largest errors first
+    order = diff.reshape(len(measured), -1).amax(dim=1).argsort(descending=True)
+    materialised = materialised_check(c, measured[order], g[order], wide, planned(MATERIALISED_SECONDS, 0.5))
+    lap("materialised")
     worst = float(diff.max())
     measured_on = None
     if f32 is not None:
@@ -231,7 +262,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
         top = measured[per_input.argsort(descending=True)[: adversarial // 2]]
         # a step is a forward and a backward (about 3 forwards) per start: fewer steps, then fewer starts
         steps, restarts = 50, adversarial
-        affordable = ADVERSARIAL_SECONDS / (3 * max(seconds64, 1e-9))
+        affordable = planned(ADVERSARIAL_SECONDS) / (3 * max(seconds64, 1e-9))
         if restarts * (steps + 1) > affordable:
             steps = max(5, int(affordable / restarts) - 1)
             restarts = max(2, min(restarts, int(affordable / (steps + 1))))
@@ -257,7 +288,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
         e = max(out["max_output_error"], float((fa - ga).abs().max()))  # float32 errors: on every input
         out["near_ties"] = int(((top2[:, 0] - top2[:, 1]) <= 2 * e).sum())
     out["seconds"] = time.perf_counter() - start
-    out["phase_seconds"] = phases  # collapse, float32, float64, materialised, certified_bound, adversarial
+    out["phase_seconds"] = phases  # collapse, float32, float64, certified_bound, materialised, adversarial
     return out
 
 

@@ -161,6 +161,26 @@ def test_bench_verification_reports_the_median_of_its_runs(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
+def test_bench_solve_phase_times_the_construction_against_one_bare_call(tmp_path, monkeypatch):
+    """A 784-12-10 MLP at n = 6: every problem of the construction reaches the bare call (pixels and
+    ReLU outputs are >= 0: one problem per weight), the ratio is the phase over the bare call, the
+    goal is read off the median, and the profile lists the functions by their own time."""
+    monkeypatch.setenv("LOTTERY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "sp"
+    assert main(["bench", "solve-phase", "--repeats", "0", "--out", str(out)]) == 2
+    assert main(["bench", "solve-phase", "--hidden", "12", "--n", "6", "--repeats", "2", "--profile",
+                 "--out", str(out)]) == 0
+    payload = json.loads((out / "solve_phase.json").read_text())
+    for r in payload["runs"]:
+        assert r["problems"] == 784 * 12 + 12 * 10
+        assert r["ratio"] == pytest.approx(r["solve_phase_seconds"] / r["bare_seconds"])
+    assert payload["goal_met"] == (payload["median"]["ratio"] <= payload["goal_ratio"])
+    own = [float(row[1]) for row in payload["profile"]]
+    assert own and own == sorted(own, reverse=True)  # the functions with the most own time first
+    assert f"**{payload['median']['ratio']:.3f}**" in (out / "solve_phase.md").read_text()
+
+
+@pytest.mark.slow
 def test_bench_exp2_rows_finding_and_plot_follow_the_runs(tmp_path, monkeypatch):
     """A tiny Experiment 2 (fc2 networks, 2 sparsities, 2 seeds, 1 epoch, 2 worker processes; a
     narrow trained target for the constructed tickets): the rows keep the contract, a run is the

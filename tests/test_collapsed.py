@@ -67,6 +67,26 @@ def test_verification_reports_both_forms_and_their_differences():
     assert abs(check["max_output_error"] - direct) <= 1e-12
 
 
+def test_the_optional_work_is_planned_within_a_share_of_the_solve_time(monkeypatch):
+    """With nothing left of the share (solve time 0, no minimum) the materialised network runs on its
+    fewest inputs and the adversarial search takes its fewest steps and starts; a rebuilt ticket (no
+    solve time) gets the fixed allowances: every input of a small network."""
+    import models.verify as mv
+
+    c = _construct(nets.tiny_cnn, (2, 8, 8), (-1.0, 1.0))
+    monkeypatch.setattr(mv, "MIN_PLANNED_SECONDS", 0.0)
+    c.seconds["solve"] = 0.0
+    check = verify(c, None, samples=30, adversarial=16)
+    assert check["materialised"]["float32_inputs"] == mv.MIN_MATERIALISED_INPUTS
+    assert check["materialised"]["float64_inputs"] == 1
+    assert check["adversarial"]["steps"] == 5 and check["adversarial"]["starts"] <= 3  # 2 restarts (+ a corner)
+    del c.seconds["solve"]
+    monkeypatch.setattr(mv, "ADVERSARIAL_SECONDS", 1e9)  # the fixed allowance, whatever this machine's speed
+    check = verify(c, None, samples=30, adversarial=16)
+    assert check["materialised"]["float32_inputs"] == 32 and check["materialised"]["float64_inputs"] == 8
+    assert check["adversarial"]["steps"] == 50 and check["adversarial"]["starts"] == 16
+
+
 def _flip_one_kept_weight(pruned: torch.nn.Module) -> None:
     """Drop one kept entry of the first combine layer's mask (what a mask bug would do); the
     solution's masks, which the buffer shares memory with, stay as they are."""

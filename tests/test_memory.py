@@ -28,13 +28,14 @@ def _specs(model, shape, options=ConstructOptions()):
 def test_plan_counts_the_random_network_and_sizes_the_verification_batch():
     layers, specs, shapes = _specs(tiny_mlp(), (5,))
     p = plan(layers, specs, shapes, "fanout", 1 << 17, budget=GIB, baseline=0)
-    assert p.random_network == sum(4 * s.fanout_params() + s.d_out * s.hidden + s.hidden + s.d_in * s.units_per_input
+    # no values of B: its mask as bits, u and A's biases with their masks
+    assert p.random_network == sum((s.d_out * s.hidden_group + 7) // 8 + 5 * (s.d_in * s.units_per_input + s.hidden)
                                    for s in specs)
-    assert p.verify_batch == 512  # tiny: the cap
+    assert p.verify_batch == p.materialised_batch == 512  # tiny: the cap
     k = max(7, -(-(p.solve_transient - p.verify_fixed) // p.verify_per_input))  # verification dominates solving
     assert k < 512
     room = p.random_network + p.targets + p.verify_fixed + k * p.verify_per_input
-    assert plan(layers, specs, shapes, "fanout", 1 << 17, budget=room, baseline=0).verify_batch == k
+    assert plan(layers, specs, shapes, "fanout", 1 << 17, budget=room, baseline=0).materialised_batch == k
     with pytest.raises(MemoryPlanError):
         plan(layers, specs, shapes, "fanout", 1 << 17, budget=room - p.verify_per_input * k, baseline=0)
     dense = plan(layers, specs, shapes, "dense", 1 << 17, budget=GIB, baseline=0)
@@ -44,7 +45,7 @@ def test_plan_counts_the_random_network_and_sizes_the_verification_batch():
 def test_a_smaller_verification_batch_gives_the_same_verification():
     c = construct(tiny_mlp(), (5,), (-1.0, 1.0), ConstructOptions.from_kwargs(n=4, workers=1, progress=False))
     full = verify(c, None, samples=100)
-    c.plan.verify_batch = 7
+    c.plan.verify_batch = c.plan.materialised_batch = 7
     small = verify(c, None, samples=100)
     for key in ("max_output_error", "mean_output_error"):  # float64 matrix products: batch-dependent rounding only
         assert small[key] == pytest.approx(full[key], rel=1e-12, abs=1e-15)
@@ -75,5 +76,5 @@ def test_resnet18_at_224_is_refused_within_seconds_when_it_cannot_fit(tmp_path, 
                  "--memory-limit", "2G", "--out", str(tmp_path / "r18")])
     assert code == 2 and time.perf_counter() - start < 10
     err = capsys.readouterr().err
-    assert "random network 1.15 GiB" in err and "verification 490.7 MiB per input" in err
+    assert "random network 0.03 GiB" in err and "verification 490.7 MiB per input" in err  # B as bits, no values
     assert not (tmp_path / "r18").exists()
