@@ -20,11 +20,10 @@ The estimate counts what dominates (bytes):
   verification keeps between batches (at most :data:`models.pruned.MASK_CACHE_BYTES`; the
   adversarial search keeps none for its backward pass).
 
-Verification runs in batches sized to what is left of the budget: the materialised network's no
-larger than keeps the widest pair's float32 hidden units within :data:`CACHE_BYTES` (at least one
-input), so the elementwise ops on them run from cache (LeNet-5 on 10,000 inputs: 1.5 s at 64 inputs
-a batch, 3.8 s at 512); the target's and the collapsed form's within :data:`COLLAPSED_BYTES` (at
-least :data:`MIN_VERIFY_BATCH` inputs). A run whose resident part alone exceeds the budget, or that
+Verification runs in batches sized to what is left of the budget and small enough to run from
+cache (at least one input): the materialised network's widest float32 hidden units within
+:data:`CACHE_BYTES` (LeNet-5 on 10,000 inputs: 1.5 s at 64 inputs a batch, 3.8 s at 512), the
+target's and the collapsed form's widest float64 activation within :data:`COLLAPSED_CACHE_BYTES`. A run whose resident part alone exceeds the budget, or that
 cannot verify one input, is refused with what it needs.
 """
 
@@ -46,10 +45,10 @@ MAX_VERIFY_BATCH = 512
 #: batches of the materialised network hold at most this many bytes of the widest pair's float32
 #: hidden units (at least one input)
 CACHE_BYTES = 8 << 20
-#: batches of the target and the collapsed form need at most this many bytes, but ...
-COLLAPSED_BYTES = 256 << 20
-#: ... hold at least this many inputs
-MIN_VERIFY_BATCH = 8
+#: batches of the target and the collapsed form hold at most this many bytes of their widest float64
+#: activation (at least one input): a CIFAR ResNet-20's float64 forwards on 514 inputs take 2.2 s in
+#: batches of 4 or 8 (1 MiB), 6.1 s in batches of 64 or 170
+COLLAPSED_CACHE_BYTES = 1 << 20
 GIB = 2**30
 
 
@@ -160,11 +159,11 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
     out = MemoryPlan(budget, baseline, random_network, solve_transient, targets, per_input, fixed, 0,
                      target_per_input, 0)
     room = budget - baseline - random_network - targets
-    # the materialised network: batches whose widest float32 hidden layer stays cache-resident (at
-    # least one input); the target and the collapsed form: batches of at most COLLAPSED_BYTES
+    # batches whose widest activation stays cache-resident (at least one input): the materialised
+    # network's float32 hidden units, the target's and the collapsed form's float64 activations
     cached = max(1, CACHE_BYTES // max(hidden_bytes, 1))
     batch = min(MAX_VERIFY_BATCH, cached, (room - fixed) // max(per_input, 1)) if room > fixed else 0
-    collapsed = min(MAX_VERIFY_BATCH, max(MIN_VERIFY_BATCH, COLLAPSED_BYTES // max(target_per_input, 1)),
+    collapsed = min(MAX_VERIFY_BATCH, max(1, COLLAPSED_CACHE_BYTES // max(8 * widest_target, 1)),
                     room // max(target_per_input, 1)) if room > 0 else 0
     if batch < 1 or collapsed < 1 or out.needs(1) > budget:
         raise MemoryPlanError(
