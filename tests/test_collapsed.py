@@ -49,8 +49,11 @@ def test_the_collapsed_form_computes_the_materialised_network(case):
     assert sum(b.numel() for b in collapsed.buffers()) <= 2 * sum(l.num_params() for l in c.layers) + 64
 
 
-def test_verification_reports_both_forms_and_their_differences():
+def test_verification_reports_both_forms_and_their_differences(monkeypatch):
+    import models.verify as mv
+
     c = _construct(nets.tiny_cnn, (2, 8, 8), (-1.0, 1.0))
+    monkeypatch.setattr(mv, "MIN_PLANNED_SECONDS", 60.0)  # time for every input, whatever the machine's load
     check = verify(c, None, samples=30, adversarial=4)
     mat = check["materialised"]
     assert mat["float32_inputs"] == 32 and mat["float64_inputs"] == 8
