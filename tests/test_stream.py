@@ -87,3 +87,39 @@ def test_masks_packed_as_their_rows_come_read_back_as_they_were(shape):
             assert torch.equal(packed.rows(slice(a, b)), mask[a:b])
     with pytest.raises(ValueError, match="has 0 of its rows"):
         MaskBuilder(shape).done()
+
+
+@pytest.mark.parametrize("case", ["cnn-signed", "grouped", "tokens"])
+def test_the_pruned_network_holds_masks_as_bits_and_regenerates_its_values(case, monkeypatch):
+    """The fan-out variant's combine layers hold B's mask as bits and no random values, and compute
+    bit for bit what the same pairs holding generate()'s values compute, whole or (both) a block of
+    rows at a time (CAST_BLOCK small)."""
+    import copy
+
+    import models.pruned as pruned
+    from models.construct import ConstructOptions, construct
+    from models.random_net import generate
+    from models.verify import domain_samples
+
+    from . import nets
+
+    make, shape, domain = {"cnn-signed": (nets.tiny_cnn, (2, 8, 8), (-1.0, 1.0)),
+                           "grouped": (nets.grouped_cnn, (2, 8, 8), (-1.0, 1.0)),
+                           "tokens": (nets.token_classifier, (5,), (0.0, 19.0))}[case]
+    c = construct(make(), shape, domain, ConstructOptions.from_kwargs(n=5, progress=False, workers=1))
+    held = copy.deepcopy(c.folded)
+    for spec, sol in zip(c.specs, c.solutions):
+        held.set_submodule(spec.name, pruned.TicketPair(spec, generate(spec), sol.masks))
+    held.recompile()
+    held = held.float().eval()
+    assert len([m for m in c.pruned.modules() if isinstance(m, pruned._Regenerated)]) == len(c.specs)
+    for spec in c.specs:
+        m = c.pruned.get_submodule(spec.name).combine
+        kh, kw = spec.kernel
+        entries = spec.d_out * spec.hidden_group * kh * kw
+        assert not list(m.parameters()) and m.weight_bits.numel() == (entries + 7) // 8
+    x = domain_samples(shape, domain, 16, 0, tokens=case == "tokens")
+    with torch.no_grad():
+        assert torch.equal(c.pruned(x), held(x))
+        monkeypatch.setattr(pruned, "CAST_BLOCK", 7)  # both a few rows at a time
+        assert torch.equal(c.pruned(x), held(x))
