@@ -26,7 +26,7 @@ import solver
 
 from .graph import TargetLayer
 from .problems import build_problems
-from .random_net import LayerSpec, stream
+from .random_net import LayerSpec, row_slices, stream
 
 
 @dataclass
@@ -49,8 +49,7 @@ def row_blocks(spec: LayerSpec, block_problems: int) -> list[slice]:
     """The layer's output rows cut so that a block has at most ``block_problems`` problems."""
     kh, kw = spec.kernel
     per_row = spec.in_group * kh * kw * (1 if spec.input_nonneg else 2) + (1 if spec.has_bias else 0)
-    step = max(1, block_problems // max(per_row, 1))
-    return [slice(r0, min(spec.d_out, r0 + step)) for r0 in range(0, spec.d_out, step)]
+    return row_slices(spec.d_out, per_row, block_problems)
 
 
 def choose_n(layer: TargetLayer, spec: LayerSpec, options) -> NSearch:

@@ -18,7 +18,7 @@ import solver
 
 from .graph import TargetLayer
 from .masks import PackedMask, mask_rows
-from .random_net import LayerSpec, groups, stream
+from .random_net import LayerSpec, groups, row_slices, stream
 
 #: coefficients held at once by :func:`kept_sums` (float64: 128 MiB)
 SUM_BLOCK = 1 << 24
@@ -153,8 +153,7 @@ def pair_masks(spec: LayerSpec, b_mask: PackedMask, used: np.ndarray) -> dict[st
 def sum_blocks(spec: LayerSpec) -> list[slice]:
     """Output rows cut so that a block's coefficients are about ``SUM_BLOCK`` values."""
     kh, kw = spec.kernel
-    step = max(1, SUM_BLOCK // max(1, spec.in_group * kh * kw * spec.units_per_input))
-    return [slice(r0, min(spec.d_out, r0 + step)) for r0 in range(0, spec.d_out, step)]
+    return row_slices(spec.d_out, spec.in_group * kh * kw * spec.units_per_input, SUM_BLOCK)
 
 
 def kept_sums(spec: LayerSpec, masks: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:

@@ -30,7 +30,7 @@ from torch.nn.utils import prune
 
 from .graph import GroupedLinear, grouped_linear
 from .masks import PackedMask, as_tensor
-from .random_net import LayerSpec, generate, stream, units
+from .random_net import LayerSpec, generate, row_slices, stream, units
 
 
 class _InputGradient(torch.autograd.Function):
@@ -150,8 +150,7 @@ CAST_BLOCK = 1 << 24
 
 
 def _row_blocks(rows: int, per_row: int) -> list[slice]:
-    step = max(1, CAST_BLOCK // max(per_row, 1))
-    return [slice(r, min(rows, r + step)) for r in range(0, rows, step)]
+    return row_slices(rows, per_row, CAST_BLOCK)
 
 
 class _Regenerated(_Masked):

@@ -196,6 +196,13 @@ def generate(spec: LayerSpec, dense: bool = False) -> dict[str, torch.Tensor]:
     return out
 
 
+def row_slices(rows: int, per_row: int, budget: int) -> list[slice]:
+    """``rows`` output rows cut into consecutive blocks of at most ``budget`` entries at ``per_row``
+    entries a row (at least one row a block): the blocks :func:`stream` is read in."""
+    step = max(1, budget // max(per_row, 1))
+    return [slice(r, min(rows, r + step)) for r in range(0, rows, step)]
+
+
 def stream(spec: LayerSpec, blocks: list[slice]):
     """The pair's random values a block of output rows at a time, regenerated from the seed: for
     each of ``blocks`` (consecutive, in order, from row 0) a dict like :func:`generate`'s whose

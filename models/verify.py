@@ -128,6 +128,20 @@ def certified(c: Construction, sums: list | None = None) -> dict[str, Any]:
                    c.input_shape, c.domain)
 
 
+def _as_many_as_fit(model: nn.Module, x: torch.Tensor, first: int, most: int, seconds: float, batch: int,
+                    dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+    """(model's outputs, how many): on ``x[:first]`` (timed), then on as many more as fit the rest of
+    ``seconds`` at that pace, at most ``most`` in all."""
+    start = time.perf_counter()
+    out = [_batched(model, x[:first], batch, dtype)]
+    per_input = (time.perf_counter() - start) / first
+    left = seconds - (time.perf_counter() - start)
+    count = min(len(x), most, first + max(0, int(left / max(per_input, 1e-9))))
+    if count > first:
+        out.append(_batched(model, x[first:count], batch, dtype))
+    return torch.cat(out), count
+
+
 def materialised_check(c: Construction, x: torch.Tensor, g64: torch.Tensor, batch: int,
                        seconds: float) -> dict[str, Any]:
     """The materialised pruned network on the inputs ``x`` (the collapsed form's float64 outputs
@@ -137,21 +151,12 @@ def materialised_check(c: Construction, x: torch.Tensor, g64: torch.Tensor, batc
     :class:`FormMismatchError` when a difference exceeds float rounding."""
     start = time.perf_counter()
     scale = 1.0 + float(g64.abs().max())
-    first = min(len(x), MIN_MATERIALISED_INPUTS)
-    g32 = [_batched(c.pruned, x[:first], batch, torch.float32)]
-    per_input = (time.perf_counter() - start) / first
-    count = min(len(x), first + max(0, int((0.7 * seconds - (time.perf_counter() - start)) / max(per_input, 1e-9))))
-    if count > first:
-        g32.append(_batched(c.pruned, x[first:count], batch, torch.float32))
-    diff32 = float((torch.cat(g32).double() - g64[:count]).abs().max())
-    t64 = time.perf_counter()
-    g = [_batched(c.pruned, x[:1], 1)]
-    per64 = time.perf_counter() - t64
-    count64 = min(len(x), MATERIALISED_FLOAT64_INPUTS,
-                  1 + max(0, int((seconds - (time.perf_counter() - start)) / max(per64, 1e-9))))
-    if count64 > 1:
-        g.append(_batched(c.pruned, x[1:count64], batch))
-    diff64 = float((torch.cat(g) - g64[:count64]).abs().max())
+    g32, count = _as_many_as_fit(c.pruned, x, min(len(x), MIN_MATERIALISED_INPUTS), len(x), 0.7 * seconds, batch,
+                                 torch.float32)
+    diff32 = float((g32.double() - g64[:count]).abs().max())
+    g, count64 = _as_many_as_fit(c.pruned, x, 1, MATERIALISED_FLOAT64_INPUTS,
+                                 seconds - (time.perf_counter() - start), batch, torch.float64)
+    diff64 = float((g - g64[:count64]).abs().max())
     out = {"float32_inputs": count, "float32_difference": diff32, "float64_inputs": count64,
            "float64_difference": diff64, "relative_to": scale,
            "tolerance": {"float32": FLOAT32_AGREEMENT * scale, "float64": FLOAT64_AGREEMENT * scale}}
