@@ -14,12 +14,12 @@ says how loose the certificate can be at most.
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any
 
 import torch
 
+from .collapsed import in_float32
 from .construct import Construction
 
 
@@ -32,13 +32,13 @@ def _errors(target64, pruned, x: torch.Tensor) -> torch.Tensor:
 def adversarial_search(c: Construction, target64: torch.nn.Module | None = None, seeds: torch.Tensor | None = None,
                        restarts: int = 16, steps: int = 50, seed: int = 0, batch: int | None = None,
                        network: torch.nn.Module | None = None) -> dict[str, Any]:
-    """Largest |f(x) - g(x)| found in the box; ``target64``: the target in float64 if the caller
-    has one (else a copy is made); ``seeds``: inputs to start from (e.g. the verified inputs with
+    """Largest |f(x) - g(x)| found in the box; ``target64``: the target in float64 (default its
+    folded trace ``c.folded``); ``seeds``: inputs to start from (e.g. the verified inputs with
     the largest errors); ``network``: the form of the pruned network g to search, float64 (the
     collapsed form, :mod:`models.collapsed`; default the materialised ``c.pruned``). Returns the
     error, its witness input (1, *input_shape) and the settings."""
     if target64 is None:
-        target64 = c.target_as(torch.float64)
+        target64 = c.folded
     network = c.pruned if network is None else network
     if c.tokens:
         return _token_search(c, target64, network, seeds, restarts, steps, seed)
@@ -52,9 +52,9 @@ def adversarial_search(c: Construction, target64: torch.nn.Module | None = None,
     rand = max(restarts - sum(len(s) for s in starts), 0)
     starts.append(torch.rand((rand, *shape), generator=gen) * (hi - lo) + lo)
     x0 = torch.cat(starts).double()
-    target32 = copy.deepcopy(target64).float()
+    target32 = in_float32(target64, c.layers)
     # the materialised network evaluates float32 inputs in float32 as it is (its values are float32)
-    pruned = network if network is c.pruned else copy.deepcopy(network).float()
+    pruned = network if network is c.pruned else in_float32(network, c.layers)
     params = list(pruned.parameters()) + list(target32.parameters())
     flags = [p.requires_grad for p in params]
     for p in params:

@@ -25,7 +25,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .graph import PASS_FUNCTIONS, TargetLayer, data_dependent
+from .graph import PASS_FUNCTIONS, TargetLayer, data_dependent, with_modules
 from .ops import elementwise, softmax_bounds, softmax_dim
 
 ROUNDING_SLACK = 1e-9
@@ -225,12 +225,7 @@ def certified_bound(target: fx.GraphModule, layers: list[TargetLayer], errors: l
     replaces it per output by the linear relaxation's where that is smaller. Where an op of the target
     has no rule (:class:`NoBoundRule`), every figure is None and "reason" names the op.
     """
-    import copy
-
-    gm = copy.deepcopy(target)
-    for layer, (we, be) in zip(layers, errors):
-        gm.set_submodule(layer.name, _BoundLayer(layer, we, be))
-    gm.recompile()
+    gm = with_modules(target, {layer.name: _BoundLayer(layer, we, be) for layer, (we, be) in zip(layers, errors)})
     lo = torch.full((1, *input_shape), float(domain[0]), dtype=torch.float64)
     hi = torch.full((1, *input_shape), float(domain[1]), dtype=torch.float64)
     with torch.no_grad():

@@ -27,7 +27,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .graph import TargetLayer
+from .graph import TargetLayer, cast_layers, with_modules
 
 #: the collapsed and the materialised float64 forms agree within this, relative to the output's
 #: magnitude (1 + max |g|): float64 rounding of sums of at most a few thousand terms is far below it
@@ -64,13 +64,28 @@ class CollapsedPair(nn.Module):
         return y
 
 
+def in_float32(model: nn.Module, layers: list[TargetLayer]) -> nn.Module:
+    """``model`` computing in float32: the folded target or a collapsed form (a graph holding the
+    layers) as a view whose layers cast their float64 tensors at each call
+    (:func:`models.graph.cast_layers`: no float32 copy of the network); any other module copied."""
+    names = [layer.name for layer in layers]
+    if isinstance(model, fx.GraphModule) and all(_has(model, name) for name in names):
+        return cast_layers(model, names, torch.float32)
+    return copy.deepcopy(model).float().eval()
+
+
+def _has(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
 def collapse(folded: fx.GraphModule, layers: list[TargetLayer],
              kept: list[tuple[list[torch.Tensor], torch.Tensor | None]]) -> fx.GraphModule:
     """The collapsed pruned network (float64, eval mode): the folded target's graph with every layer
     replaced by its :class:`CollapsedPair`; ``kept``: per layer (sums per sign group, kept bias) as
     :func:`models.problems.kept_sums` gives them."""
-    gm = copy.deepcopy(folded)
-    for layer, (sums, bias) in zip(layers, kept):
-        gm.set_submodule(layer.name, CollapsedPair(layer, sums, bias))
-    gm.recompile()
-    return gm.double().eval()
+    pairs = {layer.name: CollapsedPair(layer, sums, bias) for layer, (sums, bias) in zip(layers, kept)}
+    return with_modules(folded, pairs).double().eval()

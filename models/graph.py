@@ -72,6 +72,40 @@ class GroupedLinear(nn.Module):
         return grouped_linear(x, self.weight, self.bias, self.groups)
 
 
+def with_modules(gm: fx.GraphModule, modules: dict[str, nn.Module]) -> fx.GraphModule:
+    """A copy of ``gm`` with the submodules named in ``modules`` replaced by the given ones. The
+    replaced submodules are not copied first (a deep copy would duplicate every layer's weights
+    only to drop them: for a 100M-weight target, 800 MB in float64); everything else is."""
+    memo = {id(gm.get_submodule(name)): gm.get_submodule(name) for name in modules}
+    out = copy.deepcopy(gm, memo)
+    for name, module in modules.items():
+        out.set_submodule(name, module)
+    out.recompile()
+    return out
+
+
+class _CastLayer(nn.Module):
+    """A layer computing in ``dtype`` from its own parameters and buffers cast at each call (one
+    layer's worth at a time), not from a copy of them: what :func:`cast_layers` puts in place."""
+
+    def __init__(self, layer: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        object.__setattr__(self, "_layer", layer)  # not a submodule: ``.to()`` of the network leaves it alone
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tensors = {name: t.detach().to(self.dtype) if t is not None and t.is_floating_point() else t
+                   for name, t in (*self._layer.named_parameters(), *self._layer.named_buffers())}
+        return torch.func.functional_call(self._layer, tensors, (x.to(self.dtype) if x.is_floating_point() else x,))
+
+
+def cast_layers(gm: fx.GraphModule, names: list[str], dtype: torch.dtype) -> fx.GraphModule:
+    """``gm`` computing in ``dtype`` (eval mode): the layers named cast their tensors at each call
+    (:class:`_CastLayer`), the rest (normalisation, tables: small) copied in ``dtype``. A float32 view
+    of a float64 network costs one layer's cast, not a float32 copy of every weight."""
+    return with_modules(gm, {name: _CastLayer(gm.get_submodule(name), dtype) for name in names}).to(dtype).eval()
+
+
 PARAM_MODULES = (nn.Linear, nn.Conv2d, GroupedLinear)
 BN_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d)
 PASS_MODULES = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten,
@@ -701,7 +735,7 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
                     raise UnsupportedModelError(f"Embedding {node.target!r} must read the target's input (token ids, "
                                                 f"reshaped or not) or constant ids (positions) ({_where(node)})")
                 # a linear map of the one-hot token: weight (dim, vocab), input >= 0
-                layer = TargetLayer(name=node.target, kind="embedding", weight=sub.weight.detach().double().T.clone(),
+                layer = TargetLayer(name=node.target, kind="embedding", weight=sub.weight.detach().T,
                                     bias=None, input_nonneg=True, sources=[f"{node.target}.weight"],
                                     reads_input=reads_input)
                 layers.append(layer)
@@ -711,8 +745,8 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
                 layer = TargetLayer(
                     name=node.target,
                     kind="conv2d" if isinstance(sub, nn.Conv2d) else "linear",
-                    weight=sub.weight.detach().double().clone(),
-                    bias=None if sub.bias is None else sub.bias.detach().double().clone(),
+                    weight=sub.weight.detach(),  # float64 already (the traced copy), not copied again
+                    bias=None if sub.bias is None else sub.bias.detach(),
                     input_nonneg=arg_nonneg(node.args[0]),
                 )
                 if layer.kind == "conv2d":
@@ -774,23 +808,22 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
     for layer in layers:  # the folded target computes with the folded parameters
         old = gm.get_submodule(layer.name)
         if layer.kind == "embedding":
-            new = nn.Embedding(layer.d_in, layer.d_out, dtype=torch.float64)
-            with torch.no_grad():
-                new.weight.copy_(layer.weight.T)
+            new = nn.Embedding(layer.d_in, layer.d_out, device="meta")
+            new.weight = nn.Parameter(layer.weight.T)  # shared with the layer (a tied weight stays one tensor)
             gm.set_submodule(layer.name, new)
             continue
         if layer.kind == "linear" and layer.groups > 1:
             new = GroupedLinear(layer.weight, layer.bias, layer.groups)
         elif layer.kind == "linear":
-            new = nn.Linear(layer.d_in, layer.d_out, bias=layer.bias is not None, dtype=torch.float64)
+            new = nn.Linear(layer.d_in, layer.d_out, bias=layer.bias is not None, device="meta")
         else:
             new = nn.Conv2d(layer.in_channels, layer.d_out, layer.kernel, stride=layer.conv["stride"],
                             padding=layer.conv["padding"], dilation=layer.conv["dilation"], groups=layer.groups,
-                            bias=layer.bias is not None, dtype=torch.float64)
-        with torch.no_grad():
-            new.weight.copy_(layer.weight)
-            if layer.bias is not None:
-                new.bias.copy_(layer.bias)
+                            bias=layer.bias is not None, device="meta")
+        # the folded module and the layer hold one tensor (not two float64 copies of the target)
+        new.weight = nn.Parameter(layer.weight)
+        if layer.bias is not None:
+            new.bias = nn.Parameter(layer.bias)
         del old
         gm.set_submodule(layer.name, new)
         if layer.folded_bn:

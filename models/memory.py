@@ -9,12 +9,14 @@ The estimate counts what dominates (bytes):
 * the solve phase's block transients: one block of B's values (float32) and its bool mask, the float64
   coefficients of at most ``block_problems`` problems (a few copies);
 * the solutions: every weight's float64 error;
-* the float64 copies of the target (the folded trace and the verified copy) and the collapsed form's
-  kept sums (float64, one per sign group of each weight);
+* the collapsed form's kept sums (float64, one per sign group of each weight); the target's float64
+  folded trace is the only copy of the target made (it is in the baseline: the plan is made after
+  tracing) - verification computes the target's float64 outputs with it and takes float32 views of
+  it and of the collapsed form that cast one layer at a time (:func:`models.graph.cast_layers`);
 * verification, per input: the float64 activations of the widest pair (fan-out output and its
   ReLU, hidden channels at the layer's input resolution), the unfolded input of its combine
   convolution (float64 convolutions on the CPU unfold the input: hidden x kh x kw values per
-  output pixel), the target's largest activation twice (residual branches keep earlier ones
+  output pixel, at most :data:`models.pruned.UNFOLD_BYTES` at once), the target's largest activation twice (residual branches keep earlier ones
   alive) and its largest unfolded convolution input; once per batch a block of the largest combine
   layer regenerated (values, weight * mask and its float64 cast), and the weight * mask products
   verification keeps between batches (at most :data:`models.pruned.MASK_CACHE_BYTES`; the
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 import torch.fx as fx
 
 from .graph import TargetLayer
-from .pruned import CAST_BLOCK, MASK_CACHE_BYTES
+from .pruned import CAST_BLOCK, MASK_CACHE_BYTES, UNFOLD_BYTES
 from .random_net import LayerSpec
 
 #: the default budget: this share of the memory available when the run starts
@@ -92,7 +94,7 @@ class MemoryPlan:
     baseline: int  # this process before the construction
     random_network: int  # what the pairs hold: masks (B's as bits), u and A's biases; the dense variant's values
     solve_transient: int  # the largest layer's block of problems while it is solved
-    targets: int  # float64 copies of the target, the collapsed form's kept sums and the weight errors
+    targets: int  # the collapsed form's kept sums and the weight errors
     verify_per_input: int  # the materialised network, per input
     verify_fixed: int  # per batch, independent of its size
     verify_batch: int  # inputs per batch of the target and the collapsed form
@@ -106,7 +108,7 @@ class MemoryPlan:
 
     def describe(self) -> str:
         return (f"random network {self.random_network / GIB:.2f} GiB, solving {self.solve_transient / GIB:.2f} GiB, "
-                f"target copies, kept sums and errors {self.targets / GIB:.2f} GiB, verification {self.verify_per_input / 2**20:.1f} MiB "
+                f"kept sums and errors {self.targets / GIB:.2f} GiB, verification {self.verify_per_input / 2**20:.1f} MiB "
                 f"per input + {self.verify_fixed / GIB:.2f} GiB, this process {self.baseline / GIB:.2f} GiB")
 
 
@@ -137,7 +139,7 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
         solve_transient = max(solve_transient, 5 * block_rows * spec.hidden_group * kh * kw + 3 * 8 * block * upi)
         # a block of rows regenerated (float32 values and weight * mask) and cast to float64
         block_entries = b_entries if spec.groups > 1 else min(b_entries, CAST_BLOCK + b_entries // spec.d_out)
-        cast = max(cast, 16 * block_entries)
+        cast = max(cast, 16 * block_entries, 12 * weights)  # or one layer cast to float32 (views of the float64 forms)
         products += 8 * b_entries  # kept between batches, in the widest dtype verified (float64)
         in_shape, out_shape = shapes[spec.name]
         if spec.kind == "embedding":  # per token only its own units: the kept columns of B gathered
@@ -147,14 +149,19 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
         else:
             spatial = _numel(in_shape) // max(in_shape[1], 1) if len(in_shape) > 2 else 1
             out_spatial = _numel(out_shape) // max(out_shape[1], 1) if len(out_shape) > 2 else 1
+        # float64 combine convolutions unfold at most UNFOLD_BYTES of their input at once (groups: all of it)
         unfolded = spec.hidden_group * kh * kw * out_spatial if spec.kind == "conv2d" else 0
+        if spec.groups == 1:
+            unfolded = min(unfolded, UNFOLD_BYTES // 8)
         target_unfolded = spec.in_group * kh * kw * out_spatial if spec.kind == "conv2d" else 0
         hidden_bytes = max(hidden_bytes, 4 * spec.hidden * spatial)
         per_input = max(per_input, 8 * (2 * spec.hidden * spatial + unfolded + target_unfolded + _numel(out_shape)))
         target_per_input = max(target_per_input, 8 * target_unfolded)
     per_input += 8 * 2 * widest_target
     target_per_input += 8 * 3 * widest_target  # float64: its largest activation, kept twice, and the output
-    targets = 8 * 2 * target_params + sums + 8 * target_params  # folded + verified copy, kept sums, weight errors
+    # the folded trace (float64, one tensor per layer) is in the baseline; verification adds no copy of
+    # it: the kept sums and the weight errors
+    targets = sums + 8 * target_params
     fixed = cast + min(products, MASK_CACHE_BYTES)
     out = MemoryPlan(budget, baseline, random_network, solve_transient, targets, per_input, fixed, 0,
                      target_per_input, 0)

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import prune
 
-from .graph import GroupedLinear, grouped_linear
+from .graph import GroupedLinear, grouped_linear, with_modules
 from .masks import PackedMask, as_tensor
 from .random_net import LayerSpec, generate, row_slices, stream, units
 
@@ -227,6 +227,14 @@ class RegeneratedLinear(_Regenerated, MaskedLinear):
         self._init_regenerated(spec, weight_mask, shape)
 
 
+#: a float64 combine convolution on a CPU unfolds at most this many bytes of its input at once
+UNFOLD_BYTES = 256 << 20
+
+
+def _conv_output_size(size, kernel, stride, padding, dilation) -> tuple[int, ...]:
+    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in zip(size, kernel, stride, padding, dilation))
+
+
 class MaskedConv2d(_Masked, nn.Conv2d):
     def __init__(self, weight, bias, weight_mask, bias_mask, stride=1, padding=0, dilation=1, groups=1):
         nn.Conv2d.__init__(self, weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride=stride,
@@ -234,7 +242,22 @@ class MaskedConv2d(_Masked, nn.Conv2d):
         self._init_masked(weight, bias, weight_mask, bias_mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blockwise(x, self._conv_forward, dim=1)
+        return self.blockwise(x, self._conv, dim=1)
+
+    def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The convolution; in float64 on a CPU (whose float64 path unfolds the input: in_channels x
+        kh x kw values per output pixel, 10 GB for one 224x224 input to a VGG-16 pair) summed over
+        blocks of input channels whose unfolded input is at most :data:`UNFOLD_BYTES`."""
+        pixels = math.prod(_conv_output_size(x.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation))
+        per_channel = len(x) * math.prod(self.kernel_size) * pixels * x.element_size()
+        step = max(1, UNFOLD_BYTES // max(per_channel, 1))
+        if x.dtype != torch.float64 or x.device.type != "cpu" or self.groups > 1 or step >= x.shape[1]:
+            return self._conv_forward(x, w, b)
+        y = None
+        for c in range(0, x.shape[1], step):
+            part = F.conv2d(x[:, c:c + step], w[:, c:c + step], None, self.stride, self.padding, self.dilation)
+            y = part if y is None else y.add_(part)
+        return y + b.reshape(1, -1, 1, 1)
 
     def plain(self) -> nn.Conv2d:
         w, b = self.masked()
@@ -365,14 +388,9 @@ def assemble(target: fx.GraphModule, specs: list[LayerSpec], masks: list[dict[st
     random values from the seed where it is used (:class:`RegeneratedLinear`, :class:`RegeneratedConv2d`),
     so the network costs its masks in memory; the dense variant holds the theorem's full random A and B.
     """
-    import copy
-
-    gm = copy.deepcopy(target)
-    values = [generate(s, dense=True) if variant == "dense" else None for s in specs]
-    for spec, vals, mk in zip(specs, values, masks):
-        gm.set_submodule(spec.name, TicketPair(spec, vals, mk, variant))
-    gm.recompile()
-    return gm.float().eval()
+    pairs = {spec.name: TicketPair(spec, generate(spec, dense=True) if variant == "dense" else None, mk, variant)
+             for spec, mk in zip(specs, masks)}
+    return with_modules(target, pairs).float().eval()
 
 
 def _swap(root: nn.Module, make) -> nn.Module:

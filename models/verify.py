@@ -30,7 +30,6 @@ fewer starts; both reported). A rebuilt ticket, with no solve time, gets those m
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any
 
@@ -39,7 +38,7 @@ import torch.nn as nn
 
 from .adversarial import adversarial_search
 from .bounds import certified_bound
-from .collapsed import FLOAT32_AGREEMENT, FLOAT64_AGREEMENT, FormMismatchError, collapse
+from .collapsed import FLOAT32_AGREEMENT, FLOAT64_AGREEMENT, FormMismatchError, collapse, in_float32
 from .crown import tighten
 from .construct import Construction
 from .data import DataError, Dataset
@@ -199,7 +198,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     sums = kept(c)
     collapsed = collapse(c.folded, c.layers, sums)
     lap("collapse")
-    target64 = c.target_as(torch.float64)
+    target64 = c.folded  # the target's folded trace, float64: no copy of the target
     batch = c.plan.verify_batch if c.plan is not None else MAX_VERIFY_BATCH  # target and collapsed form
     wide = c.plan.materialised_batch if c.plan is not None else MAX_VERIFY_BATCH
     f32 = g32 = None
@@ -208,7 +207,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     seconds64 = _seconds_per_input([target64, collapsed], x, torch.float64)
     count = min(len(x), max(MIN_FLOAT64_INPUTS, int(FLOAT64_SECONDS / max(seconds64, 1e-9))))
     if len(x) > count:  # accuracy and agreement on every input in float32, the errors on a subset
-        target32, collapsed32 = c.target_as(torch.float32), copy.deepcopy(collapsed).float()
+        target32, collapsed32 = in_float32(target64, c.layers), in_float32(collapsed, c.layers)
         f32, g32 = _batched(target32, x, batch, torch.float32), _batched(collapsed32, x, batch, torch.float32)
         rows, random = _float64_subset(f32, g32, c.options.seed, count)
         measured = x[rows]

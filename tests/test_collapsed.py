@@ -126,3 +126,59 @@ def test_a_materialised_network_that_differs_is_a_bug_not_a_result(tmp_path, mon
                  "signed", "--out", str(tmp_path / "run"), "--no-progress"])
     assert code == 1
     assert "check failed: the materialised pruned network differs from its collapsed form" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["cnn-nonneg", "norms (diagonal pairs)", "encoder (attention)", "tokens (embedding)"])
+def test_float32_views_compute_what_float32_copies_compute(case):
+    """Verification's float32 forms cast one layer at a time: bit for bit what a float32 copy of the
+    whole network computes, with no copy of any layer's weights (the folded trace's layers hold the
+    target layers' own tensors)."""
+    import copy
+
+    from models.collapsed import in_float32
+
+    make, shape, domain, variant = CASES[case]
+    c = _construct(make, shape, domain, variant=variant)
+    for layer in c.layers:
+        held = c.folded.get_submodule(layer.name).weight
+        assert held.data_ptr() == layer.weight.data_ptr() or held.T.data_ptr() == layer.weight.data_ptr()
+    collapsed = collapse(c.folded, c.layers, kept(c))
+    x = domain_samples(shape, domain, 16, 3, c.tokens)
+    x32 = x if c.tokens else x.float()
+    with torch.no_grad():
+        for network in (c.folded, collapsed):
+            view, copied = in_float32(network, c.layers), copy.deepcopy(network).float()
+            y = view(x32)
+            assert y.dtype == torch.float32 and torch.equal(y, copied(x32))
+            assert network(x if c.tokens else x.double()).dtype == torch.float64  # the float64 form is untouched
+
+
+def test_float64_combine_convolutions_unfold_a_bounded_block_of_channels(monkeypatch):
+    """On a CPU, float64 convolutions unfold their input; a combine convolution sums over blocks of
+    its input channels instead, so one large input does not need gigabytes: same outputs."""
+    import torch.nn.functional as F
+
+    import models.pruned as mp
+
+    c = _construct(nets.tiny_cnn, (2, 8, 8), (-1.0, 1.0))
+    x = domain_samples(c.input_shape, c.domain, 6, 1).double()
+    with torch.no_grad():
+        whole = c.pruned(x)
+    unfolded = []  # bytes each float64 convolution unfolds: batch x channels x taps x output pixels x 8
+
+    def conv2d(inp, w, *args, **kwargs):
+        out = F.conv2d.__wrapped__(inp, w, *args, **kwargs)
+        unfolded.append(inp.shape[0] * inp.shape[1] * w.shape[2] * w.shape[3] * out.shape[2] * out.shape[3] * 8)
+        return out
+
+    conv2d.__wrapped__ = F.conv2d
+    monkeypatch.setattr(F, "conv2d", conv2d)
+    limit = 8 * 9 * 64 * len(x) * 5  # five channels of 8x8 pixels, 3x3 taps
+    monkeypatch.setattr(mp, "UNFOLD_BYTES", limit)
+    with torch.no_grad():
+        blocks = c.pruned(x)
+    layers = [m for m in c.pruned.modules() if isinstance(m, MaskedConv2d)]
+    assert unfolded and max(unfolded) <= limit and len(unfolded) > len(layers)
+    assert float((blocks - whole).abs().max()) <= FLOAT64_AGREEMENT * (1 + float(whole.abs().max()))
+    with torch.no_grad():
+        assert torch.equal(c.pruned(x.float()), c.pruned(x.float()))  # float32: one call per block of rows

@@ -73,8 +73,8 @@ def test_resnet18_at_224_is_refused_within_seconds_when_it_cannot_fit(tmp_path, 
     torch.save(ResNet18Like().state_dict(), path)
     start = time.perf_counter()
     code = main(["solve", str(path), "--arch", "module:tests.nets:ResNet18Like", "--input-shape", "3,224,224",
-                 "--memory-limit", "2G", "--out", str(tmp_path / "r18")])
+                 "--memory-limit", "1.5G", "--out", str(tmp_path / "r18")])
     assert code == 2 and time.perf_counter() - start < 10
     err = capsys.readouterr().err
-    assert "random network 0.03 GiB" in err and "verification 490.7 MiB per input" in err  # B as bits, no values
+    assert "random network 0.03 GiB" in err and "verification 352.8 MiB per input" in err  # B as bits, no values; float64 unfolding bounded
     assert not (tmp_path / "r18").exists()
