@@ -143,7 +143,8 @@ def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, wor
                 float64_inputs=check["float64_inputs"],
                 certified_bound=check["certified_bound"], bound_reason=check.get("certified_bound_reason"),
                 bound_holds=check["bound_holds"], seconds=time.perf_counter() - start,
-                seconds_parts={"solve": c.seconds["solve"], "verify": check["seconds"]}, peak_rss_mb=peak_rss_mb(),
+                seconds_parts={"solve": c.seconds["solve"], "verify": check["seconds"]},
+                verify_phases=check["phase_seconds"], peak_rss_mb=peak_rss_mb(),
                 peak_rss_mb_after_solve=c.memory["peak_rss_mb_after_solve"], memory_budget=c.plan.budget,
                 verify_batch=c.plan.verify_batch)
 

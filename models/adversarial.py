@@ -14,6 +14,7 @@ says how loose the certificate can be at most.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 
 from .collapsed import in_float32
 from .construct import Construction
+from .pruned import fixed_masks
 
 
 def _errors(target64, pruned, x: torch.Tensor) -> torch.Tensor:
@@ -60,6 +62,9 @@ def adversarial_search(c: Construction, target64: torch.nn.Module | None = None,
     for p in params:
         p.requires_grad_(False)  # gradients with respect to the input only
     batch = batch or len(x0)
+    views = contextlib.ExitStack()  # the float32 views cast their layers once for the whole search
+    for view in {id(m): m for m in (target32, pruned) if m is not c.pruned}.values():
+        views.enter_context(fixed_masks(view))
     found = [x0]  # the starts and, per start, the point of its path with the largest float32 error
     try:
         for i in range(0, len(x0), batch):
@@ -81,6 +86,7 @@ def adversarial_search(c: Construction, target64: torch.nn.Module | None = None,
                     step /= 2
             found.append(best_x.double())
     finally:
+        views.close()
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
     candidates = torch.cat(found)

@@ -84,7 +84,7 @@ def with_modules(gm: fx.GraphModule, modules: dict[str, nn.Module]) -> fx.GraphM
     return out
 
 
-class _CastLayer(nn.Module):
+class CastLayer(nn.Module):
     """A layer computing in ``dtype`` from its own parameters and buffers cast at each call (one
     layer's worth at a time), not from a copy of them: what :func:`cast_layers` puts in place."""
 
@@ -93,17 +93,30 @@ class _CastLayer(nn.Module):
         object.__setattr__(self, "_layer", layer)  # not a submodule: ``.to()`` of the network leaves it alone
         self.dtype = dtype
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def cast(self) -> dict[str, torch.Tensor]:
+        """The layer's tensors in ``dtype``; within :func:`models.pruned.fixed_masks` formed once while
+        its byte allowance lasts (as the materialised network's weight * mask products are)."""
+        products = getattr(self, "_products", None)
+        if products is not None and "cast" in products:
+            return products["cast"]
         tensors = {name: t.detach().to(self.dtype) if t is not None and t.is_floating_point() else t
                    for name, t in (*self._layer.named_parameters(), *self._layer.named_buffers())}
-        return torch.func.functional_call(self._layer, tensors, (x.to(self.dtype) if x.is_floating_point() else x,))
+        if products is not None:
+            size = sum(t.numel() * t.element_size() for t in tensors.values() if t is not None)
+            if size <= self._allowance[0]:
+                products["cast"] = tensors
+                self._allowance[0] -= size
+        return tensors
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(self._layer, self.cast(), (x.to(self.dtype) if x.is_floating_point() else x,))
 
 
 def cast_layers(gm: fx.GraphModule, names: list[str], dtype: torch.dtype) -> fx.GraphModule:
     """``gm`` computing in ``dtype`` (eval mode): the layers named cast their tensors at each call
-    (:class:`_CastLayer`), the rest (normalisation, tables: small) copied in ``dtype``. A float32 view
+    (:class:`CastLayer`), the rest (normalisation, tables: small) copied in ``dtype``. A float32 view
     of a float64 network costs one layer's cast, not a float32 copy of every weight."""
-    return with_modules(gm, {name: _CastLayer(gm.get_submodule(name), dtype) for name in names}).to(dtype).eval()
+    return with_modules(gm, {name: CastLayer(gm.get_submodule(name), dtype) for name in names}).to(dtype).eval()
 
 
 PARAM_MODULES = (nn.Linear, nn.Conv2d, GroupedLinear)
