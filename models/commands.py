@@ -141,13 +141,18 @@ def _domain(text: str) -> tuple[float, float] | str:
 
 def add_solve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", nargs="?", type=Path,
-                   help="target file: state_dict (.pt/.pth/.safetensors, with --arch) or TorchScript (scripted or traced); "
+                   help="target file: a checkpoint (torch.save or safetensors, told by content whatever the extension: "
+                        ".pt .pth .th .tar .ckpt .bin .safetensors), with --arch, or TorchScript (scripted or traced); "
                         "a directory: a Hugging Face save_pretrained folder (needs --input-shape T); "
                         "omitted: the embedded digits default")
     p.add_argument("--arch", help="mlp | lenet5 | module:pkg.mod:NAME | 'module:pkg.mod:NAME(key=value, ...)' "
                                   "(NAME a module class or factory function, literal keyword arguments) | full "
                                   "(pickled module you trust) | hf (a Hugging Face folder; implied by a directory); "
                                   "omit for TorchScript")
+    p.add_argument("--state-dict-key", metavar="PATH",
+                   help="which state_dict of the checkpoint: its entry (e.g. model_ema, or state_dict/model_ema for "
+                        "a nested one), optionally ending in a key prefix (state_dict/model_ema.); default: the one "
+                        "that fits --arch, the first in the file if several do (EMA copies last)")
     for cls in OPTION_CLASSES:
         add_option_arguments(p.add_argument_group(OPTION_GROUPS[cls]), cls)
     p.add_argument("--data", help="digits | digits28 (digits upsampled to 28x28) | mnist:DIR | none "
@@ -180,8 +185,8 @@ def _job(args: argparse.Namespace) -> Job:
     if args.target is None:
         from .default import DEFAULT_SIZES, default_target
 
-        if args.arch not in (None, "mlp"):
-            raise ValueError("the embedded default target is an mlp; pass a TARGET file to use --arch")
+        if args.arch not in (None, "mlp") or args.state_dict_key is not None:
+            raise ValueError("the embedded default target is an mlp; pass a TARGET file to use --arch or --state-dict-key")
         print("training/loading the embedded default: MLP "
               f"{'-'.join(map(str, DEFAULT_SIZES))} on scikit-learn digits ...", file=sys.stderr)
         target_file, arch, data, name = default_target(), "mlp", args.data or "digits", "digits-default"
@@ -190,7 +195,8 @@ def _job(args: argparse.Namespace) -> Job:
     return Job(target_file=Path(target_file), arch=arch, name=name, data=data, normalize=args.normalize,
                input_shape=args.input_shape, domain=args.input_domain, options=options, variant=args.variant,
                out_dir=args.out or Path("runs") / name, force=args.force, resume=args.resume, export=args.export,
-               max_abs_weight=math.inf if args.allow_large_weights else MAX_ABS_WEIGHT, memory_budget=args.memory_limit)
+               max_abs_weight=math.inf if args.allow_large_weights else MAX_ABS_WEIGHT, memory_budget=args.memory_limit,
+               state_dict_key=args.state_dict_key)
 
 
 def run_solve(args: argparse.Namespace) -> int:

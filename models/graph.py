@@ -2,8 +2,8 @@
 
 The target becomes a GraphModule whose parametrised layers are Linear (on the last dimension, any
 leading ones), Conv2d (any groups) and diagonal maps (:class:`GroupedLinear`: LayerNorm/GroupNorm
-weight and bias, BatchNorm that does not follow a layer, layer scale; a BatchNorm after a Linear/Conv2d
-is folded into it), attention decomposed into its projections (:mod:`models.attention`), and whose
+weight and bias, BatchNorm that does not follow a layer, layer scale, PReLU's weight as
+relu(x) - a relu(-x); a BatchNorm after a Linear/Conv2d is folded into it), attention decomposed into its projections (:mod:`models.attention`), and whose
 other nodes are
 parameter-free ops that the construction leaves in place: ReLU, max/avg pooling, flatten and
 reshapes, dropout/identity, additions (residuals), slicing and padding, cat, transpose/permute,
@@ -542,6 +542,27 @@ def _affine_to_pairs(gm: fx.GraphModule, sources: dict[str, list[str]], original
             name = _free_name(gm, node.target, called - {node.target})
             out = _diag_node(gm, node, node.args[0], name, torch.diagonal(weight).clone(), bias, dim=1)
             sources[name] = [f"{node.target}.{p}" for p, _ in bn.named_parameters()]
+        elif (node.op == "call_module" and isinstance(modules.get(node.target), nn.PReLU)) or \
+                (node.op == "call_function" and node.target is F.prelu):
+            # prelu(x) = relu(x) - a relu(-x): a per-channel (or single) weight times an activation
+            if node.op == "call_module":
+                x, a, source = node.args[0], modules[node.target].weight.detach().double(), f"{node.target}.weight"
+            else:
+                x, a, source = node.args[0], _param(gm, arg(node, 1, "weight")), getattr(arg(node, 1, "weight"), "target", None)
+                if a is None:
+                    raise UnsupportedModelError(f"prelu's weight must be a parameter ({_where(node)})")
+            name = _free_name(gm, node.target if node.op == "call_module" else source + "_affine", called - {node.target})
+            with graph.inserting_before(node):
+                pos = graph.call_function(torch.relu, (x,))
+                neg = graph.call_function(torch.relu, (graph.call_function(operator.neg, (x,)),))
+                single = graph.call_function(torch.unsqueeze, (neg, -1)) if a.numel() == 1 else neg
+            scaled = _diag_node(gm, single, single, name, a.reshape(-1), None, dim=-1 if a.numel() == 1 else 1)
+            with graph.inserting_after(scaled):
+                if a.numel() == 1:
+                    scaled = graph.call_function(torch.squeeze, (scaled, -1))
+            with graph.inserting_after(scaled):
+                out = graph.call_function(operator.sub, (pos, scaled))
+            sources[name] = [source]
         elif node.op in ("call_function", "call_method") and (node.target in (operator.mul, torch.mul, operator.add, torch.add)
                                                               or node.target in ("mul", "add")) and len(node.args) == 2:
             params = [a for a in node.args if isinstance(a, fx.Node) and a.op == "get_attr"]
@@ -791,7 +812,7 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
                     f"unsupported module {type(sub).__name__} {node.target!r} ({_where(node)}); supported: "
                     f"Linear, Conv2d (any groups), BatchNorm1d/2d, LayerNorm, GroupNorm, MultiheadAttention "
                     f"(batch_first, no masks), TransformerEncoder(Layer), ReLU, ReLU6, LeakyReLU, Sigmoid, "
-                    f"Hardsigmoid, Tanh, Hardtanh, ELU, Softplus, SiLU, GELU, Hardswish, Mish, Softmax, "
+                    f"Hardsigmoid, Tanh, Hardtanh, ELU, Softplus, SiLU, GELU, Hardswish, Mish, PReLU, Softmax, "
                     f"(adaptive) max and average pooling, Flatten, Dropout, Identity, additions"
                 )
         elif node.op == "call_function":

@@ -46,6 +46,7 @@ class Job:
     export: bool = False
     max_abs_weight: float = MAX_ABS_WEIGHT  # larger target weights are refused as a damaged file
     memory_budget: int | None = None  # bytes for the whole run; None: a share of the available memory
+    state_dict_key: str | None = None  # which state_dict of the checkpoint (None: the one that fits)
 
 
 def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -53,7 +54,7 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     start = time.perf_counter()
     notes: list[str] = []
     arch = HF_ARCH if job.target_file.is_dir() and job.arch is None else job.arch
-    model = load_target(job.target_file, arch, job.max_abs_weight, notes)
+    model = load_target(job.target_file, arch, job.max_abs_weight, notes, job.state_dict_key)
     data = load_data(job.data, job.normalize)
     input_shape = job.input_shape or (tuple(data.x.shape[1:]) if data is not None else input_shape_of(model, arch))
     # a Hugging Face model reads token ids: by default every id of its vocabulary
@@ -72,11 +73,13 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ValueError(f"inputs of shape {input_shape} do not fit the target ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0]})") from exc
     target_desc = {"name": job.name, "arch": arch, "source": str(job.target_file),
-                   "sha256": target_sha256(job.target_file), "loaded": notes}
+                   "sha256": target_sha256(job.target_file), "state_dict_key": job.state_dict_key, "loaded": notes}
     # what determines the result (not workers, executor, progress: results are identical across them)
     config = {"target_sha256": target_desc["sha256"], "arch": arch, "options": job.options.hashed(),
               "variant": job.variant, "input_domain": list(domain), "input_shape": list(input_shape),
               "data": job.data, "normalize": list(job.normalize) if job.normalize else None}
+    if job.state_dict_key is not None:  # (absent otherwise: runs made before the option keep their hash)
+        config["state_dict_key"] = job.state_dict_key
     protected = {"the target": job.target_file}
     if job.data and job.data.startswith("mnist:"):
         protected["the data"] = Path(job.data[len("mnist:"):])
@@ -134,7 +137,8 @@ def verify_run(run_dir: Path, data_spec: str | None = None, trust_pickle: bool =
     if arch == "full" and not trust_pickle:
         raise TicketError(f"the ticket asks to unpickle {str(target_file)!r} (--arch full), which runs any code it "
                           f"holds; pass --trust-pickled-target only if you trust this directory")
-    model = load_target(target_file, arch, math.inf)  # the file the run was made with (SHA-256 checked)
+    # the file the run was made with (SHA-256 checked), its state_dict chosen as the run chose it
+    model = load_target(target_file, arch, math.inf, state_dict_key=ticket["target"].get("state_dict_key"))
     rebuilt = rebuild(ticket, model)
     inputs = ticket["check"]["inputs"]
     with torch.no_grad():

@@ -1,5 +1,6 @@
-"""Loading a target network: state_dict (.pt/.pth/.safetensors) + arch, TorchScript, a module, or a
-Hugging Face ``save_pretrained`` folder (config.json + safetensors weights)."""
+"""Loading a target network: a checkpoint (torch or safetensors, whatever its extension) + arch,
+TorchScript, a pickled module, or a Hugging Face ``save_pretrained`` folder (config.json + safetensors
+weights). How a checkpoint's state_dict is found and loaded: :mod:`models.checkpoint`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import torch.nn as nn
 
 from solver.files import sha256_bytes, sha256_file
 
+from . import checkpoint
+from .checkpoint import _first_line, _listed
 from .zoo import LeNet5, mlp
 
 
@@ -24,70 +27,35 @@ class TargetError(ValueError):
 MAX_ABS_WEIGHT = 1e4
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+#: key prefixes an MLP's state_dict (no architecture to match keys against) may carry: DataParallel's
+#: and torch.compile's, removed where every key has them (stacked or not)
+MLP_PREFIXES = ("module.", "_orig_mod.")
 
 
-def _listed(keys: list[str], most: int = 10) -> str:
-    more = f" and {len(keys) - most} more" if len(keys) > most else ""
-    return ", ".join(keys[:most]) + more
-
-
-#: keys under which training scripts commonly nest the state_dict in a checkpoint dict
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
-#: key prefixes added by nn.DataParallel / DistributedDataParallel and by torch.compile
-PREFIXES = ("module.", "_orig_mod.")
-
-
-def _unwrap(obj, path: Path, notes: list[str]):
-    """The state_dict inside a checkpoint as users save them: nested under one of WRAPPER_KEYS (the
-    other entries - epoch, accuracy, optimizer state - are left out) and with every key prefixed by
-    'module.' or '_orig_mod.' (removed). What was done is appended to ``notes``."""
-    while isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict) and obj[k]), None)
-        if key is None:
-            break
-        others = sorted(str(k) for k in obj if k != key)
-        notes.append(f"state_dict taken from the checkpoint's {key!r} entry"
-                     + (f" (left out: {_listed(others)})" if others else ""))
-        obj = obj[key]
-    if isinstance(obj, dict) and obj and all(isinstance(k, str) for k in obj):
-        changed = True
-        while changed:
-            changed = False
-            for prefix in PREFIXES:
-                if all(k.startswith(prefix) for k in obj):
-                    obj = {k[len(prefix):]: v for k, v in obj.items()}
-                    notes.append(f"prefix {prefix!r} removed from every key")
-                    changed = True
-    return obj
-
-
-def _load_state_dict(path: Path, notes: list[str]) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return _unwrap(load_file(str(path)), path, notes)
-        except Exception as exc:  # safetensors raises its own error types for a damaged file
-            raise TargetError(f"cannot read {str(path)!r} as safetensors ({_first_line(exc)})") from exc
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TargetError(
-            f"cannot load {str(path)!r} as a state_dict with torch.load(weights_only=True) "
-            f"({_first_line(exc)}); for a pickled full module you trust, pass --arch full"
-        ) from exc
-    obj = _unwrap(obj, path, notes)
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        what = type(obj).__name__
-        if isinstance(obj, dict):
-            others = [f"{k!r} ({type(v).__name__})" for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-            what = f"a dict with non-tensor entries {_listed(others)}"
-        raise TargetError(f"{str(path)!r} does not hold a state_dict (a dict of tensors, or one under "
-                          f"{' | '.join(map(repr, WRAPPER_KEYS))}); got {what}")
-    return obj
+def _mlp_state(obj, path: Path, notes: list[str], key: str | None) -> dict[str, torch.Tensor]:
+    """An MLP's state_dict in a checkpoint: ``key``'s entry, else the first dict of tensors holding 2-D
+    weights (EMA copies last); DataParallel / torch.compile prefixes removed."""
+    found = checkpoint.candidates(obj)
+    if key is not None:
+        found = [(p, sd) for p, sd in found if "/".join(p) == key.strip("/")]
+    found = [(p, sd) for p, sd in found if any(v.dim() == 2 and k.endswith("weight") for k, v in sd.items())]
+    if not found:
+        raise TargetError(f"{str(path)!r} holds no state_dict (a dict of tensors) with 2-D '*weight' tensors"
+                          + (f" under --state-dict-key {key!r}" if key is not None else "")
+                          + f" for --arch mlp; it holds {checkpoint._what(obj)}")
+    found.sort(key=lambda f: checkpoint._is_ema(f[0], ""))
+    where, sd = found[0]
+    if where:
+        notes.append(f"state_dict taken from the checkpoint's {'/'.join(where)!r} entry")
+    changed = True
+    while changed:
+        changed = False
+        for prefix in MLP_PREFIXES:
+            if all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix):]: v for k, v in sd.items()}
+                notes.append(f"prefix {prefix!r} removed from every key")
+                changed = True
+    return sd
 
 
 def _check_values(sd: dict[str, torch.Tensor], path: Path, max_abs: float = MAX_ABS_WEIGHT) -> None:
@@ -138,23 +106,16 @@ def _mlp_from_state(sd: dict[str, torch.Tensor]) -> nn.Module:
     return model
 
 
-def _strict_load(model: nn.Module, sd: dict[str, torch.Tensor], arch: str) -> nn.Module:
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs arch {tuple(own[k].shape)}"
-              for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected}")
-        if shapes:
-            parts.append(f"shape mismatches [{'; '.join(shapes)}]")
-        raise TargetError(f"the state_dict does not fit --arch {arch}: " + ", ".join(parts))
-    model.load_state_dict(sd)
-    return model
+def _fit_and_load(model: nn.Module, obj, path: Path, arch: str, notes: list[str], key: str | None,
+                  max_abs: float) -> nn.Module:
+    """The checkpoint's state_dict that fits ``model`` (:func:`models.checkpoint.fit`), checked and
+    loaded by torch's rules."""
+    try:
+        sd = checkpoint.fit(model, obj, notes, key, what=f"--arch {arch}")
+        _check_values(sd, path, max_abs)
+        return checkpoint.load_into(model, sd, notes)
+    except checkpoint.CheckpointError as exc:
+        raise TargetError(str(exc)) from exc
 
 
 def _from_torchscript(path: Path, max_abs: float) -> nn.Module:
@@ -311,17 +272,18 @@ def _from_hugging_face(folder: Path, max_abs: float, notes: list[str]) -> nn.Mod
 
 
 def load_target(path: str | Path, arch: str | None, max_abs: float = MAX_ABS_WEIGHT,
-                notes: list[str] | None = None) -> nn.Module:
+                notes: list[str] | None = None, state_dict_key: str | None = None) -> nn.Module:
     """Load the target network in eval mode.
 
-    ``path`` a directory: a Hugging Face save_pretrained folder (``arch`` None or ``hf``).
-    ``arch``: ``mlp``, ``lenet5``, ``module:pkg.mod:NAME`` or ``module:pkg.mod:NAME(key=value, ...)``
-    (NAME a module class or a factory function, called with those literal keyword arguments; a
-    state_dict file), ``full`` (a pickled module, loaded with weights_only=False: only for files
-    you trust) or None for a TorchScript file. A state_dict nested in a checkpoint dict
-    (``WRAPPER_KEYS``) or with DataParallel / torch.compile key prefixes is unwrapped, and what was
-    done is appended to ``notes``. Every tensor of the state_dict must be used; a non-finite value,
-    or a weight above ``max_abs`` in magnitude, is refused naming the tensor.
+    ``path`` a directory: a Hugging Face save_pretrained folder (``arch`` None or ``hf``). A file is
+    told by its content, whatever its extension (:func:`models.checkpoint.sniff`). ``arch``: ``mlp``,
+    ``lenet5``, ``module:pkg.mod:NAME`` or ``module:pkg.mod:NAME(key=value, ...)`` (NAME a module class
+    or a factory function, called with those literal keyword arguments; a checkpoint file, torch or
+    safetensors), ``full`` (a pickled module, loaded with weights_only=False: only for files you
+    trust) or None for a TorchScript file. The state_dict is found in the checkpoint by matching the
+    architecture's keys (nested entries, key prefixes: :mod:`models.checkpoint`; ``state_dict_key``
+    chooses among several) and loaded by torch's rules; every step is appended to ``notes``. A
+    non-finite value, or a weight above ``max_abs`` in magnitude, is refused naming the tensor.
     """
     notes = [] if notes is None else notes
     path = Path(path)
@@ -334,7 +296,11 @@ def load_target(path: str | Path, arch: str | None, max_abs: float = MAX_ABS_WEI
         return _from_hugging_face(path, max_abs, notes)
     if not path.is_file():
         raise TargetError(f"target file {str(path)!r} does not exist")
+    fmt = checkpoint.sniff(path)
     if arch is None:
+        if fmt in ("torch", "safetensors"):
+            raise TargetError(f"{str(path)!r} is a {fmt} checkpoint, not TorchScript: pass --arch mlp | lenet5 | "
+                              f"module:pkg.mod:Class (or --arch full for a pickled module you trust)")
         return _from_torchscript(path, max_abs).eval()
     if arch == "full":
         try:
@@ -345,17 +311,22 @@ def load_target(path: str | Path, arch: str | None, max_abs: float = MAX_ABS_WEI
             raise TargetError(f"--arch full: {str(path)!r} holds a {type(model).__name__}, not an nn.Module")
         _check_values(model.state_dict(), path, max_abs)
         return model.eval()
-    sd = _load_state_dict(path, notes)
-    _check_values(sd, path, max_abs)
+    if arch not in ("mlp", "lenet5") and not arch.startswith("module:"):
+        raise TargetError(f"unknown --arch {arch!r}; expected mlp, lenet5, module:pkg.mod:NAME[(key=value, ...)], "
+                          f"full, hf (a Hugging Face folder), or none for TorchScript")
+    try:
+        obj = checkpoint.read(path, notes)
+    except checkpoint.CheckpointError as exc:
+        raise TargetError(str(exc)) from exc
     if arch == "mlp":
+        sd = _mlp_state(obj, path, notes, state_dict_key)
+        _check_values(sd, path, max_abs)
         return _mlp_from_state(sd).eval()
-    if arch == "lenet5":
-        biases = {k: f"{k}.bias" in sd for k in LeNet5.LAYERS}
-        return _strict_load(LeNet5(biases), sd, arch).eval()
-    if arch.startswith("module:"):
-        return _strict_load(_module_arch(arch), sd, arch).eval()
-    raise TargetError(f"unknown --arch {arch!r}; expected mlp, lenet5, module:pkg.mod:NAME[(key=value, ...)], full, "
-                      f"hf (a Hugging Face folder), or none for TorchScript")
+    if arch == "lenet5":  # its layers' biases are optional: as the checkpoint has them
+        keys = {k for _, sd in checkpoint.candidates(obj) for k in sd}
+        biases = {k: any(key.endswith(f"{k}.bias") for key in keys) for k in LeNet5.LAYERS}
+        return _fit_and_load(LeNet5(biases), obj, path, arch, notes, state_dict_key, max_abs).eval()
+    return _fit_and_load(_module_arch(arch), obj, path, arch, notes, state_dict_key, max_abs).eval()
 
 
 def input_shape_of(model: nn.Module, arch: str | None) -> tuple[int, ...]:

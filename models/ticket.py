@@ -108,6 +108,8 @@ def validate_ticket(ticket: Any) -> list[LayerSpec]:
     _check(isinstance(target.get("sha256"), str) and SHA256.fullmatch(target["sha256"]) is not None,
            "target.sha256", f"must be a hex SHA-256; got {target.get('sha256')!r}")
     _check(target.get("arch") is None or isinstance(target.get("arch"), str), "target.arch", "must be a string or None")
+    _check(target.get("state_dict_key") is None or isinstance(target.get("state_dict_key"), str),
+           "target.state_dict_key", "must be a string or None")
     shape = ticket.get("input_shape")
     _check(isinstance(shape, list) and 1 <= len(shape) <= 4 and all(_is_int(v, 1) for v in shape),
            "input_shape", f"must be a list of 1 to 4 positive ints; got {shape!r}")

@@ -295,15 +295,19 @@ class AdaptivePoolCNN(nn.Module):
 
 
 class WithPReLU(nn.Module):
-    """PReLU carries a parameter that enters nonlinearly: refused."""
+    """PReLU, single and per channel (prelu(x) = relu(x) - a relu(-x): its weight times an activation)."""
 
     def __init__(self):
         super().__init__()
-        self.fc = nn.Linear(3, 2)
+        self.conv = nn.Conv2d(2, 3, 3)
+        self.act1 = nn.PReLU(3)
+        self.fc = nn.Linear(12, 2)
         self.act = nn.PReLU()
+        with torch.no_grad():
+            self.act1.weight.copy_(torch.tensor([-0.4, 0.1, 0.6]))
 
     def forward(self, x):
-        return self.act(self.fc(x))
+        return self.act(self.fc(torch.flatten(self.act1(self.conv(x)), 1)))
 
 
 class WithSin(nn.Module):
