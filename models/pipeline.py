@@ -3,13 +3,13 @@
     outcome = solve_run(Job(target_file, arch, ...))   # lottery solve
     outcome = verify_run(run_dir)                      # lottery verify
 
-Each step lives in its own module (target, data, construct, verify, report, ticket, rundir);
-this one only puts them in order and decides what a run's configuration is.
+Each step lives in its own module (target, data, construct, verify, report, ticket, rundir); the
+construction, verification and report are the Python API's (:func:`models.api.build_ticket`), so
+the command line is a thin layer over it: this module loads the files and claims the run directory.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,12 +19,12 @@ from typing import Any
 import torch
 
 from . import rundir
-from .construct import ConstructOptions, construct
+from .api import build_ticket, rebuild_run, run_config
+from .construct import ConstructOptions
 from .data import load_data
-from .report import build_report
 from .target import HF_ARCH, MAX_ABS_WEIGHT, input_shape_of, load_target, target_sha256
-from .ticket import TicketError, load_ticket, rebuild, rebuilt_construction
-from .verify import check_inputs_for, verify
+from .ticket import rebuilt_construction
+from .verify import verify
 
 
 @dataclass
@@ -74,12 +74,7 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
                          f"{str(exc).splitlines()[0]})") from exc
     target_desc = {"name": job.name, "arch": arch, "source": str(job.target_file),
                    "sha256": target_sha256(job.target_file), "state_dict_key": job.state_dict_key, "loaded": notes}
-    # what determines the result (not workers, executor, progress: results are identical across them)
-    config = {"target_sha256": target_desc["sha256"], "arch": arch, "options": job.options.hashed(),
-              "variant": job.variant, "input_domain": list(domain), "input_shape": list(input_shape),
-              "data": job.data, "normalize": list(job.normalize) if job.normalize else None}
-    if job.state_dict_key is not None:  # (absent otherwise: runs made before the option keep their hash)
-        config["state_dict_key"] = job.state_dict_key
+    config = run_config(target_desc, job.options, job.variant, domain, input_shape, job.data, job.normalize)
     protected = {"the target": job.target_file}
     if job.data and job.data.startswith("mnist:"):
         protected["the data"] = Path(job.data[len("mnist:"):])
@@ -88,17 +83,15 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         rundir.prepare_run_dir(job.out_dir, config, job.force, job.resume)
         store = rundir.open_store(job.out_dir, config)
-        construction = construct(model, input_shape, domain, job.options, job.variant, store, job.memory_budget)
-        check = verify(construction, data)
+        ticket = build_ticket(model, input_shape, domain, data=data, variant=job.variant,
+                              memory_limit=job.memory_budget, options=job.options, store=store, target=target_desc)
     except BaseException:
         if not existed and not rundir.has_solved_chunks(job.out_dir):
             shutil.rmtree(job.out_dir, ignore_errors=True)  # nothing solved yet: leave nothing behind
         raise
-    report = build_report(construction, check, target_desc=target_desc, data_spec=job.data,
-                          total_seconds=time.perf_counter() - start)
-    check_inputs = check_inputs_for(data, input_shape, domain, job.options.seed, construction.tokens)
-    report = rundir.save_run(job.out_dir, construction, report, job.target_file, config, check_inputs, job.export,
-                             check.get("witness"))
+    ticket.report["data"] = job.data  # the spec, so `lottery verify` loads the same data
+    report = ticket.write(job.out_dir, job.target_file, config, job.export)
+    check = ticket.check
     report["seconds"]["total"] = time.perf_counter() - start
     return report, check
 
@@ -126,20 +119,7 @@ def verify_run(run_dir: Path, data_spec: str | None = None, trust_pickle: bool =
     Everything in the directory is untrusted: the ticket is validated field by field, the target
     copy must have the SHA-256 the ticket records, and a pickled target (``--arch full``) is
     loaded only with ``trust_pickle``."""
-    ticket_path = run_dir / "ticket.pt"
-    if not ticket_path.is_file():
-        raise ValueError(f"{str(run_dir)!r} holds no ticket.pt; is it a `lottery solve` output directory?")
-    report = rundir.read_report(run_dir / "report.json")
-    rundir.check_ticket_file(run_dir, report)
-    ticket = load_ticket(ticket_path)
-    target_file = rundir.target_copy(run_dir, ticket["target"]["file"], ticket["target"]["sha256"])
-    arch = ticket["target"]["arch"]
-    if arch == "full" and not trust_pickle:
-        raise TicketError(f"the ticket asks to unpickle {str(target_file)!r} (--arch full), which runs any code it "
-                          f"holds; pass --trust-pickled-target only if you trust this directory")
-    # the file the run was made with (SHA-256 checked), its state_dict chosen as the run chose it
-    model = load_target(target_file, arch, math.inf, state_dict_key=ticket["target"].get("state_dict_key"))
-    rebuilt = rebuild(ticket, model)
+    model, rebuilt, ticket, report = rebuild_run(run_dir, trust_pickle)
     inputs = ticket["check"]["inputs"]
     with torch.no_grad():
         outputs = rebuilt.pruned(inputs)

@@ -111,16 +111,16 @@ def test_a_materialised_network_that_differs_is_a_bug_not_a_result(tmp_path, mon
     with pytest.raises(FormMismatchError, match=r"differs from its collapsed form by .* in float32 .*a bug"):
         verify(c, None, samples=30, adversarial=0)
     # at the command line: one line and exit 1 (a check failed), not a traceback
-    import models.pipeline as pipeline
+    import models.api as api
 
-    real = pipeline.construct
+    real = api.construct
 
     def broken(*a, **kw):
         out = real(*a, **kw)
         _flip_one_kept_weight(out.pruned)
         return out
 
-    monkeypatch.setattr(pipeline, "construct", broken)
+    monkeypatch.setattr(api, "construct", broken)
     torch.save(nets.tiny_mlp().state_dict(), tmp_path / "t.pt")
     code = main(["solve", str(tmp_path / "t.pt"), "--arch", "module:tests.nets:TinyMLP", "--n", "6", "--input-domain",
                  "signed", "--out", str(tmp_path / "run"), "--no-progress"])
