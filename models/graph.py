@@ -831,6 +831,16 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
                 raise UnsupportedModelError(f".{node.target}(): {why} ({_where(node)})")
             nonneg[node] = _sign(node.target, node, arg_nonneg)
         elif node.op == "get_attr":
+            buffers = {name for name, _ in gm.named_buffers()}
+            # a parameter read with a buffer beside it: indexed by it (table[index]) or handed with it to a
+            # function (torchvision's wrapped _get_relative_position_bias(table, index, window))
+            gathers = [u for u in node.users if u.op == "call_function"
+                       and any(isinstance(a, fx.Node) and a.op == "get_attr" and a.target in buffers for a in u.args)]
+            if gathers:  # e.g. Swin's relative position bias: table[relative_position_index]
+                raise UnsupportedModelError(
+                    f"parameter {node.target!r} is read through an index buffer ({_where(gathers[0])}): a gathered "
+                    f"table, as Swin's relative position bias; there is no rule for a gathered parameter yet (it "
+                    f"would construct the table's entries as target weights and gather them by the same index)")
             raise UnsupportedModelError(
                 f"the target uses the tensor {node.target!r} directly ({_where(node)}); supported: a parameter that "
                 f"multiplies or is added to an activation and varies along one dimension (a per-channel scale or "

@@ -19,7 +19,7 @@ from models.verify import check_inputs_for, domain_samples, verify
 from solver import SolverInputError
 from solver.files import sha256_file
 
-from .nets import WithPReLU, WithSin, conv1d_net, dilated_cnn, grouped_cnn, shifted_output, tiny_cnn, tiny_mlp
+from .nets import GatheredTable, WithPReLU, WithSin, conv1d_net, dilated_cnn, grouped_cnn, shifted_output, tiny_cnn, tiny_mlp
 from .problems import assert_errors_from_masks
 
 CASES = {
@@ -165,6 +165,7 @@ def test_prelu_is_constructed_single_and_per_channel():
 
 @pytest.mark.parametrize("net, match", [
     (WithSin, r"unsupported function sin"),
+    (GatheredTable, r"parameter 'table' is read through an index buffer .* no rule for a gathered parameter"),
 ])
 def test_unsupported_ops_are_named(net, match):
     with pytest.raises(UnsupportedModelError, match=match):
