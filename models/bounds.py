@@ -17,7 +17,7 @@ output's magnitude is added so the bound is never below an error observed in flo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -32,21 +32,29 @@ ROUNDING_SLACK = 1e-9
 
 
 class _BoundLayer(nn.Module):
-    def __init__(self, layer: TargetLayer, weight_error: np.ndarray, bias_error: np.ndarray | None):
+    """A pair in interval propagation: the target layer and its errors, formed when the layer is reached
+    (``errors()`` returns (weight_error, bias_error)), so at most one layer's errors are held."""
+
+    def __init__(self, layer: TargetLayer, errors: Callable[[], tuple[np.ndarray, np.ndarray | None]]):
         super().__init__()
         self.layer = layer
-        self.register_buffer("E", torch.as_tensor(weight_error, dtype=torch.float64).reshape(layer.weight.shape))
-        eb = np.zeros(layer.d_out) if bias_error is None else bias_error
-        self.register_buffer("eb", torch.as_tensor(eb, dtype=torch.float64))
+        self.errors = errors
+
+    def _errors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        we, be = self.errors()
+        E = torch.as_tensor(we, dtype=torch.float64).reshape(self.layer.weight.shape)
+        eb = torch.zeros(self.layer.d_out, dtype=torch.float64) if be is None else torch.as_tensor(be, dtype=torch.float64)
+        return E, eb
 
     def exact(self, ids: torch.Tensor) -> torch.Tensor:
         """The stacked bound of an embedding of constant ids."""
-        return torch.cat(_exact_rows(self.layer, self.E, ids.long()))
+        return torch.cat(_exact_rows(self.layer, self._errors()[0], ids.long()))
 
     def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+        E, eb = self._errors()
         if self.layer.kind == "embedding":
-            return torch.cat(embedding_interval(self.layer, self.E, stacked[0:1], stacked[1:2]))
-        return torch.cat(affine_interval(self.layer, self.E, self.eb, stacked[0:1], stacked[1:2], stacked[2:3]))
+            return torch.cat(embedding_interval(self.layer, E, stacked[0:1], stacked[1:2]))
+        return torch.cat(affine_interval(self.layer, E, eb, stacked[0:1], stacked[1:2], stacked[2:3]))
 
 
 def _exact_rows(layer: TargetLayer, E: torch.Tensor, ids: torch.Tensor) -> list[torch.Tensor]:
@@ -215,17 +223,19 @@ def _matmul(a, b) -> torch.Tensor:
     return torch.cat([centre - radius, centre + radius, mag_a @ bd + ad @ (mag_b + bd)])
 
 
-def certified_bound(target: fx.GraphModule, layers: list[TargetLayer], errors: list[tuple[np.ndarray, np.ndarray | None]],
+def certified_bound(target: fx.GraphModule, layers: list[TargetLayer],
+                    errors: list[Callable[[], tuple[np.ndarray, np.ndarray | None]]],
                     input_shape: tuple[int, ...], domain: tuple[float, float]) -> dict[str, object]:
     """Upper bound on max over the domain box of |f(x) - g(x)| per output, and its maximum.
 
-    ``errors`` holds (weight_error, bias_error) per layer, aligned with ``layers``. Returns
+    ``errors`` holds per layer (aligned with ``layers``) a function returning its (weight_error,
+    bias_error), called when the propagation reaches the layer (a layer's errors at a time). Returns
     {"bound": float, "per_output": list, "slack": list (the rounding slack included per output),
     "output_range": [lo, hi], "method": str, "interval_bound": float}; :func:`models.crown.tighten`
     replaces it per output by the linear relaxation's where that is smaller. Where an op of the target
     has no rule (:class:`NoBoundRule`), every figure is None and "reason" names the op.
     """
-    gm = with_modules(target, {layer.name: _BoundLayer(layer, we, be) for layer, (we, be) in zip(layers, errors)})
+    gm = with_modules(target, {layer.name: _BoundLayer(layer, e) for layer, e in zip(layers, errors)})
     lo = torch.full((1, *input_shape), float(domain[0]), dtype=torch.float64)
     hi = torch.full((1, *input_shape), float(domain[1]), dtype=torch.float64)
     with torch.no_grad():

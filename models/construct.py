@@ -30,7 +30,7 @@ from .auto_n import choose_n, row_blocks
 from .graph import TargetLayer, UnsupportedModelError, reads_tokens, trace_target
 from .memory import MemoryPlan, layer_shapes, plan
 from .masks import MaskBuilder, PackedMask
-from .problems import build_problems, masks_from_solutions, pair_masks, used_units
+from .problems import block_sums, build_problems, errors_of, masks_from_solutions, pair_masks, used_units
 from .pruned import assemble
 from .random_net import LAYOUTS, VARIANTS, LayerSpec, layer_seed, stream
 
@@ -40,25 +40,37 @@ DEFAULT_MARGINS = {"max": 1.5, "rms": 5.0}
 
 @dataclass
 class LayerSolution:
-    """Masks and errors of one pair."""
+    """Masks and kept sums of one pair; its errors follow from the sums and the target layer."""
 
     masks: dict[str, torch.Tensor | PackedMask]  # bool "u" (d_in, upi), "a_bias" (hidden,); "B" like B, packed
-    weight_error: np.ndarray  # like the target's weight: max over the sign groups
-    bias_error: np.ndarray | None  # (d_out,)
-    status_counts: dict[str, int]
-    seconds: float
-    backend: str
-    problems: int
+    layer: TargetLayer = field(repr=False)  # the target layer the pair computes
+    sums: list[torch.Tensor] = field(repr=False)  # float64 kept sums per sign group (d_out, in_group, kh, kw)
+    bias_sum: torch.Tensor | None = field(repr=False)  # float64 kept bias (d_out,) or None
+    status_counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    backend: str = ""
+    problems: int = 0
     presolved: int = 0  # problems settled by the solver's exact presolve, not the backend
     n_search: dict[str, Any] | None = None  # --n auto: the layer's search (models.auto_n.NSearch)
 
     def kept(self) -> int:
         return int(sum(int(m.sum()) for m in self.masks.values()))
 
+    @property
+    def weight_error(self) -> np.ndarray:
+        """Every weight's error in float64, max over the sign groups (the weight's shape); formed
+        from the kept sums at each call, not held (8 bytes a weight)."""
+        return errors_of(self.layer.weight, None, self.sums, None)[0]
+
+    @property
+    def bias_error(self) -> np.ndarray | None:
+        """Every bias's error in float64 (d_out,), or None."""
+        return None if self.bias_sum is None else (self.layer.bias - self.bias_sum).abs().numpy()
+
     def errors(self) -> np.ndarray:
         """Every weight's and bias's error, flat."""
         errs = self.weight_error.reshape(-1)
-        return errs if self.bias_error is None else np.concatenate([errs, self.bias_error])
+        return errs if self.bias_sum is None else np.concatenate([errs, self.bias_error])
 
 
 @dataclass(frozen=True)
@@ -263,8 +275,9 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
     kh, kw = spec.kernel
     b_mask = MaskBuilder((spec.d_out, spec.hidden_group, kh, kw))  # packed as the blocks come: 2n bits a weight
     used = np.zeros((spec.groups, spec.hidden_group), dtype=bool)
-    weight_error = np.zeros((spec.d_out, spec.in_group, kh, kw))
-    bias_error = np.zeros(spec.d_out) if spec.has_bias else None
+    sums = [torch.zeros((spec.d_out, spec.in_group, kh, kw), dtype=torch.float64)
+            for _ in range(1 if spec.input_nonneg else 2)]  # per sign group, formed as the masks come
+    bias_sum = torch.zeros(spec.d_out, dtype=torch.float64) if spec.has_bias else None
     counts = {s.name.lower(): 0 for s in Status}
     problems = presolved = 0
     backend = options.backend
@@ -288,19 +301,38 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
         bm, we, be = masks_from_solutions(spec, scatter, res)
         b_mask.add(bm)
         used |= used_units(spec, rows, bm)
-        weight_error[rows] = we
-        if be is not None:
-            bias_error[rows] = be
+        block, block_bias = block_sums(spec, values, rows, torch.from_numpy(bm))
+        for total, part in zip(sums, block):
+            total[rows] = part
+        if bias_sum is not None:
+            bias_sum[rows] = block_bias
+        _check_errors(layer, spec, rows, block, block_bias, we, be)
         for key, value in res.status_counts().items():
             counts[key] += value
         problems += len(res)
         presolved += int(res.presolved.sum())
         backend = res.backend
-    if spec.kind != "conv2d":
-        weight_error = weight_error[:, :, 0, 0]
-    return LayerSolution(masks=pair_masks(spec, b_mask.done(), used), weight_error=weight_error, bias_error=bias_error,
+    return LayerSolution(masks=pair_masks(spec, b_mask.done(), used), layer=layer, sums=sums, bias_sum=bias_sum,
                          status_counts=counts, seconds=time.perf_counter() - start, presolved=presolved,
                          backend=backend, problems=problems)
+
+
+#: the solver's errors and those of the masks recomputed in float64 agree within this, relative to the
+#: layer's coefficient scale (different summation orders of at most a few dozen float64 terms)
+ERROR_AGREEMENT = 1e-9
+
+
+def _check_errors(layer: TargetLayer, spec: LayerSpec, rows: slice, sums: list[torch.Tensor],
+                  bias: torch.Tensor | None, weight_error: np.ndarray, bias_error: np.ndarray | None) -> None:
+    """The errors the solver reported for a block of rows are those of its masks recomputed in float64
+    from the regenerated values (anything else is a bug in the solver or in the scatter of its masks)."""
+    we, be = errors_of(layer.weight[rows], None if bias is None else layer.bias[rows], sums, bias)
+    worst = float(np.abs(we.reshape(weight_error.shape) - weight_error).max(initial=0.0))
+    if be is not None:
+        worst = max(worst, float(np.abs(be - bias_error).max(initial=0.0)))
+    if worst > ERROR_AGREEMENT * max(1.0, spec.scale):
+        raise RuntimeError(f"layer {spec.name!r} rows {rows.start}:{rows.stop}: the solver's errors differ by {worst:.3g} "
+                           f"from those of its masks recomputed in float64 (a bug, not the input)")
 
 
 def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[float, float],

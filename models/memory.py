@@ -8,8 +8,9 @@ The estimate counts what dominates (bytes):
   values (``LayerSpec.dense_params``) and bool masks;
 * the solve phase's block transients: one block of B's values (float32) and its bool mask, the float64
   coefficients of at most ``block_problems`` problems (a few copies);
-* the solutions: every weight's float64 error;
-* the collapsed form's kept sums (float64, one per sign group of each weight); the target's float64
+* the solutions: the kept sums (float64, one per sign group of each weight), formed as each block of
+  rows is solved; they are the collapsed form's weights, and the errors follow from them when asked
+  (one layer at a time: reports and the certified bound), so no error is held; the target's float64
   folded trace is the only copy of the target made (it is in the baseline: the plan is made after
   tracing) - verification computes the target's float64 outputs with it and takes float32 views of
   it and of the collapsed form that cast one layer at a time (:func:`models.graph.cast_layers`);
@@ -94,7 +95,7 @@ class MemoryPlan:
     baseline: int  # this process before the construction
     random_network: int  # what the pairs hold: masks (B's as bits), u and A's biases; the dense variant's values
     solve_transient: int  # the largest layer's block of problems while it is solved
-    targets: int  # the collapsed form's kept sums and the weight errors
+    targets: int  # the kept sums (the collapsed form's weights)
     verify_per_input: int  # the materialised network, per input
     verify_fixed: int  # per batch, independent of its size
     verify_batch: int  # inputs per batch of the target and the collapsed form
@@ -108,7 +109,7 @@ class MemoryPlan:
 
     def describe(self) -> str:
         return (f"random network {self.random_network / GIB:.2f} GiB, solving {self.solve_transient / GIB:.2f} GiB, "
-                f"kept sums and errors {self.targets / GIB:.2f} GiB, verification {self.verify_per_input / 2**20:.1f} MiB "
+                f"kept sums {self.targets / GIB:.2f} GiB, verification {self.verify_per_input / 2**20:.1f} MiB "
                 f"per input + {self.verify_fixed / GIB:.2f} GiB, this process {self.baseline / GIB:.2f} GiB")
 
 
@@ -119,7 +120,6 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
     baseline = process_bytes() if baseline is None else int(baseline)
     random_network = solve_transient = cast = products = sums = 0
     per_input = hidden_bytes = target_per_input = 0
-    target_params = sum(layer.num_params() for layer in layers)
     widest_target = max((_numel(s) for io in shapes.values() for s in io), default=0)
     for spec in specs:
         kh, kw = spec.kernel
@@ -160,9 +160,10 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
     per_input += 8 * 2 * widest_target
     target_per_input += 8 * 3 * widest_target  # float64: its largest activation, kept twice, and the output
     # the folded trace (float64, one tensor per layer) is in the baseline; verification adds no copy of
-    # it: the kept sums and the weight errors
-    targets = sums + 8 * target_params
-    fixed = cast + min(products, MASK_CACHE_BYTES)
+    # it; the errors are formed from the kept sums a layer at a time (one float64 per weight of the largest)
+    targets = sums
+    largest = max((layer.num_params() for layer in layers), default=0)
+    fixed = max(cast, 3 * 8 * largest) + min(products, MASK_CACHE_BYTES)  # a layer's errors: about three float64 copies
     out = MemoryPlan(budget, baseline, random_network, solve_transient, targets, per_input, fixed, 0,
                      target_per_input, 0)
     room = budget - baseline - random_network - targets

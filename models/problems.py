@@ -156,6 +156,26 @@ def sum_blocks(spec: LayerSpec) -> list[slice]:
     return row_slices(spec.d_out, spec.in_group * kh * kw * spec.units_per_input, SUM_BLOCK)
 
 
+def block_sums(spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice,
+               b_mask: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """The kept sums of the output rows ``rows`` (float64): per sign group (d, in_group, kh, kw), and
+    the kept bias (d,) or None; ``values`` holds those rows of B (:func:`models.random_net.stream`),
+    ``b_mask`` their mask (bool, (d, hidden_group, kh, kw)). The one place the kept sums are formed:
+    the solve phase forms them block by block as the masks come, a rebuilt ticket from its masks."""
+    kh, kw = spec.kernel
+    n_fan = spec.in_group * spec.units_per_input
+    C = coefficients(spec, values, rows)
+    Bm = b_mask.reshape(-1, spec.hidden_group, kh, kw)
+    kept = Bm[:, :n_fan].reshape(-1, spec.in_group, spec.units_per_input, kh, kw).permute(0, 1, 3, 4, 2)
+    sums = [(C * (kept & spec.per_output(member, rows)[:, :, None, None, :])).sum(dim=-1)
+            for member in groups(spec, values["u"])]
+    bias = None
+    if spec.has_bias:
+        p, q = spec.const_tap
+        bias = (bias_coefficients(spec, values, rows) * Bm[:, n_fan:, p, q]).sum(dim=1)
+    return sums, bias
+
+
 def kept_sums(spec: LayerSpec, masks: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """What the pruned pair computes, in float64: per sign group the kept coefficient sums
     (d_out, d_in, kh, kw) - the pair maps an input v to ``S_0 relu(v) - S_1 relu(-v)`` (just
@@ -163,23 +183,30 @@ def kept_sums(spec: LayerSpec, masks: dict[str, torch.Tensor]) -> tuple[list[tor
     are regenerated from the seed a block of rows at a time (:func:`models.random_net.stream`), so
     memory beyond the result is about ``SUM_BLOCK`` coefficients."""
     kh, kw = spec.kernel
-    n_fan = spec.in_group * spec.units_per_input
-    sums = bias = None
+    sums = [torch.zeros((spec.d_out, spec.in_group, kh, kw), dtype=torch.float64) 
+            for _ in range(1 if spec.input_nonneg else 2)]  # one per sign group (:func:`models.random_net.groups`)
+    bias = torch.zeros(spec.d_out, dtype=torch.float64) if spec.has_bias else None
     blocks = sum_blocks(spec)
     for rows, values in zip(blocks, stream(spec, blocks)):
-        if sums is None:
-            members = groups(spec, values["u"])
-            sums = [torch.zeros((spec.d_out, spec.in_group, kh, kw), dtype=torch.float64) for _ in members]
-            bias = torch.zeros(spec.d_out, dtype=torch.float64) if spec.has_bias else None
-        C = coefficients(spec, values, rows)
-        Bm = mask_rows(masks["B"], rows).reshape(-1, spec.hidden_group, kh, kw)
-        kept = Bm[:, :n_fan].reshape(-1, spec.in_group, spec.units_per_input, kh, kw).permute(0, 1, 3, 4, 2)
-        for s, member in zip(sums, members):
-            s[rows] = (C * (kept & spec.per_output(member, rows)[:, :, None, None, :])).sum(dim=-1)
+        block, block_bias = block_sums(spec, values, rows, mask_rows(masks["B"], rows))
+        for s, b in zip(sums, block):
+            s[rows] = b
         if bias is not None:
-            p, q = spec.const_tap
-            bias[rows] = (bias_coefficients(spec, values, rows) * Bm[:, n_fan:, p, q]).sum(dim=1)
+            bias[rows] = block_bias
     return sums, bias
+
+
+def errors_of(weight: torch.Tensor, bias: torch.Tensor | None, sums: list[torch.Tensor],
+              kept_bias: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-weight errors (max over the sign groups, ``weight``'s shape) and per-bias errors, in float64,
+    of a pair whose kept sums are ``sums`` and kept bias ``kept_bias`` (:func:`block_sums`) against
+    the target's ``weight`` and ``bias`` (float64)."""
+    W = weight.reshape(sums[0].shape)
+    err = (W - sums[0]).abs()
+    for s in sums[1:]:
+        err = torch.maximum(err, (W - s).abs())
+    bias_error = None if kept_bias is None else (bias - kept_bias).abs().numpy()
+    return err.reshape(weight.shape).numpy(), bias_error
 
 
 def errors_from_masks(layer: TargetLayer, spec: LayerSpec,
@@ -187,11 +214,4 @@ def errors_from_masks(layer: TargetLayer, spec: LayerSpec,
     """Per-weight errors (max over the sign groups) and per-bias errors, in float64, from a pair's
     masks and its random values regenerated from the seed: what a ticket's network really computes,
     whatever solved it."""
-    sums, bias = kept_sums(spec, masks)
-    W = layer.weight.reshape(sums[0].shape)
-    err = torch.zeros_like(W)
-    for s in sums:
-        err = torch.maximum(err, (W - s).abs())
-    bias_error = None if bias is None else (layer.bias - bias).abs().numpy()
-    we = err.numpy()
-    return (we[:, :, 0, 0] if spec.kind != "conv2d" else we), bias_error
+    return errors_of(layer.weight, layer.bias, *kept_sums(spec, masks))

@@ -24,7 +24,7 @@ from .construct import ConstructOptions, Construction, LayerSolution, propagate_
 from .graph import TargetLayer, reads_tokens, trace_target
 from .masks import PackedMask
 from .memory import MemoryPlan, plan
-from .problems import errors_from_masks
+from .problems import kept_sums
 from .pruned import assemble
 from .random_net import KINDS, LAYOUTS, VARIANTS, LayerSpec
 
@@ -233,12 +233,12 @@ def rebuild(ticket: dict[str, Any], target: nn.Module, memory_budget: int | None
 
 
 def rebuilt_construction(model: nn.Module, rebuilt: Rebuilt, ticket: dict[str, Any]) -> Construction:
-    """A Construction of a rebuilt ticket whose layer errors are recomputed from the masks."""
+    """A Construction of a rebuilt ticket whose kept sums (and so its errors) are recomputed from the
+    masks and the regenerated random values."""
     sols = []
     for layer, spec, masks in zip(rebuilt.layers, rebuilt.specs, rebuilt.masks):
-        we, be = errors_from_masks(layer, spec, masks)
-        sols.append(LayerSolution(masks=masks, weight_error=we, bias_error=be, status_counts={}, seconds=0.0,
-                                  backend="ticket", problems=0))
+        sums, bias = kept_sums(spec, masks)
+        sols.append(LayerSolution(masks=masks, layer=layer, sums=sums, bias_sum=bias, backend="ticket"))
     return Construction(target=model, folded=rebuilt.folded, layers=rebuilt.layers, specs=rebuilt.specs,
                         solutions=sols, pruned=rebuilt.pruned, input_shape=tuple(ticket["input_shape"]),
                         domain=tuple(ticket["input_domain"]), options=ticket_options(ticket),

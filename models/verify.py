@@ -31,7 +31,7 @@ fewer starts; both reported). A rebuilt ticket, with no solve time, gets those m
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -43,7 +43,6 @@ from .crown import tighten
 from .construct import Construction
 from .data import DataError, Dataset
 from .memory import MAX_VERIFY_BATCH
-from .problems import kept_sums
 from .pruned import fixed_masks
 
 #: inputs stored in a ticket with the pruned network's outputs, for the bit-exact rebuild check
@@ -113,15 +112,21 @@ def domain_samples(input_shape: tuple[int, ...], domain: tuple[float, float], co
 
 
 def kept(c: Construction) -> list[tuple[list[torch.Tensor], torch.Tensor | None]]:
-    """Per pair the kept sums and the kept bias (float64), from the masks and the regenerated values."""
-    return [kept_sums(spec, s.masks) for spec, s in zip(c.specs, c.solutions)]
+    """Per pair the kept sums and the kept bias (float64), formed from the masks and the regenerated
+    values as the layer was solved or its ticket rebuilt (:func:`models.problems.block_sums`)."""
+    return [(s.sums, s.bias_sum) for s in c.solutions]
+
+
+def _errors_of(solution) -> Callable[[], tuple]:
+    """A function returning a pair's (weight_error, bias_error), formed from its kept sums when called."""
+    return lambda: (solution.weight_error, solution.bias_error)
 
 
 def certified(c: Construction, sums: list | None = None) -> dict[str, Any]:
     """The certified bound over the construction's input box: interval propagation with the weight
     errors, tightened per output by the linear relaxation where that applies (:mod:`models.crown`);
     ``sums``: the pairs' kept sums if the caller has them (:func:`kept`)."""
-    interval = certified_bound(c.folded, c.layers, [(s.weight_error, s.bias_error) for s in c.solutions],
+    interval = certified_bound(c.folded, c.layers, [_errors_of(s) for s in c.solutions],
                                c.input_shape, c.domain)
     return tighten(interval, c.folded, c.layers, (lambda: sums) if sums is not None else (lambda: kept(c)),
                    c.input_shape, c.domain)

@@ -168,13 +168,20 @@ def test_a_parameter_varying_along_two_dimensions_is_refused():
 
 
 def test_a_parameter_used_directly_is_refused_with_what_is_supported():
-    """A parameter read by an op with no rule (here gathered by an index, as Swin's relative position
-    bias table) is named, with the parameter uses that are supported."""
-    class Gathered(nn.Module):
+    """A parameter read by an op with no rule is named, with the parameter uses that are supported; one
+    gathered by an index buffer (as Swin's relative position bias table) is named as such."""
+    class Direct(nn.Module):
         def __init__(self):
             super().__init__()
             self.fc = nn.Linear(3, 3)
             self.table = nn.Parameter(torch.randn(5))
+
+        def forward(self, x):
+            return self.fc(x) * self.table.sum()
+
+    class Gathered(Direct):
+        def __init__(self):
+            super().__init__()
             self.register_buffer("index", torch.tensor([0, 2, 4]))
 
         def forward(self, x):
@@ -182,6 +189,9 @@ def test_a_parameter_used_directly_is_refused_with_what_is_supported():
 
     with pytest.raises(UnsupportedModelError, match=r"uses the tensor 'table' directly .* position table, a learned "
                                                     r"token concatenated"):
+        trace_target(Direct(), input_nonneg=False)
+    with pytest.raises(UnsupportedModelError, match=r"parameter 'table' is read through an index buffer .* no rule "
+                                                    r"for a gathered parameter"):
         trace_target(Gathered(), input_nonneg=False)
 
 
@@ -345,7 +355,7 @@ def test_graph_constants_position_ids_and_scaled_dot_product_attention():
     assert check["bound_holds"] and check["adversarial_output_error"] <= check["certified_bound"]
     from models.bounds import certified_bound  # with exact pairs the constants add no error
 
-    exact = [(np.zeros(tuple(layer.weight.shape)), None if layer.bias is None else np.zeros(layer.d_out))
+    exact = [lambda layer=layer: (np.zeros(tuple(layer.weight.shape)), None if layer.bias is None else np.zeros(layer.d_out))
              for layer in c.layers]
     assert certified_bound(c.folded, c.layers, exact, (4,), (0.0, 11.0))["bound"] <= 1e-6
 

@@ -52,7 +52,7 @@ def test_bound_holds_on_every_input_tried_and_is_tighter_than_intervals(case):
     assert torch.all(observed <= per_output), (observed, per_output)
     adv = adversarial_search(c, target64, None, restarts=8, steps=30)["adversarial_output_error"]
     assert 0 < adv <= float(per_output.max())
-    ibp = certified_bound(c.folded, c.layers, [(s.weight_error, s.bias_error) for s in c.solutions],
+    ibp = certified_bound(c.folded, c.layers, [lambda s=s: (s.weight_error, s.bias_error) for s in c.solutions],
                           c.input_shape, c.domain)
     assert ibp["method"] == IBP_METHOD
     assert float(per_output.max()) < 0.9 * ibp["bound"]
