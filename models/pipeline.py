@@ -116,7 +116,7 @@ class VerifyOutcome:
 
 #: a rebuilt ticket's outputs may differ from the stored ones by this, relative to 1 + their magnitude,
 #: when it is rebuilt on another machine: the same masks and values, but CPU kernels (AVX2 / AVX-512)
-#: that round reductions differently (a ticket written on one and rebuilt on the other: 1.1e-16);
+#: that round reductions differently (a token ticket written on an earlier machine, rebuilt on an AVX2-only one: 1.1e-16);
 #: one wrong mask bit moves an output by a coefficient, ~1e-3 and more
 REBUILD_ROUNDING = 1e-12
 
