@@ -16,8 +16,9 @@ problems settled at an earlier n (at ``n_min = 21`` on a layer within eps there:
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,46 @@ from .random_net import LayerSpec, row_slices, stream
 
 
 @dataclass
+class Answers:
+    """One row block's answers at the search's chosen n, kept as the layer's solve needs them: the
+    masks packed to bits, the errors, statuses and presolve flags (about 13 bytes a problem where a
+    SolveResult holds about 68; the backends' proofs per problem are not kept: the solve phase does
+    not read them). ``index``: the block's problems they answer, None for all ``count`` of them."""
+
+    index: np.ndarray | None
+    count: int
+    masks: np.ndarray  # np.packbits of the bool masks along each row
+    width: int
+    errors: np.ndarray
+    status: np.ndarray
+    fallback: np.ndarray
+    presolved: np.ndarray
+    seconds: float
+    backend: str
+    info: dict[str, Any]
+
+    @classmethod
+    def of(cls, index: np.ndarray, total: int, res: solver.SolveResult) -> "Answers":
+        whole = len(index) == total
+        return cls(None if whole else index.astype(np.int32), len(index), np.packbits(res.masks, axis=1),
+                   int(res.masks.shape[1]), res.errors, res.status, res.fallback, res.presolved, res.seconds,
+                   res.backend, res.info)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def result(self) -> tuple[np.ndarray, solver.SolveResult]:
+        """(the problems answered, their SolveResult), the proofs NaN."""
+        masks = np.unpackbits(self.masks, axis=1, count=self.width).astype(bool)
+        nan = np.full(self.count, np.nan)
+        index = np.arange(self.count) if self.index is None else self.index.astype(np.int64)
+        return index, solver.SolveResult(masks=masks, errors=self.errors, sizes=masks.sum(axis=1), status=self.status,
+                                         error_bound=nan, size_bound=nan, tolerance=nan, fallback=self.fallback,
+                                         presolved=self.presolved, seconds=self.seconds, backend=self.backend,
+                                         info=dict(self.info))
+
+
+@dataclass
 class NSearch:
     """The outcome of one layer's search, as recorded in the report."""
 
@@ -38,11 +79,12 @@ class NSearch:
     steps: list[dict[str, int]] = field(default_factory=list)  # per n tried: problems solved, still missing
     seconds: float = 0.0
     reused: int = 0  # answers of the last step taken over by the layer's solve (not solved again)
-    #: per row block: (the problems solved at the chosen n, their answers), or None; not recorded
-    final: list[tuple[np.ndarray, solver.SolveResult] | None] = field(default_factory=list, repr=False)
+    #: per row block: the answers of the problems solved at the chosen n, or None; not recorded
+    final: list[Answers | None] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "final"}
+        """The recorded fields (``final`` is neither copied nor recorded)."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "final"}
 
 
 def row_blocks(spec: LayerSpec, block_problems: int) -> list[slice]:
@@ -66,14 +108,14 @@ def choose_n(layer: TargetLayer, spec: LayerSpec, options) -> NSearch:
     for n in range(options.n_min, options.n_max + 1):
         trial = replace(spec, n=n)
         solved = missing = 0
-        final: list[tuple[np.ndarray, solver.SolveResult] | None] = [None] * len(blocks)
+        final: list[Answers | None] = [None] * len(blocks)
         for b, (rows, values) in enumerate(zip(blocks, stream(trial, blocks))):
             targets, coeffs, lengths, _ = build_problems(layer, trial, values, rows)
             todo = np.arange(len(targets)) if pending[b] is None else pending[b]
             if todo.size:
                 res = solver.solve(targets[todo], coeffs[todo], backend=options.backend, lengths=lengths[todo],
                                    **vars(search))
-                final[b] = (todo, res)
+                final[b] = Answers.of(todo, len(targets), res)
                 solved += todo.size
                 todo = todo[res.errors > eps]
             pending[b] = todo

@@ -285,7 +285,9 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
     for b, (rows, values) in enumerate(zip(blocks, stream(spec, blocks))):  # the values of a block at a time
         r0 = rows.start
         targets, coeffs, lengths, scatter = build_problems(layer, spec, values, rows)
-        done = known[b] if known is not None else None
+        done = known[b].result() if known is not None and known[b] is not None else None
+        if known is not None:
+            known[b] = None  # taken over: its memory goes as the blocks are solved
         rest = np.arange(len(targets)) if done is None else np.setdiff1d(np.arange(len(targets)), done[0])
         parts = [done] if done is not None else []
         try:
@@ -367,7 +369,7 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
         if options.n == "auto":
             search = choose_n(layer, spec, options)
             specs[i] = spec = replace(spec, n=search.n)
-            search.reused = sum(len(k[0]) for k in search.final if k is not None)
+            search.reused = sum(len(k) for k in search.final if k is not None)
         solutions.append(solve_layer(layer, spec, options, index=i, store=store,
                                      known=search.final if search else None))
         solutions[-1].n_search = search.to_dict() if search else None

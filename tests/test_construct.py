@@ -747,3 +747,24 @@ def test_n_auto_solves_nothing_twice(monkeypatch, objective):
         fixed = _construct(tiny_cnn, (2, 8, 8), (-1.0, 1.0), c.specs[i].n, objective=objective, eps=eps)
         assert all(torch.equal(as_tensor(sol.masks[k]), as_tensor(fixed.solutions[i].masks[k])) for k in sol.masks)
         assert np.array_equal(sol.errors(), fixed.solutions[i].errors())
+
+
+@pytest.mark.parametrize("part", ["whole", "subset"])
+def test_n_auto_keeps_its_answers_packed_and_gives_them_back_as_solved(part):
+    """The search's last answers are kept as bits (models.auto_n.Answers, ~13 bytes a problem) and read
+    back as the solver gave them: masks, errors, statuses, presolve flags, the problems they answer."""
+    import solver
+    from models.auto_n import Answers
+
+    rng = np.random.default_rng(0)
+    targets, coeffs = rng.uniform(-1, 1, 40), rng.uniform(-1, 1, (40, 21)) * rng.uniform(-1, 1, (40, 21))
+    index = np.arange(40) if part == "whole" else np.sort(rng.choice(40, 15, replace=False))
+    res = solver.solve(targets[index], coeffs[index], backend="mitm", workers=1)
+    kept = Answers.of(index, 40, res)
+    assert (kept.index is None) == (part == "whole") and len(kept) == len(index)
+    assert kept.masks.nbytes == len(index) * 3  # 21 bits a problem
+    got_index, got = kept.result()
+    assert np.array_equal(got_index, index) and np.array_equal(got.masks, res.masks)
+    for name in ("errors", "sizes", "status", "fallback", "presolved"):
+        assert np.array_equal(getattr(got, name), getattr(res, name)), name
+    assert got.backend == res.backend
