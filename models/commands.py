@@ -222,11 +222,10 @@ def run_verify(args: argparse.Namespace) -> int:
     """Rebuild the pruned network from the ticket, check bit-exact outputs, re-verify."""
     out = verify_run(args.run_dir, args.data, trust_pickle=args.trust_pickled_target)
     check = out.check
+    how = "float rounding, within what another machine's CPU kernels give" if out.within_rounding else \
+        "more than float rounding"
     print(f"rebuilt {out.layers} pairs from {args.run_dir / 'ticket.pt'}; outputs on {out.checked} stored inputs "
-          f"bit-exact: {out.bit_exact}" + ("" if out.bit_exact else
-          f" (largest difference {out.largest_difference:.3g}: "
-          + ("float rounding, within what another machine's CPU kernels give)" if out.within_rounding
-             else "more than float rounding)")))
+          f"bit-exact: {out.bit_exact}" + ("" if out.bit_exact else f" (largest difference {out.largest_difference:.3g}: {how})"))
     print(f"max output error {check['max_output_error']:.3g} (report: {out.reported_output_error:.3g}), "
           f"certified bound {fmt(check['certified_bound'])}, bound holds: {check['bound_holds']}")
     if "accuracy" in check:

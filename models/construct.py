@@ -30,7 +30,8 @@ from .auto_n import choose_n, row_blocks
 from .graph import TargetLayer, UnsupportedModelError, reads_tokens, trace_target
 from .memory import MemoryPlan, layer_shapes, plan
 from .masks import MaskBuilder, PackedMask
-from .problems import block_sums, build_problems, errors_of, masks_from_solutions, pair_masks, used_units
+from .problems import (bias_errors, block_sums, build_problems, empty_sums, masks_from_solutions, pair_masks, set_rows,
+                       used_units, weight_errors)
 from .pruned import assemble
 from .random_net import LAYOUTS, VARIANTS, LayerSpec, layer_seed, stream
 
@@ -60,12 +61,12 @@ class LayerSolution:
     def weight_error(self) -> np.ndarray:
         """Every weight's error in float64, max over the sign groups (the weight's shape); formed
         from the kept sums at each call, not held (8 bytes a weight)."""
-        return errors_of(self.layer.weight, None, self.sums, None)[0]
+        return weight_errors(self.layer.weight, self.sums)
 
     @property
     def bias_error(self) -> np.ndarray | None:
         """Every bias's error in float64 (d_out,), or None."""
-        return None if self.bias_sum is None else (self.layer.bias - self.bias_sum).abs().numpy()
+        return bias_errors(self.layer.bias, self.bias_sum)
 
     def errors(self) -> np.ndarray:
         """Every weight's and bias's error, flat."""
@@ -275,9 +276,7 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
     kh, kw = spec.kernel
     b_mask = MaskBuilder((spec.d_out, spec.hidden_group, kh, kw))  # packed as the blocks come: 2n bits a weight
     used = np.zeros((spec.groups, spec.hidden_group), dtype=bool)
-    sums = [torch.zeros((spec.d_out, spec.in_group, kh, kw), dtype=torch.float64)
-            for _ in range(1 if spec.input_nonneg else 2)]  # per sign group, formed as the masks come
-    bias_sum = torch.zeros(spec.d_out, dtype=torch.float64) if spec.has_bias else None
+    sums, bias_sum = kept = empty_sums(spec)  # formed as the masks come
     counts = {s.name.lower(): 0 for s in Status}
     problems = presolved = 0
     backend = options.backend
@@ -303,12 +302,9 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
         bm, we, be = masks_from_solutions(spec, scatter, res)
         b_mask.add(bm)
         used |= used_units(spec, rows, bm)
-        block, block_bias = block_sums(spec, values, rows, torch.from_numpy(bm))
-        for total, part in zip(sums, block):
-            total[rows] = part
-        if bias_sum is not None:
-            bias_sum[rows] = block_bias
-        _check_errors(layer, spec, rows, block, block_bias, we, be)
+        block = block_sums(spec, values, rows, torch.from_numpy(bm))
+        set_rows(kept, rows, block)
+        _check_errors(layer, spec, rows, block, we, be)
         for key, value in res.status_counts().items():
             counts[key] += value
         problems += len(res)
@@ -324,14 +320,16 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
 ERROR_AGREEMENT = 1e-9
 
 
-def _check_errors(layer: TargetLayer, spec: LayerSpec, rows: slice, sums: list[torch.Tensor],
-                  bias: torch.Tensor | None, weight_error: np.ndarray, bias_error: np.ndarray | None) -> None:
+def _check_errors(layer: TargetLayer, spec: LayerSpec, rows: slice, block: tuple[list[torch.Tensor], torch.Tensor | None],
+                  weight_error: np.ndarray, bias_error: np.ndarray | None) -> None:
     """The errors the solver reported for a block of rows are those of its masks recomputed in float64
-    from the regenerated values (anything else is a bug in the solver or in the scatter of its masks)."""
-    we, be = errors_of(layer.weight[rows], None if bias is None else layer.bias[rows], sums, bias)
+    from the regenerated values, ``block``'s kept sums (anything else is a bug in the solver or in the
+    scatter of its masks)."""
+    sums, bias = block
+    we = weight_errors(layer.weight[rows], sums)
     worst = float(np.abs(we.reshape(weight_error.shape) - weight_error).max(initial=0.0))
-    if be is not None:
-        worst = max(worst, float(np.abs(be - bias_error).max(initial=0.0)))
+    if bias is not None:
+        worst = max(worst, float(np.abs(bias_errors(layer.bias[rows], bias) - bias_error).max(initial=0.0)))
     if worst > ERROR_AGREEMENT * max(1.0, spec.scale):
         raise RuntimeError(f"layer {spec.name!r} rows {rows.start}:{rows.stop}: the solver's errors differ by {worst:.3g} "
                            f"from those of its masks recomputed in float64 (a bug, not the input)")

@@ -176,37 +176,52 @@ def block_sums(spec: LayerSpec, values: dict[str, torch.Tensor], rows: slice,
     return sums, bias
 
 
+def empty_sums(spec: LayerSpec) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Zero kept sums of a pair, filled a block of rows at a time (:func:`set_rows`): one float64
+    tensor (d_out, in_group, kh, kw) per sign group (:func:`models.random_net.groups`), and the kept
+    bias (d_out,) or None."""
+    kh, kw = spec.kernel
+    sums = [torch.zeros((spec.d_out, spec.in_group, kh, kw), dtype=torch.float64)
+            for _ in range(1 if spec.input_nonneg else 2)]
+    return sums, torch.zeros(spec.d_out, dtype=torch.float64) if spec.has_bias else None
+
+
+def set_rows(kept: tuple[list[torch.Tensor], torch.Tensor | None], rows: slice,
+             block: tuple[list[torch.Tensor], torch.Tensor | None]) -> None:
+    """Write a block's kept sums (:func:`block_sums`) into the rows ``rows`` of a pair's (:func:`empty_sums`)."""
+    (sums, bias), (part_sums, part_bias) = kept, block
+    for total, part in zip(sums, part_sums):
+        total[rows] = part
+    if bias is not None:
+        bias[rows] = part_bias
+
+
 def kept_sums(spec: LayerSpec, masks: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """What the pruned pair computes, in float64: per sign group the kept coefficient sums
     (d_out, d_in, kh, kw) - the pair maps an input v to ``S_0 relu(v) - S_1 relu(-v)`` (just
     ``S_0 v`` for a non-negative input) - and the bias it adds (d_out,) or None. The random values
     are regenerated from the seed a block of rows at a time (:func:`models.random_net.stream`), so
     memory beyond the result is about ``SUM_BLOCK`` coefficients."""
-    kh, kw = spec.kernel
-    sums = [torch.zeros((spec.d_out, spec.in_group, kh, kw), dtype=torch.float64) 
-            for _ in range(1 if spec.input_nonneg else 2)]  # one per sign group (:func:`models.random_net.groups`)
-    bias = torch.zeros(spec.d_out, dtype=torch.float64) if spec.has_bias else None
+    kept = empty_sums(spec)
     blocks = sum_blocks(spec)
     for rows, values in zip(blocks, stream(spec, blocks)):
-        block, block_bias = block_sums(spec, values, rows, mask_rows(masks["B"], rows))
-        for s, b in zip(sums, block):
-            s[rows] = b
-        if bias is not None:
-            bias[rows] = block_bias
-    return sums, bias
+        set_rows(kept, rows, block_sums(spec, values, rows, mask_rows(masks["B"], rows)))
+    return kept
 
 
-def errors_of(weight: torch.Tensor, bias: torch.Tensor | None, sums: list[torch.Tensor],
-              kept_bias: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-weight errors (max over the sign groups, ``weight``'s shape) and per-bias errors, in float64,
-    of a pair whose kept sums are ``sums`` and kept bias ``kept_bias`` (:func:`block_sums`) against
-    the target's ``weight`` and ``bias`` (float64)."""
+def weight_errors(weight: torch.Tensor, sums: list[torch.Tensor]) -> np.ndarray:
+    """Per-weight errors in float64, max over the sign groups, in ``weight``'s shape, of a pair whose
+    kept sums are ``sums`` (:func:`block_sums`) against the target's ``weight`` (float64)."""
     W = weight.reshape(sums[0].shape)
     err = (W - sums[0]).abs()
     for s in sums[1:]:
         err = torch.maximum(err, (W - s).abs())
-    bias_error = None if kept_bias is None else (bias - kept_bias).abs().numpy()
-    return err.reshape(weight.shape).numpy(), bias_error
+    return err.reshape(weight.shape).numpy()
+
+
+def bias_errors(bias: torch.Tensor | None, kept_bias: torch.Tensor | None) -> np.ndarray | None:
+    """Per-bias errors in float64 (d_out,) of a pair whose kept bias is ``kept_bias``, or None (no bias)."""
+    return None if kept_bias is None else (bias - kept_bias).abs().numpy()
 
 
 def errors_from_masks(layer: TargetLayer, spec: LayerSpec,
@@ -214,4 +229,5 @@ def errors_from_masks(layer: TargetLayer, spec: LayerSpec,
     """Per-weight errors (max over the sign groups) and per-bias errors, in float64, from a pair's
     masks and its random values regenerated from the seed: what a ticket's network really computes,
     whatever solved it."""
-    return errors_of(layer.weight, layer.bias, *kept_sums(spec, masks))
+    sums, bias = kept_sums(spec, masks)
+    return weight_errors(layer.weight, sums), bias_errors(layer.bias, bias)

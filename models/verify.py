@@ -122,13 +122,12 @@ def _errors_of(solution) -> Callable[[], tuple]:
     return lambda: (solution.weight_error, solution.bias_error)
 
 
-def certified(c: Construction, sums: list | None = None) -> dict[str, Any]:
+def certified(c: Construction) -> dict[str, Any]:
     """The certified bound over the construction's input box: interval propagation with the weight
-    errors, tightened per output by the linear relaxation where that applies (:mod:`models.crown`);
-    ``sums``: the pairs' kept sums if the caller has them (:func:`kept`)."""
+    errors, tightened per output by the linear relaxation where that applies (:mod:`models.crown`)."""
     interval = certified_bound(c.folded, c.layers, [_errors_of(s) for s in c.solutions],
                                c.input_shape, c.domain)
-    return tighten(interval, c.folded, c.layers, (lambda: sums) if sums is not None else (lambda: kept(c)),
+    return tighten(interval, c.folded, c.layers, lambda: kept(c),
                    c.input_shape, c.domain)
 
 
@@ -223,7 +222,7 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
     g = _batched(collapsed, measured, batch)
     diff = (f - g).abs()
     lap("float64")
-    bound = certified(c, sums)
+    bound = certified(c)
     lap("certified_bound")
     solve_seconds = (c.seconds or {}).get("solve")
 
