@@ -59,7 +59,7 @@ class _BoundLayer(nn.Module):
 
 def _exact_rows(layer: TargetLayer, E: torch.Tensor, ids: torch.Tensor) -> list[torch.Tensor]:
     """An embedding of constant ids: its value exactly, off by the weight errors of those rows."""
-    value = layer.weight.T[ids]
+    value = layer.weight64().T[ids]
     return [value, value, E.T[ids]]
 
 
@@ -68,7 +68,7 @@ def embedding_interval(layer: TargetLayer, E: torch.Tensor, lo: torch.Tensor, hi
     between the smallest and largest of its row over those tokens, and is off by at most the largest
     of their weight errors (the pair computes the token's column of kept sums)."""
     first, last = int(lo.min()), int(hi.max())
-    W, Er = layer.weight[:, first:last + 1], E[:, first:last + 1]
+    W, Er = layer.weight64()[:, first:last + 1], E[:, first:last + 1]
     shape = (1, *lo.shape[1:], layer.d_out)
     return (W.amin(dim=1).expand(shape), W.amax(dim=1).expand(shape), Er.amax(dim=1).expand(shape))
 
@@ -77,7 +77,7 @@ def affine_interval(layer: TargetLayer, E: torch.Tensor, eb: torch.Tensor, lo: t
                     delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Interval propagation through one pair (the module docstring's rule), batched tensors in and out:
     E the per-weight errors (the weight's shape), eb the per-bias errors (d_out,)."""
-    W, b = layer.weight, layer.bias
+    W, b = layer.weight64(), layer.bias
     centre, radius = (lo + hi) / 2, (hi - lo) / 2
     out_c = layer.apply(centre, W, b)
     out_r = layer.apply(radius, W.abs())

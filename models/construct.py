@@ -68,8 +68,16 @@ class LayerSolution:
         """Every bias's error in float64 (d_out,), or None."""
         return bias_errors(self.layer.bias, self.bias_sum)
 
+    def error_summary(self) -> tuple[float, float]:
+        """(max, mean) over every weight's and bias's error, the weight errors formed once (no
+        flat copy of them beside it)."""
+        parts = [self.weight_error] + ([self.bias_error] if self.bias_sum is not None else [])
+        count = sum(p.size for p in parts)
+        return (max(float(p.max(initial=0.0)) for p in parts),
+                sum(float(p.sum()) for p in parts) / count if count else 0.0)
+
     def errors(self) -> np.ndarray:
-        """Every weight's and bias's error, flat."""
+        """Every weight's and bias's error, flat (a copy: :meth:`error_summary` for large layers)."""
         errs = self.weight_error.reshape(-1)
         return errs if self.bias_sum is None else np.concatenate([errs, self.bias_error])
 
@@ -147,8 +155,8 @@ class Construction:
     """Everything one construction produced: the target, its folded trace and layers, each pair's
     spec and solution, the pruned network, and the settings and timings."""
 
-    target: nn.Module  # the target as given (eval mode)
-    folded: fx.GraphModule  # float64 traced target with BatchNorm folded
+    target: nn.Module  # the target as given (eval mode); its layers' weights are held, not copied
+    folded: fx.GraphModule  # the traced target computing in float64, BatchNorm folded
     layers: list[TargetLayer]
     specs: list[LayerSpec]
     solutions: list[LayerSolution]
@@ -241,7 +249,7 @@ def make_spec(layer: TargetLayer, index: int, options: ConstructOptions, in_shap
     elif layer.name in options.scales:
         scale = float(options.scales[layer.name])
     else:
-        values = layer.weight.reshape(-1)
+        values = layer.weight64().reshape(-1)
         if layer.bias is not None:
             values = torch.cat([values, layer.bias])
         if options.scale_policy == "max":
@@ -357,7 +365,7 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
     shapes = propagate_shapes(folded, input_shape, tokens)
     # with --n auto the plan assumes n_max everywhere: what cannot fit is refused before any solving
     specs = [make_spec(layer, i, options, shapes[layer.name][0]) for i, layer in enumerate(layers)]
-    memory = plan(layers, specs, shapes, variant, options.block_problems, memory_budget)
+    memory = plan(layers, specs, shapes, variant, options.block_problems, memory_budget, searched=options.n == "auto")
     solutions = []
     bar = tqdm(list(zip(layers, specs)), desc="layers", unit="layer",
                disable=(not options.solve.progress) if options.solve.progress is not None else None)

@@ -284,7 +284,7 @@ class Relaxation:
             step = self.steps[i]
             if step.kind == "affine":
                 const += _dot(lam, step.fn(torch.zeros((1, *step.in_shape), dtype=torch.float64))[0])
-                lam = step.layer.apply_transposed(lam, step.layer.weight, step.in_shape)
+                lam = step.layer.apply_transposed(lam, step.layer.weight64(), step.in_shape)
             elif step.kind == "linear":
                 lam = _vjp(step.fn, step.in_shape, lam)
             else:

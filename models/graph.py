@@ -116,7 +116,29 @@ def cast_layers(gm: fx.GraphModule, names: list[str], dtype: torch.dtype) -> fx.
     """``gm`` computing in ``dtype`` (eval mode): the layers named cast their tensors at each call
     (:class:`CastLayer`), the rest (normalisation, tables: small) copied in ``dtype``. A float32 view
     of a float64 network costs one layer's cast, not a float32 copy of every weight."""
-    return with_modules(gm, {name: CastLayer(gm.get_submodule(name), dtype) for name in names}).to(dtype).eval()
+    def held(name: str) -> nn.Module:  # a layer the folded target already casts: its own module
+        m = gm.get_submodule(name)
+        return m._layer if isinstance(m, CastLayer) else m
+
+    out = with_modules(gm, {name: CastLayer(held(name), dtype) for name in names}).to(dtype).eval()
+    # constants of the graph (an attention mask filled with float64's min) are computed as the float64
+    # network computes them, then cast where they meet the activations
+    dependent = data_dependent(out, lambda m: isinstance(m, CastLayer))
+    for node in list(out.graph.nodes):
+        users = [u for u in node.users if dependent.get(u)]
+        if dependent.get(node, True) or node.op in ("get_attr", "placeholder") or not users:
+            continue
+        with out.graph.inserting_after(node):
+            cast = out.graph.call_function(cast_constant, (node, dtype))
+        for u in users:
+            u.replace_input_with(node, cast)
+    out.recompile()
+    return out
+
+
+def cast_constant(value: Any, dtype: torch.dtype) -> Any:
+    """A constant of the graph in ``dtype`` where it is a floating tensor (shapes, ids, masks of bools pass)."""
+    return value.to(dtype) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
 
 
 PARAM_MODULES = (nn.Linear, nn.Conv2d, GroupedLinear)
@@ -323,7 +345,9 @@ class TargetLayer:
 
     name: str  # qualified module name in the traced graph, e.g. "fc1" or "features.0"
     kind: str  # "linear", "conv2d" or "embedding" (a linear map of the one-hot token)
-    weight: torch.Tensor  # float64, (d_out, d_in) or (c_out, c_in, kh, kw); an embedding's (dim, vocab)
+    # (d_out, d_in) or (c_out, c_in, kh, kw); an embedding's (dim, vocab). Where nothing was folded into
+    # it, the target's own tensor (its dtype, its storage: no copy), else float64; weight64() for values
+    weight: torch.Tensor
     bias: torch.Tensor | None  # float64 (d_out,) or None
     input_nonneg: bool  # the layer's input is >= 0 on the whole input domain
     conv: dict[str, Any] = field(default_factory=dict)  # stride, padding, dilation
@@ -358,6 +382,11 @@ class TargetLayer:
         c = self.conv
         return {"stride": tuple(c.get("stride", (1, 1))), "padding": tuple(c.get("padding", (0, 0))),
                 "dilation": tuple(c.get("dilation", (1, 1)))}
+
+    def weight64(self, rows: slice | None = None) -> torch.Tensor:
+        """The weight (or its output rows ``rows``) in float64: exact, the stored dtype holds the value."""
+        w = self.weight if rows is None else self.weight[rows]
+        return w if w.dtype == torch.float64 else w.double()
 
     def num_params(self) -> int:
         return self.weight.numel() + (self.bias.numel() if self.bias is not None else 0)
@@ -652,7 +681,7 @@ def _hf_trace(module: nn.Module) -> fx.GraphModule:
     alone (eager attention, no cache, transformers' Conv1D as the Linear it is); its output reduced to
     the logits (or its one tensor)."""
     try:
-        from transformers.utils.fx import symbolic_trace as hf_symbolic_trace
+        from transformers.utils.fx import HFTracer, check_if_model_is_supported, get_concrete_args
     except ImportError as exc:
         raise UnsupportedModelError(f"a Hugging Face model needs transformers' fx tracer (transformers.utils.fx, "
                                     f"present in transformers < 5): {exc}") from exc
@@ -667,7 +696,11 @@ def _hf_trace(module: nn.Module) -> fx.GraphModule:
             module.set_submodule(name, linear)
     if hasattr(module.config, "_attn_implementation"):
         module.config._attn_implementation = "eager"  # plain matmul / softmax, no fused kernel
-    gm = hf_symbolic_trace(module, input_names=["input_ids"])
+    check_if_model_is_supported(module)
+    tracer = HFTracer()  # transformers' symbolic_trace, the tracer let go after: functions it patched during
+    graph = tracer.trace(module, concrete_args=get_concrete_args(module, ["input_ids"]))  # tracing keep it alive,
+    gm = fx.GraphModule(module, graph)
+    vars(tracer).clear()  # and with it the traced copy's every weight (float64: 8 bytes a weight)
     for node in gm.graph.nodes:  # masks filled with finfo(model dtype).min and torch's default (float32) dtype
         if node.op == "call_function" and node.target is torch.full and "dtype" not in node.kwargs \
                 and len(node.args) > 1 and isinstance(node.args[1], fx.Node):  # overflow for a float64 model:
@@ -700,12 +733,31 @@ def _reshaped_from(arg: Any, source: fx.Node) -> bool:
     return arg is source
 
 
+def _held(weight: torch.Tensor, candidates: list[torch.Tensor]) -> torch.Tensor:
+    """``weight`` (float64, exactly the target's values) as the target's own tensor where one of
+    ``candidates`` (the target's parameters the layer replaces) holds it, as is or transposed (an
+    embedding's, a Hugging Face Conv1D's): its storage, no copy. Else in float32 where that holds it
+    exactly (a copy, half the size), else ``weight`` itself (BatchNorm folded in, float64 values)."""
+    for t in candidates:
+        if not t.is_floating_point() or t.numel() != weight.numel() or t.device != weight.device:
+            continue
+        for view in (t.detach(), t.detach().mT if t.dim() == 2 else None):
+            if view is not None and view.shape == weight.shape and torch.equal(view.double(), weight):
+                return view
+    narrow = weight.float()
+    return narrow if torch.equal(narrow.double(), weight) else weight
+
+
 def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule, list[TargetLayer]]:
     """Trace ``module`` (eval mode), check every op, fold BatchNorm, find non-negative inputs.
 
-    Returns the *folded* target (a float64 GraphModule computing the same function, BN replaced
+    Returns the *folded* target (a GraphModule computing the same function in float64, BN replaced
     by Identity and folded into the layer before it) and its parametrised layers in graph order.
+    A layer's weight is the target's own tensor where nothing was folded into it (its storage: the
+    target is not copied, so changing its weights afterwards changes what was traced), cast to
+    float64 at each call (:class:`CastLayer`); float64 where BatchNorm was folded in.
     """
+    target = module
     module = copy.deepcopy(module).eval().double()
     sources = decompose(module)  # nn.MultiheadAttention and nn.TransformerEncoder as their own ops
     fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -849,27 +901,29 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
     if not layers:
         raise UnsupportedModelError("the target has no Linear or Conv2d layer: nothing to construct")
 
+    own = dict(target.named_parameters(remove_duplicate=False))  # tied: under every name
     for layer in layers:  # the folded target computes with the folded parameters
         old = gm.get_submodule(layer.name)
+        if layer.folded_bn is None:  # the target's own tensor, not a float64 copy of it
+            layer.weight = _held(layer.weight, [own[s] for s in layer.sources if s in own])
         if layer.kind == "embedding":
             new = nn.Embedding(layer.d_in, layer.d_out, device="meta")
-            new.weight = nn.Parameter(layer.weight.T)  # shared with the layer (a tied weight stays one tensor)
-            gm.set_submodule(layer.name, new)
-            continue
-        if layer.kind == "linear" and layer.groups > 1:
-            new = GroupedLinear(layer.weight, layer.bias, layer.groups)
-        elif layer.kind == "linear":
-            new = nn.Linear(layer.d_in, layer.d_out, bias=layer.bias is not None, device="meta")
+            new.weight = nn.Parameter(layer.weight.T, requires_grad=False)  # one tensor with the layer's (tied: one)
         else:
-            new = nn.Conv2d(layer.in_channels, layer.d_out, layer.kernel, stride=layer.conv["stride"],
-                            padding=layer.conv["padding"], dilation=layer.conv["dilation"], groups=layer.groups,
-                            bias=layer.bias is not None, device="meta")
-        # the folded module and the layer hold one tensor (not two float64 copies of the target)
-        new.weight = nn.Parameter(layer.weight)
-        if layer.bias is not None:
-            new.bias = nn.Parameter(layer.bias)
+            if layer.kind == "linear" and layer.groups > 1:
+                new = GroupedLinear(torch.empty(layer.weight.shape, device="meta"), None, layer.groups)
+            elif layer.kind == "linear":
+                new = nn.Linear(layer.d_in, layer.d_out, bias=False, device="meta")
+            else:
+                new = nn.Conv2d(layer.in_channels, layer.d_out, layer.kernel, stride=layer.conv["stride"],
+                                padding=layer.conv["padding"], dilation=layer.conv["dilation"], groups=layer.groups,
+                                bias=False, device="meta")
+            # the folded module and the layer hold one tensor (not two float64 copies of the target)
+            new.weight = nn.Parameter(layer.weight, requires_grad=False)
+            new.bias = None if layer.bias is None else nn.Parameter(layer.bias, requires_grad=False)
         del old
-        gm.set_submodule(layer.name, new)
+        # in float64 whatever the tensor's own dtype: cast a layer at a time, at each call
+        gm.set_submodule(layer.name, new if layer.weight.dtype == torch.float64 else CastLayer(new, torch.float64))
         if layer.folded_bn:
             gm.set_submodule(layer.folded_bn, nn.Identity())
     gm.recompile()

@@ -7,13 +7,17 @@ The estimate counts what dominates (bytes):
   (:mod:`models.masks`), u and A's biases with their masks; the dense variant holds its float32
   values (``LayerSpec.dense_params``) and bool masks;
 * the solve phase's block transients: one block of B's values (float32) and its bool mask, the float64
-  coefficients of at most ``block_problems`` problems (a few copies);
+  coefficients of at most ``block_problems`` problems (a few copies); with ``--n auto`` the layer's
+  answers at the chosen n, kept packed (:class:`models.auto_n.Answers`: its masks' bits and
+  :data:`ANSWER_BYTES` a problem);
 * the solutions: the kept sums (float64, one per sign group of each weight), formed as each block of
   rows is solved; they are the collapsed form's weights, and the errors follow from them when asked
-  (one layer at a time: reports and the certified bound), so no error is held; the target's float64
-  folded trace is the only copy of the target made (it is in the baseline: the plan is made after
-  tracing) - verification computes the target's float64 outputs with it and takes float32 views of
-  it and of the collapsed form that cast one layer at a time (:func:`models.graph.cast_layers`);
+  (one layer at a time: reports and the certified bound, at most two float64 arrays of its size), so
+  no error is held; the target's folded trace holds the target's own tensors where nothing was
+  folded into them, float64 only where BatchNorm was (it is in the baseline: the plan is made after
+  tracing) - verification computes the target's float64 outputs with it, its layers cast to float64
+  one at a time, and takes float32 views of it and of the collapsed form likewise
+  (:func:`models.graph.cast_layers`);
 * verification, per input: the float64 activations of the widest pair (fan-out output and its
   ReLU, hidden channels at the layer's input resolution), the unfolded input of its combine
   convolution (float64 convolutions on the CPU unfold the input: hidden x kh x kw values per
@@ -52,6 +56,9 @@ CACHE_BYTES = 8 << 20
 #: activation (at least one input): a CIFAR ResNet-20's float64 forwards on 514 inputs take 2.2 s in
 #: batches of 4 or 8 (1 MiB), 6.1 s in batches of 64 or 170
 COLLAPSED_CACHE_BYTES = 1 << 20
+#: --n auto keeps each problem's answer at the chosen n in this many bytes beside its masks' bits:
+#: the error (float64), status, fallback and presolve flags, and its index in a partial block
+ANSWER_BYTES = 8 + 3 + 4
 GIB = 2**30
 
 
@@ -94,7 +101,7 @@ class MemoryPlan:
     budget: int
     baseline: int  # this process before the construction
     random_network: int  # what the pairs hold: masks (B's as bits), u and A's biases; the dense variant's values
-    solve_transient: int  # the largest layer's block of problems while it is solved
+    solve_transient: int  # the solve phase's peak (a block of problems, --n auto's answers) beyond what the pairs hold at its end
     targets: int  # the kept sums (the collapsed form's weights)
     verify_per_input: int  # the materialised network, per input
     verify_fixed: int  # per batch, independent of its size
@@ -114,11 +121,13 @@ class MemoryPlan:
 
 
 def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, variant: str, block_problems: int,
-         budget: int | None = None, baseline: int | None = None) -> MemoryPlan:
-    """The run's memory plan; raises MemoryPlanError before any solving when it cannot fit."""
+         budget: int | None = None, baseline: int | None = None, searched: bool = False) -> MemoryPlan:
+    """The run's memory plan; raises MemoryPlanError before any solving when it cannot fit.
+    ``searched``: n is searched per layer (``--n auto``), whose answers at the chosen n are kept."""
     budget = default_budget() if budget is None else int(budget)
     baseline = process_bytes() if baseline is None else int(baseline)
-    random_network = solve_transient = cast = products = sums = 0
+    random_network = cast = products = sums = 0
+    solving: list[tuple[int, int]] = []  # per layer: what the layers up to it hold, and its solve's transients
     per_input = hidden_bytes = target_per_input = 0
     widest_target = max((_numel(s) for io in shapes.values() for s in io), default=0)
     for spec in specs:
@@ -136,7 +145,11 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
         upi = spec.units_per_input
         block = min(block_problems, spec.d_out * spec.in_group * kh * kw * 2)
         block_rows = max(1, min(spec.d_out, block // max(1, spec.in_group * kh * kw)))
-        solve_transient = max(solve_transient, 5 * block_rows * spec.hidden_group * kh * kw + 3 * 8 * block * upi)
+        problems = weights * (1 if spec.input_nonneg else 2) + (spec.d_out if spec.has_bias else 0)
+        answers = problems * ((upi + 7) // 8 + ANSWER_BYTES) if searched else 0
+        # layers are solved in order: the layers after this one hold nothing yet while it is solved
+        solving.append((random_network + sums, 5 * block_rows * spec.hidden_group * kh * kw + 3 * 8 * block * upi
+                        + answers))
         # a block of rows regenerated (float32 values and weight * mask) and cast to float64
         block_entries = b_entries if spec.groups > 1 else min(b_entries, CAST_BLOCK + b_entries // spec.d_out)
         cast = max(cast, 16 * block_entries, 12 * weights)  # or one layer cast to float32 (views of the float64 forms)
@@ -159,11 +172,14 @@ def plan(layers: list[TargetLayer], specs: list[LayerSpec], shapes: dict, varian
         target_per_input = max(target_per_input, 8 * target_unfolded)
     per_input += 8 * 2 * widest_target
     target_per_input += 8 * 3 * widest_target  # float64: its largest activation, kept twice, and the output
-    # the folded trace (float64, one tensor per layer) is in the baseline; verification adds no copy of
-    # it; the errors are formed from the kept sums a layer at a time (one float64 per weight of the largest)
+    # the folded trace (the target's own tensors, one per layer) is in the baseline; verification adds no
+    # copy of it; the errors are formed from the kept sums a layer at a time (two float64 arrays of the largest)
     targets = sums
+    # the solve phase's peak beyond what every layer holds at its end
+    solve_transient = max((held + transient - (random_network + sums) for held, transient in solving), default=0)
+    solve_transient = max(0, solve_transient)
     largest = max((layer.num_params() for layer in layers), default=0)
-    fixed = max(cast, 3 * 8 * largest) + min(products, MASK_CACHE_BYTES)  # a layer's errors: about three float64 copies
+    fixed = max(cast, 2 * 8 * largest) + min(products, MASK_CACHE_BYTES)
     out = MemoryPlan(budget, baseline, random_network, solve_transient, targets, per_input, fixed, 0,
                      target_per_input, 0)
     room = budget - baseline - random_network - targets

@@ -68,7 +68,7 @@ def build_problems(layer: TargetLayer, spec: LayerSpec, values: dict[str, torch.
     d = rows.stop - rows.start
     kh, kw = spec.kernel
     C = coefficients(spec, values, rows).numpy()
-    W = layer.weight[rows].reshape(d, spec.in_group, kh, kw).numpy()
+    W = layer.weight64(rows).reshape(d, spec.in_group, kh, kw).numpy()
     targets, coeffs, lengths, parts = [], [], [], []
     for g, member in enumerate(groups(spec, values["u"])):
         member = spec.per_output(member, rows).numpy()  # (d, in_group, upi)
@@ -211,12 +211,17 @@ def kept_sums(spec: LayerSpec, masks: dict[str, torch.Tensor]) -> tuple[list[tor
 
 def weight_errors(weight: torch.Tensor, sums: list[torch.Tensor]) -> np.ndarray:
     """Per-weight errors in float64, max over the sign groups, in ``weight``'s shape, of a pair whose
-    kept sums are ``sums`` (:func:`block_sums`) against the target's ``weight`` (float64)."""
-    W = weight.reshape(sums[0].shape)
-    err = (W - sums[0]).abs()
-    for s in sums[1:]:
-        err = torch.maximum(err, (W - s).abs())
-    return err.reshape(weight.shape).numpy()
+    kept sums are ``sums`` (:func:`block_sums`) against the target's ``weight`` (any float dtype: the
+    differences are formed in float64, exactly as from its float64 values). Formed in place: one
+    float64 array the weight's size, and one more for a second sign group."""
+    err = sums[0].reshape(weight.shape) - weight  # float64 (type promotion converts the weight exactly)
+    err.abs_()
+    if len(sums) > 1:
+        other = torch.empty_like(err)
+        for s in sums[1:]:
+            torch.sub(s.reshape(weight.shape), weight, out=other).abs_()
+            torch.maximum(err, other, out=err)
+    return err.numpy()
 
 
 def bias_errors(bias: torch.Tensor | None, kept_bias: torch.Tensor | None) -> np.ndarray | None:

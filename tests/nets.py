@@ -666,3 +666,16 @@ class GatheredTable(nn.Module):
 
     def forward(self, x):
         return self.fc(x) + self.table[self.index]
+
+
+class FloatConstant(nn.Module):
+    """A constant made in float64 whatever the model's dtype and added to an activation (Hugging Face
+    BERT's extended attention mask: ones cast to the dtype traced, times float64's min)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        keep = torch.ones((x.shape[0], 3), device=x.device).to(torch.float64)
+        return self.fc(x) + (1.0 - keep) * torch.finfo(torch.float64).min

@@ -128,26 +128,39 @@ def test_a_materialised_network_that_differs_is_a_bug_not_a_result(tmp_path, mon
     assert "check failed: the materialised pruned network differs from its collapsed form" in capsys.readouterr().err
 
 
+def _float32_copy(network):
+    """A float32 copy of every tensor of ``network``, the layers the folded target casts included."""
+    import copy
+
+    from models.graph import CastLayer
+
+    out = copy.deepcopy(network)
+    for name, module in list(out.named_modules()):
+        if isinstance(module, CastLayer):
+            out.set_submodule(name, copy.deepcopy(module._layer))
+    return out.float()
+
+
 @pytest.mark.parametrize("case", ["cnn-nonneg", "norms (diagonal pairs)", "encoder (attention)", "tokens (embedding)"])
 def test_float32_views_compute_what_float32_copies_compute(case):
     """Verification's float32 forms cast one layer at a time: bit for bit what a float32 copy of the
     whole network computes, with no copy of any layer's weights (the folded trace's layers hold the
     target layers' own tensors)."""
-    import copy
 
     from models.collapsed import in_float32
 
     make, shape, domain, variant = CASES[case]
     c = _construct(make, shape, domain, variant=variant)
     for layer in c.layers:
-        held = c.folded.get_submodule(layer.name).weight
+        held = c.folded.get_submodule(layer.name)
+        held = getattr(held, "_layer", held).weight  # a CastLayer: the float32 tensor it casts
         assert held.data_ptr() == layer.weight.data_ptr() or held.T.data_ptr() == layer.weight.data_ptr()
     collapsed = collapse(c.folded, c.layers, kept(c))
     x = domain_samples(shape, domain, 16, 3, c.tokens)
     x32 = x if c.tokens else x.float()
     with torch.no_grad():
         for network in (c.folded, collapsed):
-            view, copied = in_float32(network, c.layers), copy.deepcopy(network).float()
+            view, copied = in_float32(network, c.layers), _float32_copy(network)
             y = view(x32)
             assert y.dtype == torch.float32 and torch.equal(y, copied(x32))
             assert network(x if c.tokens else x.double()).dtype == torch.float64  # the float64 form is untouched
@@ -182,3 +195,24 @@ def test_float64_combine_convolutions_unfold_a_bounded_block_of_channels(monkeyp
     assert float((blocks - whole).abs().max()) <= FLOAT64_AGREEMENT * (1 + float(whole.abs().max()))
     with torch.no_grad():
         assert torch.equal(c.pruned(x.float()), c.pruned(x.float()))  # float32: one call per block of rows
+
+
+def test_a_float64_constant_of_the_graph_is_cast_where_it_meets_the_float32_view():
+    """A constant the graph makes in float64 (BERT's mask: ones cast to the traced dtype, times
+    float64's min) is computed as the float64 network computes it and cast where it meets the
+    activations: the float32 views compute in float32 (the mask's float64 dtype reached the
+    attention's matmul and failed, "expected scalar type Double but found Float")."""
+    from models.collapsed import in_float32
+
+    from .nets import FloatConstant
+
+    def make():
+        torch.manual_seed(0)
+        return FloatConstant().eval()
+
+    c = _construct(make, (4,), (-1.0, 1.0))
+    x = torch.rand(5, 4) * 2 - 1
+    with torch.no_grad():
+        for network in (c.folded, collapse(c.folded, c.layers, kept(c))):
+            y64, y32 = network(x.double()), in_float32(network, c.layers)(x)
+            assert y32.dtype == torch.float32 and torch.allclose(y32.double(), y64, atol=1e-5)

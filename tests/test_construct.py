@@ -250,7 +250,7 @@ def test_paper_layout_draws_everything_uniform_with_random_group_sizes():
 def test_rms_scale_policy_scales_by_the_root_mean_square():
     c = _construct(tiny_mlp, (5,), (-1.0, 1.0), 6, scale_policy="rms")
     for layer, spec in zip(c.layers, c.specs):
-        values = torch.cat([layer.weight.reshape(-1)] + ([layer.bias] if layer.bias is not None else []))
+        values = torch.cat([layer.weight64().reshape(-1)] + ([layer.bias] if layer.bias is not None else []))
         assert spec.scale == pytest.approx(5.0 * float(values.pow(2).mean().sqrt()), rel=1e-12)
     d = _construct(tiny_mlp, (5,), (-1.0, 1.0), 6, scale_policy="rms", scale_margin=2.0)
     assert [s.scale for s in d.specs] == pytest.approx([0.4 * s.scale for s in c.specs], rel=1e-12)

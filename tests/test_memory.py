@@ -78,3 +78,59 @@ def test_resnet18_at_224_is_refused_within_seconds_when_it_cannot_fit(tmp_path, 
     err = capsys.readouterr().err
     assert "random network 0.03 GiB" in err and "verification 352.8 MiB per input" in err  # B as bits, no values; float64 unfolding bounded
     assert not (tmp_path / "r18").exists()
+
+
+def _float64_bytes_alive() -> int:
+    """Bytes of the float64 tensors alive in this process (their storages, each once)."""
+    import gc
+
+    gc.collect()
+    storages = {}
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.Tensor) and obj.dtype == torch.float64 and obj.device.type == "cpu":
+            storage = obj.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def _gpt2_tiny():
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers.utils.fx", reason="transformers' fx tracer (transformers < 5) is not installed")
+    from packaging.version import Version
+
+    if Version(transformers.__version__) >= Version("4.57"):
+        pytest.skip(f"transformers {transformers.__version__}: GPT-2's masks are built with vmap, not fx-traceable")
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_embd=128, n_head=2, vocab_size=4000, n_positions=64)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+@pytest.mark.parametrize("make", [lambda: ResNet18Like().eval(), _gpt2_tiny], ids=["resnet18-like", "gpt2-tiny"])
+def test_the_trace_holds_the_targets_own_tensors_and_no_float64_copy(make):
+    """The folded target holds each layer's weight as the target's own tensor (a tied weight, GPT-2's
+    embedding and output layer, once) where nothing was folded in; float64 only where BatchNorm was
+    folded. Nothing else keeps the float64 copy traced (transformers' tracer did: 8 bytes a weight)."""
+    from models.graph import CastLayer
+
+    model = make()
+    own = {p.data_ptr() for p in model.parameters()}
+    before = _float64_bytes_alive()
+    folded, layers = trace_target(model, input_nonneg=False)
+    for layer in layers:
+        if layer.folded_bn is None and layer.weight.numel() >= 1000:  # diagonal pairs' weights are formed: small
+            assert layer.weight.dtype == torch.float32 and layer.weight.data_ptr() in own, layer.name
+            held = folded.get_submodule(layer.name)
+            assert isinstance(held, CastLayer) and held._layer.weight.data_ptr() == layer.weight.data_ptr()
+        elif layer.folded_bn is not None:
+            assert layer.weight.dtype == torch.float64
+    folded_bytes = sum(8 * (layer.weight.numel() + (0 if layer.bias is None else layer.bias.numel()))
+                       for layer in layers if layer.weight.dtype == torch.float64)
+    weights = sum(p.numel() for p in model.parameters())
+    # besides the folded layers' float64 values: small tensors (biases, norms, buffers), not a copy of the weights
+    assert _float64_bytes_alive() - before - folded_bytes < 8 * weights / 4
+    x = torch.randint(0, 4000, (2, 16)) if layers[0].kind == "embedding" else torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        out = model(x)
+        ref = getattr(out, "logits", out)
+        assert folded(x if x.dtype == torch.long else x.double()).dtype == torch.float64
+        assert torch.allclose(folded(x if x.dtype == torch.long else x.double()).float(), ref, atol=1e-4)
