@@ -313,21 +313,32 @@ def _n_lines(r: dict[str, Any]) -> list[str]:
     return out
 
 
+#: errors below this are drawn at it (an exact weight has error 0)
+ERROR_FLOOR = 1e-18
+
+
+def weight_error_histograms(c: Construction, bins: int = 60) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Per layer (name, bin edges of log10 error, counts of its weights and biases): what
+    :func:`plot_weight_errors` draws, formed a layer's errors at a time."""
+    out = []
+    for spec, sol in zip(c.specs, c.solutions):
+        parts = [np.log10(p + ERROR_FLOOR) for p in (sol.weight_error, sol.bias_error) if p is not None]
+        low, high = min(float(p.min()) for p in parts), max(float(p.max()) for p in parts)
+        edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+        out.append((spec.name, edges, sum(np.histogram(p, bins=edges)[0] for p in parts)))
+    return out
+
+
 def plot_weight_errors(c: Construction, fh: BinaryIO) -> None:
-    """Per-layer histograms of log10 weight error, as PNG into the binary file ``fh``."""
+    """Per-layer histograms of log10 weight error (:func:`weight_error_histograms`), as PNG into ``fh``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    floor = 1e-18
-    for spec, sol in zip(c.specs, c.solutions):
-        parts = [np.log10(p + floor) for p in (sol.weight_error, sol.bias_error) if p is not None]  # a layer at a time
-        low, high = min(float(p.min()) for p in parts), max(float(p.max()) for p in parts)
-        edges = np.linspace(low, high if high > low else low + 1.0, 61)
-        counts = sum(np.histogram(p, bins=edges)[0] for p in parts)
-        ax.stairs(counts, edges, linewidth=1.5, label=f"{spec.name} ({sum(p.size for p in parts)})")
+    for name, edges, counts in weight_error_histograms(c):
+        ax.stairs(counts, edges, linewidth=1.5, label=f"{name} ({int(counts.sum())})")
     ax.set_xlabel("log10 |target weight - kept coefficient sum|")
     ax.set_ylabel("weights")
     ax.set_title("Per-layer weight errors")

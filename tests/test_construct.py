@@ -768,3 +768,19 @@ def test_n_auto_keeps_its_answers_packed_and_gives_them_back_as_solved(part):
     for name in ("errors", "sizes", "status", "fallback", "presolved"):
         assert np.array_equal(getattr(got, name), getattr(res, name)), name
     assert got.backend == res.backend
+
+
+def test_the_weight_error_figure_counts_every_weight_and_bias_and_the_report_agrees():
+    """The histograms behind weight_errors.png: per layer every weight and bias counted once, the
+    bins spanning their log10 errors; the report's max and mean are those of the same errors."""
+    from models.report import ERROR_FLOOR, layer_rows, weight_error_histograms
+
+    c = _construct(tiny_cnn, (2, 8, 8), (0.0, 1.0), 6)
+    hists = weight_error_histograms(c)
+    assert [name for name, _, _ in hists] == [s.name for s in c.specs]
+    for (name, edges, counts), layer, sol, row in zip(hists, c.layers, c.solutions, layer_rows(c)):
+        errs = sol.errors()
+        assert int(counts.sum()) == layer.num_params() == errs.size
+        logs = np.log10(errs + ERROR_FLOOR)
+        assert edges[0] == logs.min() and edges[-1] == pytest.approx(logs.max()) and len(edges) == 61
+        assert row["max_weight_error"] == errs.max() and row["mean_weight_error"] == pytest.approx(errs.mean(), rel=1e-12)
