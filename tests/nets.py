@@ -679,3 +679,20 @@ class FloatConstant(nn.Module):
     def forward(self, x):
         keep = torch.ones((x.shape[0], 3), device=x.device).to(torch.float64)
         return self.fc(x) + (1.0 - keep) * torch.finfo(torch.float64).min
+
+
+def tiny_gpt2(vocab_size: int = 1000, seed: int = 0):
+    """A tiny GPT-2 (2 layers, n_embd 128, 2 heads, 64 positions), random weights; the calling test is
+    skipped where transformers' fx tracer cannot trace it (not installed: transformers >= 5; 4.57
+    builds GPT-2's masks with vmap)."""
+    import pytest
+
+    pytest.importorskip("transformers.utils.fx", reason="transformers' fx tracer (transformers < 5) is not installed")
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) >= Version("4.57"):
+        pytest.skip(f"transformers {transformers.__version__}: GPT-2's masks are built with vmap, not fx-traceable")
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(n_layer=2, n_embd=128, n_head=2, vocab_size=vocab_size, n_positions=64)
+    return transformers.GPT2LMHeadModel(config).eval()

@@ -384,19 +384,9 @@ def test_hugging_face_gpt2_is_traced_and_constructed():
     x ** 3, the causal mask made in place, tied input/output embeddings (two pairs): every parameter
     constructed, output within 1e-3 of its range at n = 21. transformers 4.57's GPT-2 builds its masks
     with vmap, which fx cannot trace; 4.44 traces it."""
-    pytest.importorskip("transformers.utils.fx", reason="transformers' fx tracer (transformers < 5) is not installed")
-    import transformers
-    from packaging.version import Version
+    from .nets import tiny_gpt2
 
-    if Version(transformers.__version__) >= Version("4.57"):
-        pytest.skip(f"transformers {transformers.__version__}: GPT-2's masks are built with vmap, not fx-traceable")
-
-    def gpt2():
-        torch.manual_seed(0)
-        config = transformers.GPT2Config(n_layer=2, n_embd=128, n_head=2, vocab_size=1000, n_positions=64)
-        return transformers.GPT2LMHeadModel(config).eval()
-
-    c = _construct(gpt2, (16,), (0.0, 999.0), 21, workers=2)
+    c = _construct(tiny_gpt2, (16,), (0.0, 999.0), 21, workers=2)
     assert unconstructed(c) == [] and c.tokens
     assert {layer.name for layer in c.layers} >= {"transformer.wte", "lm_head", "transformer.h.0.attn.c_attn"}
     check = verify(c, None, samples=62, adversarial=2)

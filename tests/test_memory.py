@@ -14,7 +14,7 @@ from models.graph import trace_target
 from models.memory import GIB, MemoryPlanError, plan
 from models.verify import verify
 
-from .nets import ResNet18Like, tiny_mlp
+from .nets import ResNet18Like, tiny_gpt2, tiny_mlp
 
 
 def _specs(model, shape, options=ConstructOptions()):
@@ -93,19 +93,7 @@ def _float64_bytes_alive() -> int:
     return sum(storages.values())
 
 
-def _gpt2_tiny():
-    transformers = pytest.importorskip("transformers")
-    pytest.importorskip("transformers.utils.fx", reason="transformers' fx tracer (transformers < 5) is not installed")
-    from packaging.version import Version
-
-    if Version(transformers.__version__) >= Version("4.57"):
-        pytest.skip(f"transformers {transformers.__version__}: GPT-2's masks are built with vmap, not fx-traceable")
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=2, n_embd=128, n_head=2, vocab_size=4000, n_positions=64)
-    return transformers.GPT2LMHeadModel(config).eval()
-
-
-@pytest.mark.parametrize("make", [lambda: ResNet18Like().eval(), _gpt2_tiny], ids=["resnet18-like", "gpt2-tiny"])
+@pytest.mark.parametrize("make", [lambda: ResNet18Like().eval(), lambda: tiny_gpt2(vocab_size=4000)], ids=["resnet18-like", "gpt2-tiny"])
 def test_the_trace_holds_the_targets_own_tensors_and_no_float64_copy(make):
     """The folded target holds each layer's weight as the target's own tensor (a tied weight, GPT-2's
     embedding and output layer, once) where nothing was folded in; float64 only where BatchNorm was
