@@ -424,6 +424,26 @@ def _where(node: fx.Node) -> str:
     return f"node {node.name!r} ({node.op} {node.target!r})" + (f" at {stack.strip().splitlines()[-1]}" if stack else "")
 
 
+def _of_parameters_alone(gm: fx.GraphModule, node: fx.Node, on_input: dict[fx.Node, bool]) -> str:
+    """For an unsupported node that no input reaches, what it computes from: parameters and buffers
+    alone (Swin V2's continuous position bias is an MLP of a coordinate buffer, gathered by an index
+    buffer); '' where the input reaches it."""
+    if on_input.get(node, True):
+        return ""
+    seen, stack, sources = set(), list(node.all_input_nodes), []
+    while stack:
+        a = stack.pop()
+        if a in seen:
+            continue
+        seen.add(a)
+        if a.op == "get_attr" or (a.op == "call_module" and any(True for _ in gm.get_submodule(a.target).parameters())):
+            sources.append(str(a.target))
+        stack.extend(a.all_input_nodes)
+    return (f": no input reaches it, it computes a constant from the parameters and buffers {sorted(sources)}; there "
+            f"is no rule for a function of parameters alone (the parameters it reads would be target weights of "
+            f"an op the construction cannot see into)")
+
+
 def _conv_padding(conv: nn.Conv2d, name: str) -> tuple[int, int]:
     if conv.padding_mode != "zeros":
         raise UnsupportedModelError(f"Conv2d {name!r} uses padding_mode={conv.padding_mode!r}; only 'zeros' is supported")
@@ -796,6 +816,7 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
 
     dependent = data_dependent(gm, lambda m: isinstance(m, (*PARAM_MODULES, *BN_MODULES, nn.Embedding)))
     parameters = {name for name, _ in gm.named_parameters()}
+    on_input = data_dependent(gm, lambda m: False)  # reached from the input (a layer's output is not, by itself)
     for node in gm.graph.nodes:
         rule = elementwise(node, modules) if node.op in ("call_module", "call_function", "call_method") else None
         if node.op in ("call_function", "call_method") and not dependent[node]:
@@ -870,7 +891,8 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
         elif node.op == "call_function":
             kind = PASS_FUNCTIONS.get(node.target)
             if kind is None:
-                raise UnsupportedModelError(f"unsupported function {getattr(node.target, '__name__', node.target)} ({_where(node)})")
+                raise UnsupportedModelError(f"unsupported function {getattr(node.target, '__name__', node.target)} "
+                                            f"({_where(node)}){_of_parameters_alone(gm, node, on_input)}")
             why = _batch_kept(node, kind)
             if why:
                 raise UnsupportedModelError(f"{kind}: {why} ({_where(node)})")

@@ -668,6 +668,20 @@ class GatheredTable(nn.Module):
         return self.fc(x) + self.table[self.index]
 
 
+class ParameterFunction(nn.Module):
+    """A bias computed by an unsupported function from a small MLP of a coordinate buffer, no input
+    reaching it (Swin V2's continuous position bias, in small): refused naming what it reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.mlp = nn.Linear(2, 4)
+        self.register_buffer("coords", torch.randn(3, 2))
+
+    def forward(self, x):
+        return self.fc(x) + torch.logsumexp(self.mlp(self.coords), 0)
+
+
 class FloatConstant(nn.Module):
     """A constant made in float64 whatever the model's dtype and added to an activation (Hugging Face
     BERT's extended attention mask: ones cast to the dtype traced, times float64's min)."""

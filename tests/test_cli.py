@@ -6,6 +6,7 @@ import gzip
 import json
 import struct
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -293,7 +294,7 @@ def test_a_hugging_face_folder_solves_and_verifies_from_its_copy(tmp_path, capsy
     assert "does not fill BertForMaskedLM: weights missing or of another shape" in capsys.readouterr().err
 
 
-def _width_mlp_file(tmp_path, width: int) -> "Path":
+def _width_mlp_file(tmp_path, width: int) -> Path:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, 10))
     path = tmp_path / "mlp.pt"

@@ -19,7 +19,7 @@ from models.verify import check_inputs_for, domain_samples, verify
 from solver import SolverInputError
 from solver.files import sha256_file
 
-from .nets import GatheredTable, WithPReLU, WithSin, conv1d_net, dilated_cnn, grouped_cnn, shifted_output, tiny_cnn, tiny_mlp
+from .nets import GatheredTable, ParameterFunction, WithPReLU, WithSin, conv1d_net, dilated_cnn, grouped_cnn, shifted_output, tiny_cnn, tiny_mlp
 from .problems import assert_errors_from_masks
 
 CASES = {
@@ -166,6 +166,8 @@ def test_prelu_is_constructed_single_and_per_channel():
 @pytest.mark.parametrize("net, match", [
     (WithSin, r"unsupported function sin"),
     (GatheredTable, r"parameter 'table' is read through an index buffer .* no rule for a gathered parameter"),
+    (ParameterFunction, r"unsupported function logsumexp .*: no input reaches it, it computes a constant from the "
+                        r"parameters and buffers \['coords', 'mlp'\]; there is no rule for a function of parameters"),
 ])
 def test_unsupported_ops_are_named(net, match):
     with pytest.raises(UnsupportedModelError, match=match):
@@ -177,7 +179,6 @@ def test_grouped_and_depthwise_convolutions_keep_their_groups(domain, tmp_path):
     """Each conv group gets its own units and constant units; B is a grouped conv; the errors from
     the masks are the solver's; dense and fan-out variants agree; the ticket rebuilds bit-exactly."""
     from models.problems import errors_from_masks
-    from models.random_net import generate
 
     c = _construct(grouped_cnn, (2, 8, 8), domain, 5)
     assert [s.groups for s in c.specs] == [1, 2, 6, 1]
