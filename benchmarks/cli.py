@@ -31,7 +31,7 @@ def _add(sub, name: str, module, help: str) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `claims` and `bench BENCHMARK` to the `lottery` command's subparsers."""
     from . import (backends, certificates, claims, coldstart, exactness, exp1, exp2, layouts, scale, solve_phase,
-                   verification, zoo)
+                   survey, verification, zoo)
 
     _add(sub, "claims", claims, "test the paper's subset-sum, lower-bound and width claims")
     bench = sub.add_parser("bench", help="run a benchmark (tables, JSON and plots)")
@@ -50,4 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add(bench_sub, "verification", verification, "a LeNet-5 or CIFAR ResNet-20 ticket verified: seconds by phase, against the solve time")
     _add(bench_sub, "zoo", zoo, "torchvision models, a transformer encoder and Hugging Face models: built or "
          "refused (the op named), errors, time, memory (needs torchvision)")
+    _add(bench_sub, "survey", survey, "every torchvision classification model traced: traced or refused (the op "
+         "named), nothing solved (needs torchvision)")
     _add(bench_sub, "scale", scale, "bounded memory on a 10M-weight target; Dask overhead on Experiment 1")

@@ -250,3 +250,22 @@ def test_bench_exp2_rows_finding_and_plot_follow_the_runs(tmp_path, monkeypatch)
 def test_bench_exp2_bad_jobs_is_one_line(tmp_path, capsys):
     assert main(["bench", "exp2", "--quick", "--jobs", "0", "--out", str(tmp_path / "e")]) == 2
     assert "--jobs must be >= 1; got 0" in capsys.readouterr().err
+
+
+def test_bench_survey_traces_or_refuses_each_torchvision_model(tmp_path, capsys):
+    """resnet18 traces (its 21 layers: 20 convolutions, the head), swin_t is refused naming its
+    gathered table, a model over --max-params is skipped; the table is written; an unknown name is
+    an error."""
+    pytest.importorskip("torchvision", reason="lottery bench survey traces torchvision's models")
+    out = tmp_path / "survey"
+    assert main(["bench", "survey", "--models", "resnet9000", "--out", str(out)]) == 2
+    assert "not torchvision models: ['resnet9000']" in capsys.readouterr().err
+    assert main(["bench", "survey", "--models", "resnet18,swin_t,vgg16", "--max-params", "100e6",
+                 "--out", str(out)]) == 0
+    payload = json.loads((out / "survey.json").read_text())
+    rows = {r["model"]: r for r in payload["rows"]}
+    assert rows["resnet18"]["status"] == "traced" and rows["resnet18"]["layers"] == 21
+    assert rows["swin_t"]["status"] == "refused" and "relative_position_bias_table" in rows["swin_t"]["reason"]
+    assert rows["vgg16"]["status"] == "skipped" and rows["vgg16"]["params"] == 138_357_544
+    assert payload["counts"] == {"traced": 1, "refused": 1, "skipped": 1}
+    assert "| swin_t | 28.3 | refused |" in (out / "survey.md").read_text()
