@@ -295,7 +295,7 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
         done = known[b].result() if known is not None and known[b] is not None else None
         if known is not None:
             known[b] = None  # taken over: its memory goes as the blocks are solved
-        rest = np.arange(len(targets)) if done is None else np.setdiff1d(np.arange(len(targets)), done[0])
+        rest = np.arange(len(targets)) if done is None else _unanswered(len(targets), done[0])
         parts = [done] if done is not None else []
         try:
             if rest.size:
@@ -321,6 +321,16 @@ def solve_layer(layer: TargetLayer, spec: LayerSpec, options: ConstructOptions, 
     return LayerSolution(masks=pair_masks(spec, b_mask.done(), used), layer=layer, sums=sums, bias_sum=bias_sum,
                          status_counts=counts, seconds=time.perf_counter() - start, presolved=presolved,
                          backend=backend, problems=problems)
+
+
+def _unanswered(count: int, answered: np.ndarray) -> np.ndarray:
+    """The problems of 0..count-1 not in ``answered``, ascending, in O(count) (np.setdiff1d sorts: 6% of
+    GPT-2 small's solve phase, where --n auto's answers cover every problem)."""
+    if len(answered) == count:  # the answers are distinct problems of the block: all of them
+        return np.arange(0)
+    left = np.ones(count, dtype=bool)
+    left[answered] = False
+    return np.flatnonzero(left)
 
 
 #: the solver's errors and those of the masks recomputed in float64 agree within this, relative to the

@@ -398,15 +398,23 @@ def test_n_auto_picks_per_layer_the_smallest_n_with_every_weight_within_eps(obje
         assert c.solutions[i].n_search["steps"][n - 2]["missing"] <= per_weight_groups * (sol.errors() > eps).sum()
 
 
-def test_n_auto_from_n_min_keeps_n_min_wherever_it_suffices():
+def test_n_auto_from_n_min_keeps_n_min_wherever_it_suffices(monkeypatch):
     """n_min = 21 is the paper's n unless a weight misses eps there: each layer's n is
     max(n_min, the smallest n within eps), the search starts at n_min, and a layer within eps at
-    n_min is the plain n_min construction's."""
+    n_min is the plain n_min construction's, solved once (the search's answers cover its blocks)."""
+    import solver
+
     eps = 0.02
     free = _construct(tiny_cnn, (2, 8, 8), (-1.0, 1.0), "auto", eps=eps, block_problems=50)
     chosen = [spec.n for spec in free.specs]
     n_min = sorted(chosen)[len(chosen) // 2]
+    solved, real = [0], solver.solve
+    monkeypatch.setattr(solver, "solve", lambda targets, *a, **kw: solved.__setitem__(0, solved[0] + len(targets))
+                        or real(targets, *a, **kw))
     c = _construct(tiny_cnn, (2, 8, 8), (-1.0, 1.0), "auto", eps=eps, block_problems=50, n_min=n_min)
+    monkeypatch.undo()
+    searched = sum(t["solved"] for s in c.solutions for t in s.n_search["steps"])
+    assert solved[0] == searched + sum(s.problems - s.n_search["reused"] for s in c.solutions)
     fixed = _construct(tiny_cnn, (2, 8, 8), (-1.0, 1.0), n_min, eps=eps)
     assert [spec.n for spec in c.specs] == [max(n_min, n) for n in chosen]
     for i, sol in enumerate(c.solutions):
