@@ -3,8 +3,9 @@ layers found, every op with a rule) or refused (the op named and why), with its 
 
 This is the fast check of op coverage over the whole zoo (it solves nothing; `lottery bench zoo`
 builds tickets for a chosen few). Each model is built with random weights (``weights=None``) and
-traced by ``models.graph.trace_target``; models with more than ``--max-params`` weights are listed as
-skipped (they trace like their smaller siblings but take minutes and gigabytes to build).
+traced by ``models.graph.trace_target``; models with more than ``--max-params`` weights (by
+torchvision's weights metadata) are listed as skipped (they trace like their smaller siblings but
+take minutes and gigabytes to build).
 Writes ``survey.json`` and ``survey.md``. Needs torchvision.
 """
 
@@ -18,6 +19,17 @@ from typing import Any
 from .common import cli_main, command_line, machine_info, markdown_table, write_outputs
 
 
+def _listed_params(name: str) -> int | None:
+    """The parameter count torchvision's weights metadata gives for the model, without building it
+    (None where it lists no weights)."""
+    import torchvision.models as tvm
+
+    try:
+        return int(next(iter(tvm.get_model_weights(name))).meta["num_params"])
+    except (KeyError, StopIteration, ValueError):
+        return None
+
+
 def survey_one(name: str, max_params: int) -> dict[str, Any]:
     """One model's row: status traced / refused / skipped, parameters, constructed layers, reason."""
     import torch
@@ -26,13 +38,13 @@ def survey_one(name: str, max_params: int) -> dict[str, Any]:
     from models.graph import UnsupportedModelError, trace_target
 
     start = time.perf_counter()
-    with torch.device("meta"):  # the size without allocating the weights
-        params = sum(p.numel() for p in tvm.get_model(name, weights=None).parameters())
-    row: dict[str, Any] = {"model": name, "params": params}
-    if params > max_params:
-        return dict(row, status="skipped", reason=f"{params / 1e6:.0f}M parameters > --max-params", seconds=0.0)
+    listed = _listed_params(name)
+    if listed is not None and listed > max_params:
+        return {"model": name, "params": listed, "status": "skipped", "seconds": 0.0,
+                "reason": f"{listed / 1e6:.0f}M parameters (torchvision's weights metadata) > --max-params"}
     torch.manual_seed(0)
     model = tvm.get_model(name, weights=None).eval()
+    row: dict[str, Any] = {"model": name, "params": sum(p.numel() for p in model.parameters())}
     try:
         _, layers = trace_target(model, input_nonneg=False)
     except UnsupportedModelError as exc:
