@@ -94,11 +94,14 @@ def row_blocks(spec: LayerSpec, block_problems: int) -> list[slice]:
     return row_slices(spec.d_out, per_row, block_problems)
 
 
-def choose_n(layer: TargetLayer, spec: LayerSpec, options) -> NSearch:
+def choose_n(layer: TargetLayer, spec: LayerSpec, options, index: int = 0, store=None) -> NSearch:
     """The smallest n in [``options.n_min``, ``options.n_max``] at which every problem of the layer is
     within ``options.eps``.
 
-    ``options`` is a :class:`models.construct.ConstructOptions` with ``n == 'auto'``."""
+    ``options`` is a :class:`models.construct.ConstructOptions` with ``n == 'auto'``. With a
+    :class:`solver.store.ChunkStore` each step's solved chunks are kept on disk (keys
+    ``layer{index}-n{n}-rows{first row}-NNNNNN``) and read back on a rerun, as the final solve's are:
+    a run stopped during the search resumes where it was."""
     start = time.perf_counter()
     eps = options.eps
     search = options.solve.with_(progress=False)
@@ -114,7 +117,7 @@ def choose_n(layer: TargetLayer, spec: LayerSpec, options) -> NSearch:
             todo = np.arange(len(targets)) if pending[b] is None else pending[b]
             if todo.size:
                 res = solver.solve(targets[todo], coeffs[todo], backend=options.backend, lengths=lengths[todo],
-                                   **vars(search))
+                                   store=store, store_key=f"layer{index}-n{n}-rows{rows.start:07d}", **vars(search))
                 final[b] = Answers.of(todo, len(targets), res)
                 solved += todo.size
                 todo = todo[res.errors > eps]

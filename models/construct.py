@@ -383,7 +383,7 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
         bar.set_postfix_str(f"{spec.name}: {layer.weight.numel()} weights")
         search = None
         if options.n == "auto":
-            search = choose_n(layer, spec, options)
+            search = choose_n(layer, spec, options, index=i, store=store)
             specs[i] = spec = replace(spec, n=search.n)
             search.reused = sum(len(k) for k in search.final if k is not None)
         solutions.append(solve_layer(layer, spec, options, index=i, store=store,

@@ -259,3 +259,28 @@ def test_a_checksummed_file_that_is_not_a_chunk_is_solved_again(tmp_path):
     again = solver.solve(t, c, backend="brute", chunk_size=20, store=store)
     assert store.recomputed == ["chunks-000001"]
     assert np.array_equal(again.masks, ref.masks) and np.array_equal(again.status, ref.status)
+
+
+def test_n_auto_search_resumes_from_the_store(tmp_path, monkeypatch):
+    """--n auto's search keeps its solved chunks in the run's store as the final solve does: a rerun
+    of the same construction reads every chunk back (the backend solves nothing) and gives the same
+    n per layer and the same masks."""
+    from models.construct import ConstructOptions, construct
+    from models.masks import as_tensor
+    from solver.backends.mitm import MitmBackend
+
+    net = tiny_mlp()
+    options = ConstructOptions.from_kwargs(n="auto", n_min=3, n_max=12, eps=0.02, backend="mitm", workers=1,
+                                           progress=False, chunk_size=40)
+    first = construct(net, (5,), (0.0, 1.0), options, store=ChunkStore(tmp_path / "s", {}))
+    assert any(len(s.n_search["steps"]) > 1 for s in first.solutions)  # the search took several steps
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a stored chunk was solved again")
+
+    monkeypatch.setattr(MitmBackend, "solve_chunk", boom)
+    again = construct(net, (5,), (0.0, 1.0), options, store=ChunkStore(tmp_path / "s", {}))
+    assert [s.n for s in again.specs] == [s.n for s in first.specs]
+    for a, b in zip(first.solutions, again.solutions):
+        assert a.n_search["steps"] == b.n_search["steps"]
+        assert all(torch.equal(as_tensor(a.masks[k]), as_tensor(b.masks[k])) for k in a.masks)
