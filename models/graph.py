@@ -424,11 +424,11 @@ def _where(node: fx.Node) -> str:
     return f"node {node.name!r} ({node.op} {node.target!r})" + (f" at {stack.strip().splitlines()[-1]}" if stack else "")
 
 
-def _of_parameters_alone(gm: fx.GraphModule, node: fx.Node, on_input: dict[fx.Node, bool]) -> str:
+def _of_parameters_alone(gm: fx.GraphModule, node: fx.Node) -> str:
     """For an unsupported node that no input reaches, what it computes from: parameters and buffers
     alone (Swin V2's continuous position bias is an MLP of a coordinate buffer, gathered by an index
-    buffer); '' where the input reaches it."""
-    if on_input.get(node, True):
+    buffer); '' where the input reaches it. Only asked when refusing (a pass over the graph)."""
+    if data_dependent(gm, lambda m: False).get(node, True):  # a layer's output alone is not the input's
         return ""
     seen, stack, sources = set(), list(node.all_input_nodes), []
     while stack:
@@ -816,7 +816,6 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
 
     dependent = data_dependent(gm, lambda m: isinstance(m, (*PARAM_MODULES, *BN_MODULES, nn.Embedding)))
     parameters = {name for name, _ in gm.named_parameters()}
-    on_input = data_dependent(gm, lambda m: False)  # reached from the input (a layer's output is not, by itself)
     for node in gm.graph.nodes:
         rule = elementwise(node, modules) if node.op in ("call_module", "call_function", "call_method") else None
         if node.op in ("call_function", "call_method") and not dependent[node]:
@@ -892,7 +891,7 @@ def trace_target(module: nn.Module, input_nonneg: bool) -> tuple[fx.GraphModule,
             kind = PASS_FUNCTIONS.get(node.target)
             if kind is None:
                 raise UnsupportedModelError(f"unsupported function {getattr(node.target, '__name__', node.target)} "
-                                            f"({_where(node)}){_of_parameters_alone(gm, node, on_input)}")
+                                            f"({_where(node)}){_of_parameters_alone(gm, node)}")
             why = _batch_kept(node, kind)
             if why:
                 raise UnsupportedModelError(f"{kind}: {why} ({_where(node)})")
