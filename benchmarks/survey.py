@@ -3,7 +3,7 @@ layers found, every op with a rule) or refused (the op named and why), with its 
 
 This is the fast check of op coverage over the whole zoo (it solves nothing; `lottery bench zoo`
 builds tickets for a chosen few). Each model is built with random weights (``weights=None``) and
-traced by ``models.graph.trace_target``; models with more than ``--max-params`` weights (by
+traced by ``models.trace.trace_target``; models with more than ``--max-params`` weights (by
 torchvision's weights metadata) are listed as skipped (they trace like their smaller siblings but
 take minutes and gigabytes to build).
 Writes ``survey.json`` and ``survey.md``. Needs torchvision.
@@ -35,7 +35,8 @@ def survey_one(name: str, max_params: int) -> dict[str, Any]:
     import torch
     import torchvision.models as tvm
 
-    from models.graph import UnsupportedModelError, trace_target
+    from models.errors import UnsupportedModelError
+    from models.trace import trace_target
 
     start = time.perf_counter()
     listed = _listed_params(name)

@@ -103,7 +103,7 @@ def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, wor
                 memory_limit: int | None = None, n_max: int = 32, n_min: int = 1) -> dict[str, Any]:
     """Construct and verify one model in this process; a row of the table."""
     from models.construct import ConstructOptions, construct, peak_rss_mb
-    from models.graph import UnsupportedModelError
+    from models.errors import UnsupportedModelError
     from models.memory import MemoryPlanError
     from models.report import eps_coverage, unconstructed
     from models.verify import verify

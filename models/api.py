@@ -139,7 +139,7 @@ def build_ticket(module: nn.Module, input_shape: tuple[int, ...], domain: tuple[
         A :class:`Ticket`: ``ticket.pruned`` is the pruned network, ``ticket.report`` the report.
 
     Raises:
-        models.graph.UnsupportedModelError: the target holds an op without a rule (named).
+        models.errors.UnsupportedModelError: the target holds an op without a rule (named).
         models.memory.MemoryPlanError: the run cannot fit ``memory_limit``.
         ValueError, TypeError: an option is invalid (named, with what is expected).
     """

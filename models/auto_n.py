@@ -25,7 +25,7 @@ import numpy as np
 
 import solver
 
-from .graph import TargetLayer
+from .layers import TargetLayer
 from .problems import build_problems
 from .random_net import LayerSpec, row_slices, stream
 

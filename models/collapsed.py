@@ -27,7 +27,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .graph import TargetLayer, cast_layers, with_modules
+from .fxgraph import cast_layers, with_modules
+from .layers import TargetLayer
 
 #: the collapsed and the materialised float64 forms agree within this, relative to the output's
 #: magnitude (1 + max |g|): float64 rounding of sums of at most a few thousand terms is far below it
@@ -67,7 +68,7 @@ class CollapsedPair(nn.Module):
 def in_float32(model: nn.Module, layers: list[TargetLayer]) -> nn.Module:
     """``model`` computing in float32: the folded target or a collapsed form (a graph holding the
     layers) as a view whose layers cast their float64 tensors at each call
-    (:func:`models.graph.cast_layers`: no float32 copy of the network); any other module copied."""
+    (:func:`models.fxgraph.cast_layers`: no float32 copy of the network); any other module copied."""
     names = [layer.name for layer in layers]
     if isinstance(model, fx.GraphModule) and all(_has(model, name) for name in names):
         return cast_layers(model, names, torch.float32)

@@ -27,7 +27,9 @@ from solver import SolverInputError, SolverTypeError, Status
 from solver.options import SolveOptions, hashed_fields, option, validate
 
 from .auto_n import choose_n, row_blocks
-from .graph import TargetLayer, UnsupportedModelError, reads_tokens, trace_target
+from .errors import UnsupportedModelError
+from .layers import TargetLayer, reads_tokens
+from .trace import trace_target
 from .memory import MemoryPlan, layer_shapes, plan
 from .masks import MaskBuilder, PackedMask
 from .problems import (bias_errors, block_sums, build_problems, empty_sums, masks_from_solutions, pair_masks, set_rows,

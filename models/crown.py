@@ -43,7 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .bounds import affine_interval
-from .graph import TargetLayer
+from .layers import TargetLayer
+from .rules import call_for
 
 #: intermediate nodes with more neurons keep their interval bounds (the backward passes cost O(neurons))
 MAX_NEURONS = 20000
@@ -53,15 +54,6 @@ CHUNK = 256
 #: targets whose backward passes would hold more than this (CHUNK functionals x the largest activation,
 #: a few copies) keep interval propagation alone
 MAX_BYTES = 1 << 30
-
-_RELU = (torch.relu, F.relu, torch.relu_)
-_LINEAR_MODULES = (nn.Flatten, nn.Unflatten, nn.Dropout, nn.Identity, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
-_LINEAR_FUNCTIONS = (torch.flatten, torch.reshape, F.dropout, F.avg_pool2d, F.adaptive_avg_pool2d)
-_LINEAR_METHODS = ("view", "reshape", "flatten", "contiguous", "unsqueeze", "squeeze")
-# ops that only move entries (commute with relu): the only ones allowed before a signed first layer
-_PERMUTING_MODULES = (nn.Flatten, nn.Unflatten, nn.Dropout, nn.Identity)
-_PERMUTING_FUNCTIONS = (torch.flatten, torch.reshape, F.dropout)
-
 
 @dataclass
 class Step:
@@ -111,33 +103,18 @@ def _is_size_query(node: fx.Node, prev: fx.Node) -> bool:
 
 
 def _classify(node: fx.Node, modules: dict[str, nn.Module], layers: dict[str, TargetLayer]) -> tuple[str, Any] | None:
-    if node.op == "call_module":
-        mod = modules[node.target]
-        if node.target in layers:
-            return "affine", layers[node.target]
-        if isinstance(mod, nn.ReLU):
-            return "relu", None
-        if isinstance(mod, nn.MaxPool2d):
-            k, s = mod.kernel_size, mod.stride if mod.stride is not None else mod.kernel_size
-            k2, s2 = (k, k) if isinstance(k, int) else tuple(k), (s, s) if isinstance(s, int) else tuple(s)
-            if k2 == s2 and k2[0] == k2[1] and mod.padding in (0, (0, 0)) and mod.dilation in (1, (1, 1)) \
-                    and not mod.ceil_mode:
-                return "maxpool", k2[0]
-            return None
-        if isinstance(mod, _LINEAR_MODULES):
-            return "linear", isinstance(mod, _PERMUTING_MODULES)
-        return None
-    if node.op == "call_function":
-        if node.target in _RELU:
-            return "relu", None
-        if node.target in _LINEAR_FUNCTIONS:
-            return "linear", node.target in _PERMUTING_FUNCTIONS
-        return None
-    if node.op == "call_method":
-        if node.target in ("relu", "relu_"):
-            return "relu", None
-        if node.target in _LINEAR_METHODS:
-            return "linear", True
+    """The node's step kind and parameter: ("affine", layer), ("relu", None), ("maxpool", k) or
+    ("linear", permuting), from its rule's relaxation (:mod:`models.rules`); None: not a chain op."""
+    if node.op == "call_module" and node.target in layers:
+        return "affine", layers[node.target]
+    call = call_for(node, modules)
+    relaxation = None if call is None else call.rule.relaxation
+    if callable(relaxation):
+        return relaxation(call)
+    if relaxation == "relu":
+        return "relu", None
+    if relaxation in ("linear", "permuting"):
+        return "linear", relaxation == "permuting"
     return None
 
 
@@ -199,7 +176,7 @@ def chain(gm: fx.GraphModule, layers: list[TargetLayer], input_shape: tuple[int,
 def _vjp(fn: Callable[[torch.Tensor], torch.Tensor], in_shape: tuple[int, ...], lam: torch.Tensor) -> torch.Tensor:
     """lam . fn(x) = (returned) . x + const for a linear or affine fn: the returned coefficients (fn
     runs forward on a batch of zeros: for the cheap parameter-free ops; a layer uses its own
-    transpose, :meth:`models.graph.TargetLayer.apply_transposed`)."""
+    transpose, :meth:`models.layers.TargetLayer.apply_transposed`)."""
     x = torch.zeros((lam.shape[0], *in_shape), dtype=torch.float64, requires_grad=True)
     with torch.enable_grad():
         (g,) = torch.autograd.grad(fn(x), x, grad_outputs=lam)

@@ -17,7 +17,7 @@ The estimate counts what dominates (bytes):
   folded into them, float64 only where BatchNorm was (it is in the baseline: the plan is made after
   tracing) - verification computes the target's float64 outputs with it, its layers cast to float64
   one at a time, and takes float32 views of it and of the collapsed form likewise
-  (:func:`models.graph.cast_layers`);
+  (:func:`models.fxgraph.cast_layers`);
 * verification, per input: the float64 activations of the widest pair (fan-out output and its
   ReLU, hidden channels at the layer's input resolution), the unfolded input of its combine
   convolution (float64 convolutions on the CPU unfold the input: hidden x kh x kw values per
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import torch.fx as fx
 
-from .graph import TargetLayer
+from .layers import TargetLayer
 from .pruned import CAST_BLOCK, MASK_CACHE_BYTES, UNFOLD_BYTES
 from .random_net import LayerSpec
 

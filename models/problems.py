@@ -16,7 +16,7 @@ import torch
 
 import solver
 
-from .graph import TargetLayer
+from .layers import TargetLayer
 from .masks import PackedMask, mask_rows
 from .random_net import LayerSpec, groups, row_slices, stream
 

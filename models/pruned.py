@@ -28,7 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import prune
 
-from .graph import CastLayer, GroupedLinear, grouped_linear, with_modules
+from .fxgraph import CastLayer, with_modules
+from .layers import GroupedLinear, grouped_linear
 from .masks import PackedMask, as_tensor
 from .random_net import LayerSpec, generate, row_slices, stream, units
 
@@ -129,7 +130,7 @@ MASK_CACHE_BYTES = 512 << 20
 def fixed_masks(model: nn.Module, max_bytes: int | None = None):
     """Within the block every masked layer of ``model`` forms weight * mask (per dtype) once
     instead of at every forward (and every layer of a view in another dtype,
-    :class:`models.graph.CastLayer`, its cast tensors): for many batches through a network that does not change
+    :class:`models.fxgraph.CastLayer`, its cast tensors): for many batches through a network that does not change
     (without gradients). The products kept are at most ``max_bytes`` (default
     :data:`MASK_CACHE_BYTES`) in all, first come first kept; the other layers (and layers cast
     block-wise, beyond :data:`CAST_BLOCK`) form theirs at every forward, so memory stays bounded
@@ -199,7 +200,7 @@ class _Regenerated(_Masked):
 
 class MaskedLinear(_Masked, nn.Linear):
     """A masked Linear of the last dimension; with ``groups`` > 1 block-diagonal
-    (:func:`models.graph.grouped_linear`: the combine layer of a grouped or diagonal pair)."""
+    (:func:`models.layers.grouped_linear`: the combine layer of a grouped or diagonal pair)."""
 
     def __init__(self, weight, bias, weight_mask, bias_mask, groups: int = 1):
         nn.Linear.__init__(self, weight.shape[1] * groups, weight.shape[0], device="meta")

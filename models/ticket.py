@@ -21,7 +21,8 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .construct import ConstructOptions, Construction, LayerSolution, propagate_shapes
-from .graph import TargetLayer, reads_tokens, trace_target
+from .layers import TargetLayer, reads_tokens
+from .trace import trace_target
 from .masks import PackedMask
 from .memory import MemoryPlan, plan
 from .problems import kept_sums

@@ -11,7 +11,8 @@ import torch.nn as nn
 
 from models.attention import decompose
 from models.construct import ConstructOptions, construct
-from models.graph import UnsupportedModelError, trace_target
+from models.errors import UnsupportedModelError
+from models.trace import trace_target
 from models.report import build_report, report_markdown, unconstructed
 from models.verify import domain_samples, verify
 
@@ -118,7 +119,7 @@ def test_matmul_and_softmax_between_activations_keep_the_bound():
 def test_matmul_rule_holds():
     """For A, B in their intervals and A', B' within delta of them: AB in the interval the rule gives,
     A'B' within its delta of AB."""
-    from models.bounds import _matmul
+    from models.rules import rule_named
 
     gen = torch.Generator().manual_seed(2)
 
@@ -128,7 +129,7 @@ def test_matmul_rule_holds():
         return torch.cat([lo, hi, 0.2 * torch.rand((1, *shape), generator=gen, dtype=torch.float64)])
 
     A, B = stacked((2, 3, 4)), stacked((2, 4, 5))
-    out = _matmul(A, B)
+    out = rule_named("matmul").interval(None, (A, B), {})
     for trial in range(600):
         vals, pruned = [], []
         for x in (A, B):
@@ -196,7 +197,7 @@ def test_a_parameter_used_directly_is_refused_with_what_is_supported():
 
 
 def test_grouped_linear_is_the_block_diagonal_linear():
-    from models.graph import grouped_linear
+    from models.layers import grouped_linear
 
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(6, 3, generator=gen, dtype=torch.float64)  # 2 groups: 3 inputs -> 3 outputs each
@@ -245,7 +246,7 @@ def test_vision_transformer_tokens_and_position_table_are_constructed():
 
 
 def test_chunk_channel_shuffle_in_place_add_and_eval_identities(monkeypatch):
-    import models.graph as graph
+    import models.trace.identities as graph
 
     from .nets import _eval_identity, shuffle_block
 
@@ -299,7 +300,7 @@ def test_embedding_is_a_linear_map_of_the_one_hot_token(norm):
 
 def test_embedding_interval_covers_every_token_of_the_range():
     from models.bounds import embedding_interval
-    from models.graph import TargetLayer
+    from models.layers import TargetLayer
 
     gen = torch.Generator().manual_seed(0)
     W = torch.randn(4, 10, generator=gen, dtype=torch.float64)
@@ -409,7 +410,7 @@ def test_integer_powers_are_kept_with_a_local_lipschitz_rule():
     in) holds on random intervals, and the certified bound of a net with powers holds."""
     import torch.fx as fx
 
-    from models.ops import elementwise
+    from models.rules import activation_of as elementwise
 
     from .nets import power_net
 
@@ -439,7 +440,7 @@ def test_dead_code_elimination_keeps_in_place_ops():
     value nobody reads (GPT-2's causal mask: full(...).masked_fill_(...)) must stay."""
     import torch.fx as fx
 
-    from models.graph import _mutates
+    from models.trace.frontend import mutates as _mutates
 
     def f(x):
         mask = torch.full((3,), -1e9)

@@ -132,7 +132,7 @@ def _float32_copy(network):
     """A float32 copy of every tensor of ``network``, the layers the folded target casts included."""
     import copy
 
-    from models.graph import CastLayer
+    from models.fxgraph import CastLayer
 
     out = copy.deepcopy(network)
     for name, module in list(out.named_modules()):

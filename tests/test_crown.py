@@ -144,7 +144,7 @@ def test_each_relaxation_holds_on_samples(seed):
 ])
 def test_a_layers_transpose_is_its_adjoint(make, shape):
     """y . apply(x, w) = apply_transposed(y, w) . x for random x, y, w (what the backward passes rely on)."""
-    from models.graph import trace_target
+    from models.trace import trace_target
 
     _, (layer,) = trace_target(make().double(), input_nonneg=False)
     gen = torch.Generator().manual_seed(0)

@@ -10,7 +10,7 @@ import torch
 
 from models.cli import main
 from models.construct import ConstructOptions, construct, propagate_shapes
-from models.graph import trace_target
+from models.trace import trace_target
 from models.memory import GIB, MemoryPlanError, plan
 from models.verify import verify
 
@@ -98,7 +98,7 @@ def test_the_trace_holds_the_targets_own_tensors_and_no_float64_copy(make):
     """The folded target holds each layer's weight as the target's own tensor (a tied weight, GPT-2's
     embedding and output layer, once) where nothing was folded in; float64 only where BatchNorm was
     folded. Nothing else keeps the float64 copy traced (transformers' tracer did: 8 bytes a weight)."""
-    from models.graph import CastLayer
+    from models.fxgraph import CastLayer
 
     model = make()
     own = {p.data_ptr() for p in model.parameters()}

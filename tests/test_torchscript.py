@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.cli import main
-from models.graph import trace_target
+from models.trace import trace_target
 from models.target import TargetError, load_target
 from models.torchscript import graph_module_from_script
 
