@@ -710,3 +710,22 @@ def tiny_gpt2(vocab_size: int = 1000, seed: int = 0):
     torch.manual_seed(seed)
     config = transformers.GPT2Config(n_layer=2, n_embd=128, n_head=2, vocab_size=vocab_size, n_positions=64)
     return transformers.GPT2LMHeadModel(config).eval()
+
+
+class Rolled(nn.Module):
+    """A cyclic shift of the feature map between layers (Swin's shifted windows, in small)."""
+
+    def __init__(self, batch_dim: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 5 * 5, 4)
+        self.dims = (0, 2) if batch_dim else (2, 3)
+
+    def forward(self, x):
+        h = torch.roll(self.conv(x), shifts=(1, -2), dims=self.dims)
+        return self.fc(torch.relu(h).roll(1, 3).flatten(1))
+
+
+def rolled(seed: int = 0, **kw) -> Rolled:
+    torch.manual_seed(seed)
+    return Rolled(**kw).eval()

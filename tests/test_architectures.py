@@ -452,3 +452,18 @@ def test_dead_code_elimination_keeps_in_place_ops():
     gm.graph.eliminate_dead_code(is_impure_node=_mutates)
     gm.recompile()
     assert torch.equal(gm(x), f(x))
+
+
+def test_roll_is_kept_and_must_keep_the_batch_apart():
+    """torch.roll (added as one Rule in models/rules/shape.py): the pruned network rolls as the target
+    does, its errors and bound hold; rolling along dim 0 is refused."""
+    from .nets import rolled
+
+    with pytest.raises(UnsupportedModelError, match="roll over dims"):
+        trace_target(rolled(batch_dim=True), input_nonneg=True)
+    c = _construct(rolled, (2, 5, 5), (0.0, 1.0), 10)
+    assert unconstructed(c) == []
+    assert_errors_from_masks(c)
+    check = verify(c, None, samples=64, adversarial=2)
+    assert check["certified_bound"] is not None and check["bound_holds"]
+    assert check["max_output_error"] <= check["certified_bound"]

@@ -13,9 +13,9 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "supported-ops.md"
 
 
 def test_docs_list_every_rule():
-    """docs/supported-ops.md ends with the registry's table (regenerate: python -m models.rules)."""
+    """docs/supported-ops.md ends with the registry's table (regenerate: python -m models.rules --write docs/supported-ops.md)."""
     text = DOC.read_text()
-    assert text.endswith(supported_ops_markdown()), "docs/supported-ops.md is stale: run python -m models.rules"
+    assert text.endswith(supported_ops_markdown()), "docs/supported-ops.md is stale: run python -m models.rules --write docs/supported-ops.md"
     for rule in RULES:
         assert f"| {rule.name} |" in text
 

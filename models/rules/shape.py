@@ -67,6 +67,16 @@ def _permute_check(call: Call) -> str | None:
     return None
 
 
+def _roll_check(call: Call) -> str | None:
+    shifts, dims = call.arg(1, "shifts"), call.arg(2, "dims")
+    listed = dims if isinstance(dims, (tuple, list)) else (dims,)
+    if any(d is None or d == 0 or isinstance(d, fx.Node) for d in listed):
+        return f"roll over dims {dims!r} would move entries across the batch dimension; name constant dims >= 1"
+    if any(isinstance(s, fx.Node) for s in (shifts if isinstance(shifts, (tuple, list)) else (shifts,))):
+        return "roll by shifts computed from activations (only constant shifts)"
+    return None
+
+
 def _cat_sign(call: Call, nonneg) -> bool:
     return all(nonneg(a) for a in call.node.args[0])
 
@@ -102,6 +112,8 @@ RULES = [
     Rule("permute", "permute keeping dim 0 first", (torch.permute,), ("permute",), check=_permute_check),
     Rule("transpose", "transpose / movedim of dims other than 0", (torch.transpose, torch.movedim),
          ("transpose", "movedim"), check=_transpose_check),
+    Rule("roll", "roll by constant shifts along named dims >= 1 (Swin's shifted windows)", (torch.roll,), ("roll",),
+         check=_roll_check, relaxation="permuting"),
     Rule("mean", "mean over dims >= 1", (torch.mean,), ("mean",), check=_dim_not_batch(1, many=True)),
     Rule("dropout", "Dropout (the identity in eval mode)", (F.dropout,), (), (nn.Dropout,), relaxation="permuting"),
     Rule("identity", "Identity", (), (), (nn.Identity,), relaxation="permuting"),
