@@ -24,6 +24,8 @@ import numpy as np
 import solver
 from solver import Status
 
+from models.errors import UsageError
+
 from .common import (
     cli_main,
     command_line,
@@ -170,7 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = machine_info()
     cfgs = [cfg for cfg in configs(info["cores"]) if not args.backends or cfg.backend in args.backends]
     if not cfgs:
-        raise ValueError(f"--backends {args.backends} selects no installed backend; installed: "
+        raise UsageError(f"--backends {args.backends} selects no installed backend; installed: "
                          f"{solver.available_backends()}")
     rng = np.random.default_rng(args.seed)
     rows: list[dict[str, Any]] = []

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.errors import UsageError
+
 from .common import cli_main, command_line, machine_info, markdown_table, write_outputs
 
 GOAL_RATIO = 10.0
@@ -88,7 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.eps > 0 or args.n < 1:
-        raise ValueError(f"need --eps > 0 and --n >= 1; got {args.eps}, {args.n}")
+        raise UsageError(f"need --eps > 0 and --n >= 1; got {args.eps}, {args.n}")
     networks = ["mlp"] if args.quick else ["mlp", "lenet5"]
     configs = CONFIGS[:2] if args.quick else CONFIGS
     rows = [measure(name, label, settings, args.n, args.eps, args.seed) for name in networks

@@ -1,4 +1,4 @@
-"""`lottery claims <name>`: test the paper's claims with exact computations (see the README, "Testing the theory").
+"""`lottery claims <name>`: test the paper's claims with exact computations (see docs/benchmarks.md, "Testing the theory").
 
 * ``subset-sum``: random subset sum with high probability. For U[-1, 1], the construction's
   products and Experiment 1's coefficients: the exact sup error over targets in [-1, 1], the

@@ -6,15 +6,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from models.errors import LotteryError
+
 
 def _command(run):
     """Benchmarks return their payload; the command's exit status is 0 once the files are written,
-    2 with a one-line error for a bad option."""
+    2 with a one-line error for a bad option (any other exception is a bug, reported by the
+    ``lottery`` command as one)."""
 
     def command(args: argparse.Namespace) -> int:
         try:
             run(args)
-        except ValueError as exc:  # SolverInputError included: a message meant for the user
+        except LotteryError as exc:  # a message meant for the user (SolverInputError included)
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from models.errors import LotteryError, UsageError
+
 from .common import cli_main, command_line, format_seconds, machine_info, markdown_table, write_outputs
 
 GOAL_SECONDS = 1.0  # import + first call of 400 problems, kernels compiled before
@@ -58,7 +60,7 @@ def measure(problems: int, m: int, objective: str, cache_dir: str) -> dict[str, 
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(problems), str(m), objective], env=env,
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"the measuring process failed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}")
+        raise LotteryError(f"the measuring process failed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -71,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.repeats < 1 or args.problems < 1 or not 1 <= args.m <= 40:
-        raise ValueError(f"need --repeats >= 1, --problems >= 1 and 1 <= --m <= 40; got {args.repeats}, "
+        raise UsageError(f"need --repeats >= 1, --problems >= 1 and 1 <= --m <= 40; got {args.repeats}, "
                          f"{args.problems}, {args.m}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="lottery-numba-") as warm:

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from models.errors import LotteryError
+
 from .common import cli_main, command_line, machine_info, markdown_table, new_figure, save_figure, write_outputs
 
 HIDDEN = 500
@@ -101,7 +103,7 @@ def solve_once(target: Path, data: str, n: int, eps: float, extra: list[str], ou
     stdout, stderr = proc.communicate()
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed ({proc.returncode}):\n{stderr[-3000:]}")
+        raise LotteryError(f"`{' '.join(cmd)}` failed ({proc.returncode}):\n{stderr[-3000:]}")
     peak = re.search(r"PEAK_RSS_KB main=(\d+) workers=(\d+)", stderr)
     report = json.loads((out / "report.json").read_text())
     return {
@@ -124,7 +126,7 @@ def tree_peak_rss(proc: subprocess.Popen, timeout: float, interval: float = 0.1)
     while proc.poll() is None:
         if time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"run exceeded --timeout {timeout} s")
+            raise LotteryError(f"run exceeded --timeout {timeout} s")
         total = 0
         try:
             for p in [root, *root.children(recursive=True)]:

@@ -2,7 +2,7 @@
 
 Two ways to find a strong ticket of the same size class, side by side:
 
-* found by training a mask (edge-popup, :mod:`models.popup`) in a random network with the
+* found by training a mask (edge-popup, :mod:`benchmarks.popup`) in a random network with the
   construction's structure (``redundant``: each Linear as r = 5 fan-out units per input, with and
   without a ReLU after the fan-out, dense combine) and in a plain network widened to about the same
   number of weights (``wide``), at each sparsity (the pruned fraction of every layer, the fan-out
@@ -36,6 +36,8 @@ import statistics
 import time
 from pathlib import Path
 from typing import Any
+
+from models.errors import UsageError
 
 from .common import cli_main, command_line, machine_info, markdown_table, new_figure, save_figure, write_outputs
 
@@ -73,7 +75,7 @@ def _device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: torch sees no CUDA device here")
+        raise UsageError("--device cuda: torch sees no CUDA device here")
     return name
 
 
@@ -90,7 +92,7 @@ def popup_row(arch: str, structure: str, relu: bool | None, sparsity: float, see
     Runs in a worker process (``threads``: torch's threads there)."""
     import torch
 
-    from models.popup import PopupNet, TrainSettings, accuracy, train_scores
+    from .popup import PopupNet, TrainSettings, accuracy, train_scores
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -151,7 +153,7 @@ def constructed_rows(arch: str, eps_list: list[float], test, n: int = 21) -> lis
     import torch
 
     from models.construct import ConstructOptions, construct
-    from models.popup import accuracy
+    from .popup import accuracy
 
     target = target_for(arch)
     rows = []
@@ -244,11 +246,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         archs = args.archs.split(",") if args.archs else ARCHS
         unknown = [a for a in archs if a not in ARCHS]
         if unknown or args.epochs < 1 or args.seeds < 1:
-            raise ValueError(f"need --archs from {ARCHS}, --epochs >= 1 and --seeds >= 1; got {args.archs!r}, "
+            raise UsageError(f"need --archs from {ARCHS}, --epochs >= 1 and --seeds >= 1; got {args.archs!r}, "
                              f"{args.epochs}, {args.seeds}")
         sparsities, seeds, epochs, eps_list = SPARSITIES, list(range(args.seeds)), args.epochs, CONSTRUCT_EPS
     if args.jobs is not None and args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1; got {args.jobs}")
+        raise UsageError(f"--jobs must be >= 1; got {args.jobs}")
     jobs = args.jobs or (1 if device == "cuda" else os.cpu_count() or 1)
     _, test = _datasets(args.data)
     start = time.perf_counter()

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.errors import UsageError
+
 from .common import cli_main, command_line, machine_info, markdown_table, write_outputs
 
 GOAL_RATIO = 1.3
@@ -73,7 +75,7 @@ def _profile(construct_once) -> list[list[str]]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.repeats < 1 or args.n < 1 or args.hidden < 1:
-        raise ValueError(f"need --repeats, --n and --hidden >= 1; got {args.repeats}, {args.n}, {args.hidden}")
+        raise UsageError(f"need --repeats, --n and --hidden >= 1; got {args.repeats}, {args.n}, {args.hidden}")
     import solver
     from models.construct import ConstructOptions, construct
 

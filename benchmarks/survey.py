@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.errors import UsageError
+
 from .common import cli_main, command_line, machine_info, markdown_table, write_outputs
 
 
@@ -64,13 +66,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         import torchvision.models as tvm
     except ImportError as exc:
-        raise ValueError(f"lottery bench survey needs torchvision ({exc})") from exc
+        raise UsageError(f"lottery bench survey needs torchvision ({exc})") from exc
     from tqdm import tqdm
 
     names = args.models.split(",") if args.models else tvm.list_models(module=tvm)
     unknown = sorted(set(names) - set(tvm.list_models()))
     if unknown:
-        raise ValueError(f"--models: not torchvision models: {unknown}")
+        raise UsageError(f"--models: not torchvision models: {unknown}")
     rows = [survey_one(name, int(args.max_params)) for name in tqdm(names, desc="tracing", unit="model")]
     counts = {s: sum(r["status"] == s for r in rows) for s in ("traced", "refused", "skipped")}
     payload = {"command": command_line(), "machine": machine_info(), "counts": counts, "rows": rows}

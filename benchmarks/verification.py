@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.errors import UsageError
+
 from .common import cli_main, command_line, machine_info, markdown_table, write_outputs
 
 GOAL_SECONDS = 5.0  # LeNet-5
@@ -94,7 +96,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.repeats < 1 or args.n < 1:
-        raise ValueError(f"need --repeats >= 1 and --n >= 1; got {args.repeats}, {args.n}")
+        raise UsageError(f"need --repeats >= 1 and --n >= 1; got {args.repeats}, {args.n}")
     from models.construct import ConstructOptions, construct
     from models.default import cached_digits_lenet5
     from models.target import load_target

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.errors import UsageError
+
 from .common import cli_main, command_line, machine_info, markdown_table, new_figure, save_figure, write_outputs
 
 TORCHVISION = ["resnet18", "resnet50", "vgg11_bn", "vgg16", "alexnet", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0",
@@ -96,7 +98,7 @@ def build(name: str, size: int, seed: int):
             return transformers.BertForSequenceClassification(config).eval(), (16,), (0.0, VOCAB - 1.0)
         config = transformers.GPT2Config(n_layer=2, n_embd=128, n_head=2, vocab_size=VOCAB)
         return transformers.GPT2LMHeadModel(config).eval(), (16,), (0.0, VOCAB - 1.0)
-    raise ValueError(f"unknown zoo model {name!r}; known: {TORCHVISION + OTHERS}")
+    raise UsageError(f"unknown zoo model {name!r}; known: {TORCHVISION + OTHERS}")
 
 
 def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, workers: int,
@@ -268,7 +270,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     names = args.models.split(",") if args.models else TORCHVISION + OTHERS
     unknown = [m for m in names if m not in TORCHVISION + OTHERS]
     if unknown:
-        raise ValueError(f"unknown zoo model(s) {unknown}; known: {TORCHVISION + OTHERS}")
+        raise UsageError(f"unknown zoo model(s) {unknown}; known: {TORCHVISION + OTHERS}")
     rows = []
     for name in names:
         rows.append(_in_subprocess(name, args))

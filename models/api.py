@@ -25,6 +25,7 @@ import torch.nn as nn
 from . import rundir
 from .construct import Construction, ConstructOptions, construct
 from .data import Dataset, load_data
+from .errors import UsageError
 from .report import build_report
 from .target import load_target, target_sha256
 from .ticket import TicketError, rebuild, rebuilt_construction
@@ -166,7 +167,7 @@ def rebuild_run(run_dir: Path, trust_pickle: bool = False):
     run_dir = Path(run_dir)
     ticket_path = run_dir / "ticket.pt"
     if not ticket_path.is_file():
-        raise ValueError(f"{str(run_dir)!r} holds no ticket.pt; is it a `lottery solve` output directory?")
+        raise UsageError(f"{str(run_dir)!r} holds no ticket.pt; is it a `lottery solve` output directory?")
     report = rundir.read_report(run_dir / "report.json")
     rundir.check_ticket_file(run_dir, report)
     ticket = read_ticket(ticket_path)

@@ -1,6 +1,6 @@
 """Certified bound on sup_x |f(x) - g(x)| over a box input domain, propagated layer by layer.
 
-Per activation we carry three tensors stacked along the batch dimension: the interval [lo, hi]
+Per activation we carry a :class:`models.rules.Bound`: the interval [lo, hi]
 of the target's activation over the domain (interval bound propagation) and delta, a bound on
 |target activation - pruned activation|. The pruned pair computes ``W+ relu(x) - W- relu(-x) +
 b'`` where W+ / W- are the kept coefficient sums of the positive / negative groups, so with
@@ -9,8 +9,9 @@ b'`` where W+ / W- are the kept coefficient sums of the positive / negative grou
     |h - h'|_next <= |W| delta + E (max(|lo|, |hi|) + delta) + e_b        (elementwise, |.| = abs)
 
 ReLU, max pooling (|max a - max b| <= max |a - b|), average pooling, reshapes and additions are
-applied to delta directly. Stacking lets every shape op of the graph (``x.view(x.size(0), -1)``
-included) run unchanged on the bounds. A float64 rounding slack of 1e-9 relative to the
+applied to lo, hi and delta alike, each with the batch dimension of one input region, so every
+shape op of the graph (``x.view(x.size(0), -1)`` included) runs unchanged on each, and a constant
+of the graph keeps whatever batch dimension it was built with (none for a buffer). A float64 rounding slack of 1e-9 relative to the
 output's magnitude is added so the bound is never below an error observed in float64.
 """
 
@@ -25,7 +26,7 @@ import torch.nn as nn
 
 from .fxgraph import data_dependent, with_modules
 from .layers import TargetLayer
-from .rules import AS_IS, Const, NoBoundRule, call_for
+from .rules import AS_IS, Bound, Const, NoBoundRule, call_for
 
 ROUNDING_SLACK = 1e-9
 
@@ -45,15 +46,15 @@ class _BoundLayer(nn.Module):
         eb = torch.zeros(self.layer.d_out, dtype=torch.float64) if be is None else torch.as_tensor(be, dtype=torch.float64)
         return E, eb
 
-    def exact(self, ids: torch.Tensor) -> torch.Tensor:
-        """The stacked bound of an embedding of constant ids."""
-        return torch.cat(_exact_rows(self.layer, self._errors()[0], ids.long()))
+    def exact(self, ids: torch.Tensor) -> Bound:
+        """The bound of an embedding of constant ids (shaped as the ids are: no batch of its own)."""
+        return Bound(*_exact_rows(self.layer, self._errors()[0], ids.long()))
 
-    def forward(self, stacked: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Bound) -> Bound:
         E, eb = self._errors()
         if self.layer.kind == "embedding":
-            return torch.cat(embedding_interval(self.layer, E, stacked[0:1], stacked[1:2]))
-        return torch.cat(affine_interval(self.layer, E, eb, stacked[0:1], stacked[1:2], stacked[2:3]))
+            return Bound(*embedding_interval(self.layer, E, x.lo, x.hi))
+        return Bound(*affine_interval(self.layer, E, eb, x.lo, x.hi, x.delta))
 
 
 def _exact_rows(layer: TargetLayer, E: torch.Tensor, ids: torch.Tensor) -> list[torch.Tensor]:
@@ -86,11 +87,31 @@ def affine_interval(layer: TargetLayer, E: torch.Tensor, eb: torch.Tensor, lo: t
     return out_c - out_r, out_c + out_r, out_d
 
 
+def _part(value: Any, k: int) -> Any:
+    """``value`` with every :class:`Bound` in it replaced by its part k (0 lo, 1 hi, 2 delta)."""
+    return fx.node.map_aggregate(value, lambda v: v.part(k) if isinstance(v, Bound) else v)
+
+
+def _has_bound(value: Any) -> bool:
+    found = []
+    fx.node.map_aggregate(value, lambda v: found.append(v) if isinstance(v, Bound) else None)
+    return bool(found)
+
+
+def _join(lo: Any, hi: Any, delta: Any) -> Any:
+    """Three results of an op run on lo, hi and delta as one value: a Bound per tensor."""
+    if isinstance(lo, torch.Tensor):
+        return Bound(lo, hi, delta)
+    if isinstance(lo, (tuple, list)):
+        return type(lo)(_join(*t) for t in zip(lo, hi, delta))
+    return lo
+
+
 class _BoundInterpreter(fx.Interpreter):
-    """Runs the stacked (lo, hi, delta) tensor through the graph, each op by its rule's interval
-    rule (:mod:`models.rules`): as it is, or a rule of its own where the three parts must not be
+    """Runs a :class:`Bound` (lo, hi, delta) through the graph, each op by its rule's interval rule
+    (:mod:`models.rules`): on each of the three alike, or by a rule of its own where they must not be
     treated alike (adding a constant shifts lo / hi, not delta; activations map the interval and
-    scale delta by their Lipschitz constant)."""
+    scale delta by their Lipschitz constant). Constants of the graph are computed as they are."""
 
     def __init__(self, module: fx.GraphModule):
         super().__init__(module)
@@ -98,36 +119,40 @@ class _BoundInterpreter(fx.Interpreter):
         self._dependent = data_dependent(module, lambda m: isinstance(m, _BoundLayer))
 
     def _constant(self, node: Any, value: Any) -> Any:
-        """A graph constant as an operand of a stacked activation: :class:`Const` (its batch, where
-        it was built from the stacked input's size, taken once)."""
+        """A graph constant as an operand of an activation: :class:`Const`."""
         if isinstance(node, fx.Node) and not self._dependent[node] and isinstance(value, torch.Tensor):
-            return Const(value[0:1] if value.dim() and value.shape[0] == 3 else value)
+            return Const(value)
         return value
 
+    def _run(self, n: fx.Node, args, kwargs) -> Any:
+        return getattr(self, n.op)(n.target, args, kwargs)
+
+    def _as_is(self, n: fx.Node, args, kwargs) -> Any:
+        if not _has_bound((args, kwargs)):
+            return self._run(n, args, kwargs)
+        return _join(*(self._run(n, _part(args, k), _part(kwargs, k)) for k in range(3)))
+
     def run_node(self, n: fx.Node):
-        if n.op in ("call_function", "call_method") and not self._dependent[n]:
-            # shapes and constants of the graph, computed as they are: sizes read from the stacked
-            # tensor say a batch of 3, which keeps lo, hi and delta apart through any reshape
-            return super().run_node(n)
-        if n.op == "call_module" and isinstance(self._modules_by_name[n.target], _BoundLayer):
-            if not self._dependent[n.args[0]]:  # a layer of constant ids (position embeddings)
-                ids = self.env[n.args[0]]
-                return self._modules_by_name[n.target].exact(ids[0:1] if ids.shape[0] == 3 else ids)
-            return super().run_node(n)
         if n.op not in ("call_module", "call_function", "call_method"):
             return super().run_node(n)
-        call = call_for(n, self._modules_by_name, self._dependent)
         args, kwargs = self.fetch_args_kwargs_from_env(n)
+        if n.op != "call_module" and not self._dependent[n]:
+            # shapes and constants of the graph, computed as they are: a size read from a Bound is its
+            # lo's (batch 1), so shapes built from it broadcast against lo, hi and delta alike
+            return self._run(n, _part(args, 0), _part(kwargs, 0))
+        module = self._modules_by_name.get(n.target) if n.op == "call_module" else None
+        if isinstance(module, _BoundLayer):
+            return module(args[0]) if isinstance(args[0], Bound) else module.exact(args[0])  # constant ids
+        call = call_for(n, self._modules_by_name, self._dependent)
         if call is None or call.rule.interval is None:
-            if n.op == "call_module" or any(isinstance(a, torch.Tensor) for a in args):
-                name = type(self._modules_by_name[n.target]).__name__ if n.op == "call_module" else \
-                    getattr(n.target, "__name__", str(n.target))
+            if module is not None or _has_bound(args):
+                name = type(module).__name__ if module is not None else getattr(n.target, "__name__", str(n.target))
                 raise NoBoundRule(name if call is None else f"{call.rule.name} ({call.rule.no_interval})")
-            return super().run_node(n)
-        if call.rule.interval is AS_IS or not any(isinstance(a, torch.Tensor) for a in args):
-            return super().run_node(n)
+            return self._run(n, args, kwargs)
+        if call.rule.interval is AS_IS or not _has_bound(args):
+            return self._as_is(n, args, kwargs)
         out = call.rule.interval(call, tuple(self._constant(node, a) for node, a in zip(n.args, args)), kwargs)
-        return super().run_node(n) if out is NotImplemented else out
+        return self._as_is(n, args, kwargs) if out is NotImplemented else out
 
 
 IBP_METHOD = "interval bound propagation over the input box with per-layer weight/bias errors (models/bounds.py)"
@@ -150,19 +175,21 @@ def certified_bound(target: fx.GraphModule, layers: list[TargetLayer],
     hi = torch.full((1, *input_shape), float(domain[1]), dtype=torch.float64)
     with torch.no_grad():
         try:
-            out = _BoundInterpreter(gm).run(torch.cat([lo, hi, torch.zeros_like(lo)]))
+            out = _BoundInterpreter(gm).run(Bound(lo, hi, torch.zeros_like(lo)))
         except NoBoundRule as exc:
             why = f"no bound rule for {str(exc).splitlines()[0]}"  # (fx's interpreter appends the graph)
             return {"bound": None, "per_output": None, "slack": None, "output_range": None, "method": why,
                     "interval_bound": None, "reason": why}
-    magnitude = torch.maximum(out[0].abs(), out[1].abs())
+    if not isinstance(out, Bound):  # an output no input reaches: computed alike by both networks
+        out = Bound(out, out, torch.zeros_like(out))
+    magnitude = torch.maximum(out.lo.abs(), out.hi.abs())
     slack = ROUNDING_SLACK * (1.0 + magnitude)
-    per_output = out[2] + slack
+    per_output = out.delta + slack
     return {
         "bound": float(per_output.max()),
         "per_output": per_output.reshape(-1).tolist(),
         "slack": slack.reshape(-1).tolist(),
-        "output_range": [float(out[0].min()), float(out[1].max())],
+        "output_range": [float(out.lo.min()), float(out.hi.max())],
         "method": IBP_METHOD,
         "interval_bound": float(per_output.max()),
     }

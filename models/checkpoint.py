@@ -30,8 +30,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .errors import LotteryError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(LotteryError, ValueError):
     """The checkpoint cannot be read or does not fit the architecture (the message says why)."""
 
 

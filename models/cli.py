@@ -12,7 +12,7 @@ import argparse
 import sys
 from importlib.metadata import entry_points
 
-from solver import SolverError
+from solver import LotteryError
 
 from . import commands
 from .collapsed import FormMismatchError
@@ -49,21 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns its exit status: 0 done, 1 a check failed, 2 an error (bad input or
-    a failed run, said in one line; ``--debug`` shows the traceback), 130 interrupted."""
+    """Run one command; returns its exit status: 0 done, 1 a check failed, 2 an error of the input or
+    of the machine (said in one line), 3 a bug of the tool (one line; ``--debug`` shows the
+    traceback), 130 interrupted."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or argparse's one-line error already printed
         return int(exc.code or 0)
+    debug = getattr(args, "debug", False)
     try:
         return int(args.func(args) or 0)
-    except (SolverError, ValueError) as exc:  # errors meant for the user: what was received, what is expected
-        if getattr(args, "debug", False):
+    except LotteryError as exc:  # errors meant for the user: what was received, what is expected
+        if debug:
             raise
         print(f"error: {commands.flags_in(str(exc))}", file=sys.stderr)
         return 2
     except FormMismatchError as exc:  # a check of the tool itself failed: a bug, exit 1
-        if getattr(args, "debug", False):
+        if debug:
             raise
         print(f"check failed: {exc}", file=sys.stderr)
         return 1
@@ -71,15 +73,21 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; the chunks solved so far are kept in the run directory: rerun the same command "
               "to resume", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI's last resort: one line, never a traceback
-        if getattr(args, "debug", False):
+    except (MemoryError, OSError) as exc:  # the machine: memory, disk, permissions, a missing file
+        if debug:
             raise
-        print(f"error: {describe_failure(exc)} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"error: {describe_failure(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug of the tool: one line, never a traceback
+        if debug:
+            raise
+        print(f"internal error (a bug of the tool, please report it with the command): {describe_failure(exc)} "
+              f"(run with --debug for the traceback)", file=sys.stderr)
+        return 3
 
 
 def describe_failure(exc: BaseException) -> str:
-    """One line for an unexpected error: what failed and why."""
+    """One line for an error that is not a :class:`solver.LotteryError`: what failed and why."""
     if isinstance(exc, MemoryError):
         return ("out of memory: the run needs more memory than is available; use a smaller --n, "
                 "--variant fanout, a smaller --block-problems, or a machine with more memory")

@@ -18,6 +18,7 @@ from solver import SolveOptions, SolverError
 from solver.options import check_field
 
 from .construct import ConstructOptions
+from .errors import UsageError
 from .pipeline import Job, solve_run, verify_run
 from .report import fmt
 from .random_net import VARIANTS
@@ -110,6 +111,17 @@ def flags_in(message: str) -> str:
     return message
 
 
+def _bytes(text: str) -> int:
+    """An argparse ``type`` for a byte count (``8G``, ``512M``, ``1000000``)."""
+    try:
+        value = parse_bytes(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a byte count >= 1 such as 8G or 512M; got {text!r}")
+    return value
+
+
 def _numbers(kind: type, count: int | None = None):
     """An argparse ``type`` for comma-separated numbers (``count`` of them if given)."""
 
@@ -177,6 +189,9 @@ def add_solve_arguments(p: argparse.ArgumentParser) -> None:
                    help="replace a run directory holding a different run (only the files this tool wrote there)")
     p.add_argument("--allow-large-weights", action="store_true",
                    help=f"accept target weights above {MAX_ABS_WEIGHT:g} in magnitude (refused by default as a damaged file)")
+    p.add_argument("--memory-limit", type=_bytes, metavar="BYTES",
+                   help="memory budget of the run, e.g. 8G: construction and verification are planned to fit it "
+                        "and a run that cannot is refused before solving (default: 70%% of the available memory)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -186,7 +201,7 @@ def _job(args: argparse.Namespace) -> Job:
         from .default import DEFAULT_SIZES, default_target
 
         if args.arch not in (None, "mlp") or args.state_dict_key is not None:
-            raise ValueError("the embedded default target is an mlp; pass a TARGET file to use --arch or --state-dict-key")
+            raise UsageError("the embedded default target is an mlp; pass a TARGET file to use --arch or --state-dict-key")
         print("training/loading the embedded default: MLP "
               f"{'-'.join(map(str, DEFAULT_SIZES))} on scikit-learn digits ...", file=sys.stderr)
         target_file, arch, data, name = default_target(), "mlp", args.data or "digits", "digits-default"

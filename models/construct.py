@@ -27,7 +27,7 @@ from solver import SolverInputError, SolverTypeError, Status
 from solver.options import SolveOptions, hashed_fields, option, validate
 
 from .auto_n import choose_n, row_blocks
-from .errors import UnsupportedModelError
+from .errors import UnsupportedModelError, UsageError
 from .layers import TargetLayer, reads_tokens
 from .trace import trace_target
 from .memory import MemoryPlan, layer_shapes, plan
@@ -218,7 +218,7 @@ def check_token_domain(layers: list[TargetLayer], domain: tuple[float, float]) -
     vocab = min(layer.d_in for layer in layers if layer.reads_input)
     lo, hi = domain
     if not (float(lo).is_integer() and float(hi).is_integer() and 0 <= lo <= hi <= vocab - 1):
-        raise ValueError(f"the target reads token ids (an Embedding of {vocab} rows first), so the input domain must "
+        raise UsageError(f"the target reads token ids (an Embedding of {vocab} rows first), so the input domain must "
                          f"be a range of ids within [0, {vocab - 1}] (--input-domain tokens); got {list(domain)}")
 
 
@@ -366,9 +366,9 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
     from tqdm.auto import tqdm
 
     if variant not in VARIANTS:
-        raise ValueError(f"`variant` must be one of {list(VARIANTS)}; got {variant!r} instead")
+        raise UsageError(f"`variant` must be one of {list(VARIANTS)}; got {variant!r} instead")
     if not domain[0] <= domain[1]:
-        raise ValueError(f"input domain must be an interval LO <= HI; got {domain}")
+        raise UsageError(f"input domain must be an interval LO <= HI; got {domain}")
     start = time.perf_counter()
     folded, layers = trace_target(target, input_nonneg=domain[0] >= 0)
     tokens = reads_tokens(layers)

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import LotteryError
 
-class DataError(ValueError):
+
+class DataError(LotteryError, ValueError):
     """The data set cannot be read or does not fit the target."""
 
 

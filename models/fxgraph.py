@@ -111,5 +111,11 @@ def data_dependent(gm: fx.GraphModule, is_layer) -> dict[fx.Node, bool]:
 def where(node: fx.Node) -> str:
     """The node, its op and target, and the source line it was traced from (for error messages)."""
     stack = node.meta.get("stack_trace")
-    return f"node {node.name!r} ({node.op} {node.target!r})" + (f" at {stack.strip().splitlines()[-1]}" if stack else "")
+    target = node.target
+    if callable(target):  # a function by its qualified name, not its repr (which holds an address)
+        module = getattr(target, "__module__", None) or ""
+        target = f"{module + '.' if module else ''}{getattr(target, '__qualname__', getattr(target, '__name__', target))}"
+    else:
+        target = repr(target)
+    return f"node {node.name!r} ({node.op} {target})" + (f" at {stack.strip().splitlines()[-1]}" if stack else "")
 

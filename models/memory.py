@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import torch.fx as fx
 
+from .errors import LotteryError
 from .layers import TargetLayer
 from .pruned import CAST_BLOCK, MASK_CACHE_BYTES, UNFOLD_BYTES
 from .random_net import LayerSpec
@@ -62,7 +63,7 @@ ANSWER_BYTES = 8 + 3 + 4
 GIB = 2**30
 
 
-class MemoryPlanError(ValueError):
+class MemoryPlanError(LotteryError, ValueError):
     """The run cannot fit the memory budget (the message says what it needs and what to change)."""
 
 

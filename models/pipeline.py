@@ -22,6 +22,7 @@ from . import rundir
 from .api import build_ticket, rebuild_run, run_config
 from .construct import ConstructOptions
 from .data import load_data
+from .errors import UsageError
 from .target import HF_ARCH, MAX_ABS_WEIGHT, input_shape_of, load_target, target_sha256
 from .ticket import rebuilt_construction
 from .verify import verify
@@ -62,7 +63,7 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     embeds = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
     if domain == "tokens":  # every id of the target's (first) Embedding
         if not embeds:
-            raise ValueError("--input-domain tokens needs a target whose input is token ids (an nn.Embedding "
+            raise UsageError("--input-domain tokens needs a target whose input is token ids (an nn.Embedding "
                              "first); this target has no Embedding")
         domain = (0.0, float(embeds[0].num_embeddings - 1))
     tokens = bool(embeds) and float(domain[0]).is_integer() and float(domain[1]).is_integer()  # ids: checked later
@@ -70,7 +71,7 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
         with torch.no_grad():
             model(torch.zeros(1, *input_shape, dtype=torch.long if tokens else torch.float32))
     except Exception as exc:  # any error of the user's forward means the shape does not fit
-        raise ValueError(f"inputs of shape {input_shape} do not fit the target ({type(exc).__name__}: "
+        raise UsageError(f"inputs of shape {input_shape} do not fit the target ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0]})") from exc
     target_desc = {"name": job.name, "arch": arch, "source": str(job.target_file),
                    "sha256": target_sha256(job.target_file), "state_dict_key": job.state_dict_key, "loaded": notes}

@@ -23,6 +23,7 @@ import torch
 from solver.files import atomic_write, config_hash, sha256_file
 from solver.store import ChunkStore
 
+from .errors import LotteryError
 from .construct import Construction
 from .export import export_program, plain_state_dict
 from .report import plot_weight_errors, report_markdown
@@ -38,7 +39,7 @@ RUN_FILES = (MARKER, "report.json", "report.md", "weight_errors.png", "ticket.pt
 HASH_DIGITS = 16  # of the configuration hash recorded in report.json
 
 
-class RunDirError(ValueError):
+class RunDirError(LotteryError, ValueError):
     """The output directory holds a different run (use --force) or cannot be written."""
 
 

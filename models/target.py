@@ -14,12 +14,13 @@ import torch.nn as nn
 
 from solver.files import sha256_bytes, sha256_file
 
+from .errors import LotteryError
 from . import checkpoint
 from .checkpoint import _first_line, _listed
 from .zoo import LeNet5, mlp
 
 
-class TargetError(ValueError):
+class TargetError(LotteryError, ValueError):
     """The target file or architecture cannot be used (the message says what and why)."""
 
 

@@ -20,6 +20,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .errors import LotteryError
 from .construct import ConstructOptions, Construction, LayerSolution, propagate_shapes
 from .layers import TargetLayer, reads_tokens
 from .trace import trace_target
@@ -36,7 +37,7 @@ TICKET_FORMAT = "lottery-ticket"
 TICKET_VERSION = 3
 
 
-class TicketError(ValueError):
+class TicketError(LotteryError, ValueError):
     """The ticket is unreadable, malformed, tampered with, or does not fit the target."""
 
 

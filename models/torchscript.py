@@ -22,8 +22,10 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import LotteryError
 
-class TorchScriptError(ValueError):
+
+class TorchScriptError(LotteryError, ValueError):
     """The TorchScript module holds something that cannot be rebuilt for tracing."""
 
 

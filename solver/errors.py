@@ -5,7 +5,13 @@ matching builtin (ValueError, ImportError, MemoryError) so generic handlers keep
 """
 
 
-class SolverError(Exception):
+class LotteryError(Exception):
+    """The base of every error the tool raises for its user: input it cannot take or a run it cannot
+    do, said in one line (what was received, what is expected). The CLI prints these as they are;
+    any other exception is a bug of the tool."""
+
+
+class SolverError(LotteryError):
     """Base class of every error raised by :mod:`solver`."""
 
 

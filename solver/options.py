@@ -111,11 +111,9 @@ class SolveOptions:
                                  cli="--workers")
     chunk_size: int | None = option(None, "problems per unit of parallel work (default per backend); results do "
                                     "not depend on it", kind=int, low=1, cli="--chunk-size")
-    memory_limit: int = option(DEFAULT_MEMORY_LIMIT, "bytes mitm may use for its sum tables at once", kind=int, low=1,
-                               cli="--memory-limit", cli_default=None,
-                               cli_help="memory budget of the run, e.g. 8G: construction and verification are planned "
-                                        "to fit it and a run that cannot is refused before solving; mitm's sum tables "
-                                        "get at most this too (default: 70%% of the available memory; mitm 2 GiB)")
+    memory_limit: int = option(DEFAULT_MEMORY_LIMIT, "bytes mitm may use for its sum tables at once (on CUDA: GPU "
+                               "memory); chunks are sized to it, results do not depend on it", kind=int, low=1,
+                               cli="--table-memory")
     progress: bool | None = option(None, "progress bar; None: only on a terminal for multi-chunk batches", kind=bool,
                                    hashed=False)
     executor: str = option("local", "local worker processes, or a dask.distributed cluster (scheduler)",

@@ -729,3 +729,23 @@ class Rolled(nn.Module):
 def rolled(seed: int = 0, **kw) -> Rolled:
     torch.manual_seed(seed)
     return Rolled(**kw).eval()
+
+
+class FloatWithPositions(nn.Module):
+    """A float input of T tokens plus an Embedding of the positions arange(T), read from a buffer:
+    a constant of the graph with no batch dimension (T = 3 looks like a stacked batch of three)."""
+
+    def __init__(self, tokens: int = 5, dim: int = 4):
+        super().__init__()
+        self.fc = nn.Linear(dim, dim)
+        self.pos = nn.Embedding(tokens, dim)
+        self.head = nn.Linear(dim, 2)
+        self.register_buffer("ids", torch.arange(tokens))
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc(x) + self.pos(self.ids)))
+
+
+def float_with_positions(seed: int = 0, **kw) -> FloatWithPositions:
+    torch.manual_seed(seed)
+    return FloatWithPositions(**kw).eval()

@@ -119,7 +119,7 @@ def test_matmul_and_softmax_between_activations_keep_the_bound():
 def test_matmul_rule_holds():
     """For A, B in their intervals and A', B' within delta of them: AB in the interval the rule gives,
     A'B' within its delta of AB."""
-    from models.rules import rule_named
+    from models.rules import Bound, rule_named
 
     gen = torch.Generator().manual_seed(2)
 
@@ -129,7 +129,8 @@ def test_matmul_rule_holds():
         return torch.cat([lo, hi, 0.2 * torch.rand((1, *shape), generator=gen, dtype=torch.float64)])
 
     A, B = stacked((2, 3, 4)), stacked((2, 4, 5))
-    out = rule_named("matmul").interval(None, (A, B), {})
+    b = rule_named("matmul").interval(None, tuple(Bound(*x) for x in (A, B)), {})
+    out = torch.stack(torch.broadcast_tensors(b.lo, b.hi, b.delta))
     for trial in range(600):
         vals, pruned = [], []
         for x in (A, B):
@@ -467,3 +468,18 @@ def test_roll_is_kept_and_must_keep_the_batch_apart():
     check = verify(c, None, samples=64, adversarial=2)
     assert check["certified_bound"] is not None and check["bound_holds"]
     assert check["max_output_error"] <= check["certified_bound"]
+
+
+@pytest.mark.parametrize("tokens", [3, 5])
+def test_constant_embedding_beside_a_float_input_has_a_bound(tokens):
+    """Position embeddings of a buffer arange(T) added to a float input: the certified bound is given
+    and holds (it crashed with a size mismatch, or at T = 3 took the ids for a stacked batch)."""
+    from functools import partial
+
+    from .nets import float_with_positions
+
+    c = _construct(partial(float_with_positions, tokens=tokens), (tokens, 4), (-1.0, 1.0), 10)
+    assert unconstructed(c) == []
+    check = verify(c, None, samples=64, adversarial=2)
+    assert check["certified_bound"] is not None and check["bound_holds"]
+    assert check["adversarial_output_error"] <= check["certified_bound"]

@@ -126,8 +126,8 @@ def test_normalized_mnist_gives_a_signed_domain(tmp_path):
     (lambda p: ["solve", str(p), "--arch", "mlp", "--data", "digits"], "do not fit the target"),
     (lambda p: ["solve", str(p), "--arch", "mlp", "--objective", "min-size"], "--eps is required for objective 'min-size'"),
     (lambda p: ["solve", str(p), "--arch", "mlp", "--backend", "fast"], "unknown backend 'fast'"),
-    (lambda p: ["solve", str(p), "--arch", "mlp", "--n", "60", "--backend", "mitm"], "raise --memory-limit, use fewer"),
-    (lambda p: ["solve", str(p), "--arch", "mlp", "--memory-limit", "lots"], "argument --memory-limit: must be an int"),
+    (lambda p: ["solve", str(p), "--arch", "mlp", "--n", "60", "--backend", "mitm"], "raise --table-memory, use fewer"),
+    (lambda p: ["solve", str(p), "--arch", "mlp", "--memory-limit", "lots"], "argument --memory-limit: must be a byte count"),
     (lambda p: ["solve", str(p), "--arch", "nope"], "unknown --arch 'nope'"),
     (lambda p: ["solve", str(p)], "is a torch checkpoint, not TorchScript: pass --arch"),
 ])

@@ -552,7 +552,7 @@ def test_ops_that_mix_the_batch_dimension_are_refused(make, match):
 def test_each_arithmetic_rule_holds(kind):
     """For a and b in their intervals and a', b' within delta of them: the op's value in the interval
     the rule gives, and the pruned-side value within its delta."""
-    from models.rules import rule_named
+    from models.rules import Bound, rule_named
 
     gen = torch.Generator().manual_seed(5)
 
@@ -565,7 +565,9 @@ def test_each_arithmetic_rule_holds(kind):
     args = {"sub": (A, B), "mul": (A, B), "mul-const": (A, -1.7), "div": (A, -3.0), "neg": (A,), "rsub": (2.0, B)}[kind]
     op = {"sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "mul-const": lambda a, b: a * b,
           "div": lambda a, b: a / b, "neg": lambda a: -a, "rsub": lambda a, b: a - b}[kind]
-    out = rule_named({"mul-const": "mul", "rsub": "sub"}.get(kind, kind)).interval(None, args, {})
+    b = rule_named({"mul-const": "mul", "rsub": "sub"}.get(kind, kind)).interval(
+        None, tuple(Bound(*x) if isinstance(x, torch.Tensor) else x for x in args), {})
+    out = torch.stack(torch.broadcast_tensors(b.lo, b.hi, b.delta))
     for _ in range(300):
         vals, pruned = [], []
         for x in args:

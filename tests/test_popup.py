@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.popup import (PopupNet, RedundantLinear, TopK, TrainSettings, accuracy, redundant_params, train_scores,
+from benchmarks.popup import (PopupNet, RedundantLinear, TopK, TrainSettings, accuracy, redundant_params, train_scores,
                           wide_hidden)
 
 

@@ -16,9 +16,9 @@ import torch.nn as nn
 
 from . import activations, arithmetic, normalization, shape
 from .activations import softmax_bounds
-from .base import AS_IS, Call, Const, NoBoundRule, Rule, parts
+from .base import AS_IS, Bound, Call, Const, NoBoundRule, Rule, parts
 
-__all__ = ["AS_IS", "Call", "Const", "NoBoundRule", "Rule", "RULES", "activation_of", "call_for", "parts", "rule_for", "rule_named",
+__all__ = ["AS_IS", "Bound", "Call", "Const", "NoBoundRule", "Rule", "RULES", "activation_of", "call_for", "parts", "rule_for", "rule_named",
            "softmax_bounds", "supported_ops_markdown"]
 
 RULES: list[Rule] = [*activations.RULES, *arithmetic.RULES, *shape.RULES, *normalization.RULES]

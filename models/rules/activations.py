@@ -30,7 +30,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import Call, Rule, always, parts
+from .base import Bound, Call, Rule, always, parts
 
 
 @dataclass(frozen=True)
@@ -64,12 +64,12 @@ def call_activation(call: Call) -> Elementwise | None:
     return call.rule.activation(call)
 
 
-def _elementwise_interval(call: Call, args, kwargs) -> torch.Tensor:
+def _elementwise_interval(call: Call, args, kwargs) -> Bound:
     rule = call_activation(call)
     lo, hi, delta = parts(args[0])
     lo2, hi2 = rule.image(lo, hi)
     lipschitz = rule.lipschitz_on(lo - delta, hi + delta)  # both values lie in this interval
-    return torch.cat([lo2, hi2, (lipschitz * delta).clamp(max=rule.span)])
+    return Bound(lo2, hi2, (lipschitz * delta).clamp(max=rule.span))
 
 
 def _activation_sign(call: Call, nonneg) -> bool:
@@ -183,8 +183,8 @@ def softmax_bounds(lo: torch.Tensor, hi: torch.Tensor, delta: torch.Tensor, dim:
     return low, high, (0.5 * delta.amax(dim=dim, keepdim=True)).clamp(max=1.0).expand_as(delta)
 
 
-def _softmax_interval(call: Call, args, kwargs) -> torch.Tensor:
-    return torch.cat(softmax_bounds(*parts(args[0]), _softmax_dim(call)))
+def _softmax_interval(call: Call, args, kwargs) -> Bound:
+    return Bound(*softmax_bounds(*parts(args[0]), _softmax_dim(call)))
 
 
 RULES = [

@@ -14,7 +14,7 @@ import operator
 import torch
 import torch.nn.functional as F
 
-from .base import Call, Const, NoBoundRule, Rule, all_args, always, parts
+from .base import Bound, Call, Const, NoBoundRule, Rule, all_args, always, parts
 
 
 def _unit_alpha(call: Call) -> str | None:
@@ -22,24 +22,24 @@ def _unit_alpha(call: Call) -> str | None:
     return None if alpha == 1 else f"alpha={alpha!r}; only alpha 1 (a + b, a - b)"
 
 
-def _add(call: Call, args, kwargs) -> torch.Tensor:
+def _add(call: Call, args, kwargs) -> Bound:
     if not any(isinstance(a, (int, float, Const)) for a in args):
         return NotImplemented  # a sum of two activations: the stacked parts add as they are
     (alo, ahi, ad), (blo, bhi, bd) = parts(args[0]), parts(args[1])
-    return torch.cat(torch.broadcast_tensors(alo + blo, ahi + bhi, ad + bd))
+    return Bound(*torch.broadcast_tensors(alo + blo, ahi + bhi, ad + bd))
 
 
-def _sub(call: Call, args, kwargs) -> torch.Tensor:
+def _sub(call: Call, args, kwargs) -> Bound:
     (alo, ahi, ad), (blo, bhi, bd) = parts(args[0]), parts(args[1])
-    return torch.cat([alo - bhi, ahi - blo, ad + bd + torch.zeros_like(alo - bhi)])
+    return Bound(alo - bhi, ahi - blo, ad + bd + torch.zeros_like(alo - bhi))
 
 
-def _neg(call: Call, args, kwargs) -> torch.Tensor:
+def _neg(call: Call, args, kwargs) -> Bound:
     lo, hi, d = parts(args[0])
-    return torch.cat([-hi, -lo, d])
+    return Bound(-hi, -lo, d)
 
 
-def _product(a, b, divide: bool = False) -> torch.Tensor:
+def _product(a, b, divide: bool = False) -> Bound:
     (alo, ahi, ad), (blo, bhi, bd) = parts(a), parts(b)
     if divide:  # by a constant (the tracer refuses division by an activation)
         blo = bhi = 1.0 / (b.value if isinstance(b, Const) else b)
@@ -48,14 +48,14 @@ def _product(a, b, divide: bool = False) -> torch.Tensor:
     mag_a = torch.maximum(torch.as_tensor(alo).abs(), torch.as_tensor(ahi).abs())
     mag_b = torch.maximum(torch.as_tensor(blo).abs(), torch.as_tensor(bhi).abs())
     delta = mag_a * bd + (mag_b + bd) * ad
-    return torch.cat([corners.amin(0), corners.amax(0), delta + torch.zeros_like(corners[0])])
+    return Bound(corners.amin(0), corners.amax(0), delta + torch.zeros_like(corners[0]))
 
 
-def _mul(call: Call, args, kwargs) -> torch.Tensor:
+def _mul(call: Call, args, kwargs) -> Bound:
     return _product(args[0], args[1])
 
 
-def _div(call: Call, args, kwargs) -> torch.Tensor:
+def _div(call: Call, args, kwargs) -> Bound:
     return _product(args[0], args[1], divide=True)
 
 
@@ -78,23 +78,23 @@ def _pad_sign(call: Call, nonneg) -> bool:
     return nonneg(call.first) and isinstance(value, (int, float)) and value >= 0
 
 
-def _pad(call: Call, args, kwargs) -> torch.Tensor:
+def _pad(call: Call, args, kwargs) -> Bound:
     x, pad = args[0], args[1]
     value = kwargs.get("value", args[3] if len(args) > 3 else 0.0) or 0.0
     lo, hi, d = parts(x)
-    return torch.cat([F.pad(lo, pad, value=value), F.pad(hi, pad, value=value), F.pad(d, pad, value=0.0)])
+    return Bound(F.pad(lo, pad, value=value), F.pad(hi, pad, value=value), F.pad(d, pad, value=0.0))
 
 
-def _matmul(call: Call, args, kwargs) -> torch.Tensor:
+def _matmul(call: Call, args, kwargs) -> Bound:
     a, b = args[0], args[1]
-    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.dim() < 3 or b.dim() < 3:
+    if not (isinstance(a, Bound) and isinstance(b, Bound)) or a.lo.dim() < 3 or b.lo.dim() < 3:
         raise NoBoundRule("matmul that is not batched over dim 0 (both operands need 3 or more dimensions)")
     (alo, ahi, ad), (blo, bhi, bd) = parts(a), parts(b)
     ac, ar, bc, br = (alo + ahi) / 2, (ahi - alo) / 2, (blo + bhi) / 2, (bhi - blo) / 2
     centre = ac @ bc
     radius = ac.abs() @ br + ar @ bc.abs() + ar @ br
     mag_a, mag_b = torch.maximum(alo.abs(), ahi.abs()), torch.maximum(blo.abs(), bhi.abs())
-    return torch.cat([centre - radius, centre + radius, mag_a @ bd + ad @ (mag_b + bd)])
+    return Bound(centre - radius, centre + radius, mag_a @ bd + ad @ (mag_b + bd))
 
 
 RULES = [

@@ -7,10 +7,10 @@ for those calls:
   into others, a mode without a bound rule), or None to keep it;
 * ``sign``: whether its output is >= 0 wherever its inputs' signs say so (a layer reading a
   non-negative input needs one problem per weight instead of two);
-* ``interval``: how the certified bound's stacked (lo, hi, delta) tensor passes through it -
-  :data:`AS_IS` (the op moves, selects or sums entries of each part alike, or is monotone with
-  delta' <= delta), a function ``(call, args, kwargs)`` of the stacked operands (graph constants
-  as :class:`Const`; it may return NotImplemented to run the op as it is), or None with
+* ``interval``: how the certified bound's :class:`Bound` (lo, hi, delta) passes through it -
+  :data:`AS_IS` (the op runs on each of the three alike: it moves, selects or sums entries, or is
+  monotone with delta' <= delta), a function ``(call, args, kwargs)`` of the operands returning a
+  Bound (graph constants as :class:`Const`; NotImplemented: run the op as it is), or None with
   ``no_interval`` the reason;
 * ``relaxation``: its kind in the linear relaxation's chain (:mod:`models.crown`): "relu",
   "linear" (a linear map), "permuting" (a linear map that only moves entries), a function of the
@@ -116,6 +116,21 @@ class NoBoundRule(Exception):
 
 
 @dataclass
+class Bound:
+    """The certified bound's value of one activation: the interval [lo, hi] of the target's value and
+    delta >= |target - pruned|, three tensors of the activation's shape with its batch dimension
+    (of size 1: the box is one input region). Constants of the graph are plain tensors beside it,
+    with whatever batch dimension they were built with (one read from a Bound's size, or none)."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+    delta: torch.Tensor
+
+    def part(self, k: int) -> torch.Tensor:
+        return (self.lo, self.hi, self.delta)[k]
+
+
+@dataclass
 class Const:
     """A tensor constant of the graph as an operand in the certified bound: lo = hi = value, delta 0."""
 
@@ -123,9 +138,9 @@ class Const:
 
 
 def parts(x: Any) -> tuple[Any, Any, Any]:
-    """(lo, hi, delta) of a stacked tensor, of a constant (delta 0) or of a number."""
+    """(lo, hi, delta) of a :class:`Bound`, of a constant (delta 0) or of a number."""
     if isinstance(x, Const):
         return x.value, x.value, torch.zeros_like(x.value)
-    if isinstance(x, torch.Tensor):
-        return x[0:1], x[1:2], x[2:3]
+    if isinstance(x, Bound):
+        return x.lo, x.hi, x.delta
     return x, x, 0.0
