@@ -25,13 +25,14 @@ def _flatten_check(call: Call) -> str | None:
     return None
 
 
-def _dim_not_batch(position: int, default=None, many: bool = False):
-    """A check that the op's ``dim`` argument (at ``position``) is a constant other than 0."""
+def _dim_not_batch(position: int, default=None, many: bool = False, key: str = "dim"):
+    """A check that the op's ``key`` argument (at ``position``), a dim or with ``many`` a list of
+    them, names constants other than 0."""
     def check(call: Call) -> str | None:
-        dim = call.arg(position, "dim", default)
+        dim = call.arg(position, key, default)
         dims = dim if many and isinstance(dim, (tuple, list)) else (dim,)
         if any(d is None or d == 0 or isinstance(d, fx.Node) for d in dims):
-            return (f"{call.rule.name} over dim {dim!r} would mix the batch dimension (dim 0) in; name constant "
+            return (f"{call.rule.name} over {key} {dim!r} would mix the batch dimension (dim 0) in; name constant "
                     f"dims >= 1")
         return None
     return check
@@ -67,14 +68,14 @@ def _permute_check(call: Call) -> str | None:
     return None
 
 
+_ROLL_DIMS = _dim_not_batch(2, many=True, key="dims")
+
+
 def _roll_check(call: Call) -> str | None:
-    shifts, dims = call.arg(1, "shifts"), call.arg(2, "dims")
-    listed = dims if isinstance(dims, (tuple, list)) else (dims,)
-    if any(d is None or d == 0 or isinstance(d, fx.Node) for d in listed):
-        return f"roll over dims {dims!r} would move entries across the batch dimension; name constant dims >= 1"
+    shifts = call.arg(1, "shifts")
     if any(isinstance(s, fx.Node) for s in (shifts if isinstance(shifts, (tuple, list)) else (shifts,))):
         return "roll by shifts computed from activations (only constant shifts)"
-    return None
+    return _ROLL_DIMS(call)
 
 
 def _cat_sign(call: Call, nonneg) -> bool:
