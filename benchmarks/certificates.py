@@ -66,14 +66,14 @@ def measure(name: str, label: str, settings: dict[str, Any], n: int, eps: float,
     cov = eps_coverage(c)
     target_params = sum(layer.num_params() for layer in c.layers)
     kept = sum(s.kept() for s in c.solutions)
-    adv = check["adversarial_output_error"]
+    adv = check.adversarial_output_error
     row = {"network": name, "config": label, "n": [s.n for s in c.specs], "eps": eps,
            "target_params": target_params, "kept_params": kept, "kept_ratio": kept / target_params,
-           "weights_missing_eps": cov["weights_missing_eps"], "accuracy": check["accuracy"],
-           "agreement": check["agreement"], "max_output_error": check["max_output_error"],
-           "adversarial_output_error": adv, "certified_bound": check["certified_bound"],
-           "interval_bound": check["interval_bound"], "bound_method": check["bound_method"],
-           "ratio": check["certified_bound"] / adv if adv > 0 else None, "bound_holds": check["bound_holds"],
+           "weights_missing_eps": cov["weights_missing_eps"], "accuracy": check.accuracy,
+           "agreement": check.agreement, "max_output_error": check.max_output_error,
+           "adversarial_output_error": adv, "certified_bound": check.certified_bound,
+           "interval_bound": check.interval_bound, "bound_method": check.bound_method,
+           "ratio": check.certified_bound / adv if adv > 0 else None, "bound_holds": check.bound_holds,
            "seconds": time.perf_counter() - start}
     print(f"{name} {label}: kept {row['kept_ratio']:.3f}x, {row['weights_missing_eps']} miss eps, "
           f"certified/adversarial {row['ratio']:.3g}x", file=sys.stderr, flush=True)

@@ -88,8 +88,8 @@ def network(name: str, n: int, eps: float, seed: int) -> list[dict[str, Any]]:
         rows.append({"network": name, "layout": layout, "n": n, "eps": eps, "weights": cov["weights_within_eps"]
                      + cov["weights_missing_eps"], "misses": cov["weights_missing_eps"],
                      "max_weight_error": max(s.error_summary()[0] for s in c.solutions),
-                     "worst_missing": cov["worst_missing"][:3], "accuracy": check["accuracy"],
-                     "agreement": check["agreement"], "max_output_error": check["max_output_error"],
+                     "worst_missing": cov["worst_missing"][:3], "accuracy": check.accuracy,
+                     "agreement": check.agreement, "max_output_error": check.max_output_error,
                      "kept_params": sum(s.kept() for s in c.solutions)})
         print(f"{name} {layout}: {cov['weights_missing_eps']} weights miss eps", file=sys.stderr, flush=True)
     return rows

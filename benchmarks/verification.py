@@ -116,14 +116,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     construct_seconds = time.perf_counter() - start
     solve_seconds = c.seconds["solve"]
     runs = [verify(c, data, samples=RESNET_SAMPLES) for _ in range(repeats)]
-    median = {p: statistics.median(r["phase_seconds"].get(p, 0.0) for r in runs) for p in PHASES}
-    total = statistics.median(r["seconds"] for r in runs)
+    median = {p: statistics.median(r.phase_seconds.get(p, 0.0) for r in runs) for p in PHASES}
+    total = statistics.median(r.seconds for r in runs)
     last = runs[-1]
-    table = [[p.replace("_", " "), f"{median[p]:.2f}", f"{min(r['phase_seconds'].get(p, 0.0) for r in runs):.2f}",
-              f"{max(r['phase_seconds'].get(p, 0.0) for r in runs):.2f}", f"{runs[0]['phase_seconds'].get(p, 0.0):.2f}"]
+    table = [[p.replace("_", " "), f"{median[p]:.2f}", f"{min(r.phase_seconds.get(p, 0.0) for r in runs):.2f}",
+              f"{max(r.phase_seconds.get(p, 0.0) for r in runs):.2f}", f"{runs[0].phase_seconds.get(p, 0.0):.2f}"]
              for p in PHASES]
-    table.append(["**total**", f"**{total:.2f}**", f"{min(r['seconds'] for r in runs):.2f}",
-                  f"{max(r['seconds'] for r in runs):.2f}", f"{runs[0]['seconds']:.2f}"])
+    table.append(["**total**", f"**{total:.2f}**", f"{min(r.seconds for r in runs):.2f}",
+                  f"{max(r.seconds for r in runs):.2f}", f"{runs[0].seconds:.2f}"])
     info = machine_info()
     goal_seconds = GOAL_SECONDS if args.target == "lenet5" else GOAL_SOLVE_RATIO * solve_seconds
     met = total <= goal_seconds
@@ -132,26 +132,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         goal = (f"Verification <= {GOAL_SOLVE_RATIO:g} x the solve time ({solve_seconds:.2f} s): "
                 f"{'met' if met else 'NOT met'} (median {total:.2f} s = {total / solve_seconds:.2f} x).")
-    mat = last["materialised"]
-    accuracy = (f", accuracy target / pruned {100 * last['accuracy']['target']:.2f}% / "
-                f"{100 * last['accuracy']['pruned']:.2f}%" if "accuracy" in last else "")
-    bound = "none" if last["certified_bound"] is None else f"{last['certified_bound']:.3g}"
+    mat = last.materialised
+    accuracy = (f", accuracy target / pruned {100 * last.accuracy['target']:.2f}% / "
+                f"{100 * last.accuracy['pruned']:.2f}%" if last.accuracy is not None else "")
+    bound = "none" if last.certified_bound is None else f"{last.certified_bound:.3g}"
     md = (f"# Verification of {title}\n\n"
           f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}. Command: `{command_line()}`.\n"
           f"Data: {described}. Construction: {construct_seconds:.1f} s, of which solving {solve_seconds:.1f} s "
           f"(not timed below). Seconds, median (min, max) of {repeats} verifications of the same ticket, and the "
           f"first (the one `lottery solve` runs, in a process that has not verified before):\n\n"
           + markdown_table(["phase", "median s", "min", "max", "first"], table)
-          + f"\n{goal} Errors in float64 on {last['float64_inputs']} of the {last['count']} inputs (collapsed form); "
-          f"max output error {last['max_output_error']:.3g}, certified bound {bound}, agreement "
-          f"{100 * last['agreement']:.2f}%{accuracy}. The materialised network: float32 on {mat['float32_inputs']} "
+          + f"\n{goal} Errors in float64 on {last.float64_inputs} of the {last.count} inputs (collapsed form); "
+          f"max output error {last.max_output_error:.3g}, certified bound {bound}, agreement "
+          f"{100 * last.agreement:.2f}%{accuracy}. The materialised network: float32 on {mat['float32_inputs']} "
           f"inputs, largest difference from the collapsed form {mat['float32_difference']:.3g} (tolerance "
           f"{mat['tolerance']['float32']:.3g}); float64 on {mat['float64_inputs']}, {mat['float64_difference']:.3g}.\n")
     payload = {"machine": info, "command": command_line(), "target": args.target, "data": described,
-               "inputs": last["count"], "n": args.n, "repeats": repeats, "construct_seconds": construct_seconds,
+               "inputs": last.count, "n": args.n, "repeats": repeats, "construct_seconds": construct_seconds,
                "solve_seconds": solve_seconds, "median_phase_seconds": median, "median_seconds": total,
                "goal": goal, "goal_seconds": goal_seconds, "goal_met": met,
-               "runs": [{k: r.get(k) for k in ("seconds", "phase_seconds", "float64_inputs", "max_output_error",
+               "runs": [{k: r.to_json().get(k) for k in ("seconds", "phase_seconds", "float64_inputs", "max_output_error",
                                                "certified_bound", "agreement", "accuracy", "materialised")}
                         for r in runs]}
     paths = write_outputs(args.out, "verification" + ("" if args.target == "lenet5" else f"_{args.target}"), payload, md)

@@ -130,7 +130,7 @@ def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, wor
         tried = [step["n"] for s in c.solutions for step in s.n_search["steps"]]
         row["n_tried"] = [min(tried), max(tried)]
     check = verify(c, None, samples=samples, adversarial=4)
-    low, high = check["output_range_observed"]
+    low, high = check.output_range_observed
     cov = eps_coverage(c)
     params = sum(layer.num_params() for layer in c.layers)
     goal_mb = (MEMORY_GOAL_PER_WEIGHT * params + MEMORY_GOAL_FIXED) / 2**20
@@ -139,14 +139,14 @@ def measure_one(name: str, size: int, n: int | str, samples: int, seed: int, wor
                 unconstructed_params=len(unconstructed(c)), kept_params=sum(s.kept() for s in c.solutions),
                 weights_missing_eps=cov["weights_missing_eps"],
                 max_weight_error=max(s.error_summary()[0] for s in c.solutions),
-                max_output_error=check["max_output_error"],
-                relative_output_error=check["max_output_error"] / (high - low) if high > low else None,
-                agreement=check.get("agreement"), near_ties=check.get("near_ties"), inputs=check["count"],
-                float64_inputs=check["float64_inputs"],
-                certified_bound=check["certified_bound"], bound_reason=check.get("certified_bound_reason"),
-                bound_holds=check["bound_holds"], seconds=time.perf_counter() - start,
-                seconds_parts={"solve": c.seconds["solve"], "verify": check["seconds"]},
-                verify_phases=check["phase_seconds"], peak_rss_mb=peak_rss_mb(),
+                max_output_error=check.max_output_error,
+                relative_output_error=check.max_output_error / (high - low) if high > low else None,
+                agreement=check.agreement, near_ties=check.near_ties, inputs=check.count,
+                float64_inputs=check.float64_inputs,
+                certified_bound=check.certified_bound, bound_reason=check.certified_bound_reason,
+                bound_holds=check.bound_holds, seconds=time.perf_counter() - start,
+                seconds_parts={"solve": c.seconds["solve"], "verify": check.seconds},
+                verify_phases=check.phase_seconds, peak_rss_mb=peak_rss_mb(),
                 peak_rss_mb_after_solve=c.memory["peak_rss_mb_after_solve"], memory_budget=c.plan.budget,
                 verify_batch=c.plan.verify_batch)
 

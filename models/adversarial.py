@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .collapsed import in_float32
-from .construct import Construction
+from .network import PrunedNetwork
 from .pruned import fixed_masks
 
 
@@ -31,7 +31,7 @@ def _errors(target64, pruned, x: torch.Tensor) -> torch.Tensor:
     return diff.reshape(len(x), -1).amax(dim=1)
 
 
-def adversarial_search(c: Construction, target64: torch.nn.Module | None = None, seeds: torch.Tensor | None = None,
+def adversarial_search(c: PrunedNetwork, target64: torch.nn.Module | None = None, seeds: torch.Tensor | None = None,
                        restarts: int = 16, steps: int = 50, seed: int = 0, batch: int | None = None,
                        network: torch.nn.Module | None = None) -> dict[str, Any]:
     """Largest |f(x) - g(x)| found in the box; ``target64``: the target in float64 (default its
@@ -42,10 +42,10 @@ def adversarial_search(c: Construction, target64: torch.nn.Module | None = None,
     if target64 is None:
         target64 = c.folded
     network = c.pruned if network is None else network
-    if c.tokens:
+    if c.domain.tokens:
         return _token_search(c, target64, network, seeds, restarts, steps, seed)
     start = time.perf_counter()
-    lo, hi = c.domain
+    lo, hi = c.domain.lo, c.domain.hi
     shape = c.input_shape
     gen = torch.Generator().manual_seed(seed)
     starts = [torch.full((1, *shape), lo), torch.full((1, *shape), hi)]
@@ -98,10 +98,10 @@ def adversarial_search(c: Construction, target64: torch.nn.Module | None = None,
             "seed": seed, "seconds": time.perf_counter() - start}
 
 
-def _token_search(c: Construction, target64, network, seeds, restarts: int, steps: int, seed: int) -> dict[str, Any]:
+def _token_search(c: PrunedNetwork, target64, network, seeds, restarts: int, steps: int, seed: int) -> dict[str, Any]:
     """The token-id version of :func:`adversarial_search`: a seeded hill climb over single-position changes."""
     start = time.perf_counter()
-    lo, hi = int(c.domain[0]), int(c.domain[1])
+    lo, hi = int(c.domain.lo), int(c.domain.hi)
     gen = torch.Generator().manual_seed(seed)
     starts = [] if seeds is None else [seeds[: max(restarts // 2, 1)]]
     rand = max(restarts - sum(len(s) for s in starts), 0)

@@ -23,22 +23,25 @@ import torch
 import torch.nn as nn
 
 from . import rundir
-from .construct import Construction, ConstructOptions, construct
+from .construct import construct
+from .options import ConstructOptions
+from .domain import InputDomain
+from .network import PrunedNetwork
 from .data import Dataset, load_data
 from .errors import UsageError
 from .report import build_report
 from .target import load_target, target_sha256
-from .ticket import TicketError, rebuild, rebuilt_construction
+from .ticket import TicketError, rebuild
 from .ticket import load_ticket as read_ticket
-from .verify import check_inputs_for, verify
+from .verify import Verification, check_inputs_for, verify
 
 
 @dataclass
 class Ticket:
-    """A constructed (or loaded) ticket: the construction, its latest verification and its report."""
+    """A constructed (or loaded) ticket: the pruned network, its latest verification and its report."""
 
-    construction: Construction
-    check: dict[str, Any]  # the verification (models.verify.verify)
+    network: PrunedNetwork  # what the construction (or the rebuild from the saved ticket) returned
+    check: Verification | None  # the latest verification (None: a ticket loaded without verifying)
     report: dict[str, Any]  # what report.json holds
     arch: str | None = None  # how save() writes the target: None a pickled module, else module:pkg.mod:NAME
     data: Dataset | None = field(default=None, repr=False)
@@ -47,17 +50,17 @@ class Ticket:
     def pruned(self) -> nn.Module:
         """The pruned random network (float32, eval mode): the fan-out variant regenerates its random
         values from the seed where they are used; ``models.pruned.to_torch_prune`` converts it."""
-        return self.construction.pruned
+        return self.network.pruned
 
     @property
     def target(self) -> nn.Module:
-        return self.construction.target
+        return self.network.target
 
-    def verify(self, data: Dataset | str | None = None, samples: int = 512, adversarial: int = 16) -> dict[str, Any]:
+    def verify(self, data: Dataset | str | None = None, samples: int = 512, adversarial: int = 16) -> Verification:
         """Verify again (on ``data``: a Dataset or a spec such as ``digits``, else the ticket's data or
         ``samples`` points of the input box); returns the verification and keeps it as ``check``."""
         data = _dataset(data) if data is not None else self.data
-        self.check = verify(self.construction, data, samples=samples, adversarial=adversarial)
+        self.check = verify(self.network, data, samples=samples, adversarial=adversarial)
         return self.check
 
     def save(self, directory: str | Path, force: bool = False, export: bool = False) -> Path:
@@ -66,7 +69,7 @@ class Ticket:
         then needs ``--trust-pickled-target``), or as its state_dict when the ticket was built with
         ``arch='module:pkg.mod:NAME(...)'`` naming how to make it. Returns the directory."""
         out = Path(directory)
-        c = self.construction
+        c = self.network
         with tempfile.TemporaryDirectory() as tmp:
             target_file = Path(tmp) / "target.pt"
             torch.save(c.target if self.arch is None else c.target.state_dict(), target_file)
@@ -82,18 +85,18 @@ class Ticket:
     def write(self, out: Path, target_file: Path, config: dict[str, Any], export: bool = False) -> dict[str, Any]:
         """Write the run's files into the claimed directory ``out`` (:func:`models.rundir.prepare_run_dir`),
         the target copied from ``target_file``; returns the report as written."""
-        c = self.construction
-        inputs = check_inputs_for(self.data, c.input_shape, c.domain, c.options.seed, c.tokens)
-        self.report = rundir.save_run(out, c, self.report, target_file, config, inputs, export, self.check.get("witness"))
+        c = self.network
+        inputs = check_inputs_for(self.data, c.input_shape, c.domain, c.options.seed)
+        self.report = rundir.save_run(out, c, self.report, target_file, config, inputs, export, self.check.witness if self.check is not None else None)
         return self.report
 
 
-def run_config(target: dict[str, Any], options: ConstructOptions, variant: str, domain, input_shape,
+def run_config(target: dict[str, Any], options: ConstructOptions, variant: str, domain: InputDomain, input_shape,
                data: str | None, normalize: tuple[float, float] | None) -> dict[str, Any]:
     """What determines a run's result (not workers, executor, progress: results are identical across
     them): its hash names the run directory's configuration."""
     config = {"target_sha256": target["sha256"], "arch": target["arch"], "options": options.hashed(),
-              "variant": variant, "input_domain": list(domain), "input_shape": list(input_shape), "data": data,
+              "variant": variant, "input_domain": domain.to_json(), "input_shape": list(input_shape), "data": data,
               "normalize": list(normalize) if normalize else None}
     if target.get("state_dict_key") is not None:  # (absent otherwise: runs made before the option keep their hash)
         config["state_dict_key"] = target["state_dict_key"]
@@ -120,7 +123,8 @@ def build_ticket(module: nn.Module, input_shape: tuple[int, ...], domain: tuple[
         module: the target (any ``nn.Module`` the tracer accepts; put in eval mode here).
         input_shape: one input's shape without the batch dimension, e.g. ``(3, 32, 32)`` or ``(T,)``
             for token ids.
-        domain: the input box ``(lo, hi)`` the certified bound covers (token ids: a range of ids).
+        domain: the inputs the certified bound covers: ``(lo, hi)`` or a :class:`models.domain.InputDomain`
+            (a box, or a range of token ids when an Embedding reads the input).
         data: verify on this Dataset or data spec (``digits``, ``digits28``, ``mnist:DIR``); None:
             ``samples`` points of the box.
         variant: ``fanout`` (default) or ``dense``.
@@ -129,10 +133,10 @@ def build_ticket(module: nn.Module, input_shape: tuple[int, ...], domain: tuple[
             instead of a pickled module.
         name: the target's name in the report (default: its class name).
         samples, adversarial: domain samples and adversarial starts of the verification.
-        options: the settings as one :class:`models.construct.ConstructOptions` (or as keywords:)
+        options: the settings as one :class:`models.options.ConstructOptions` (or as keywords:)
         store: a :class:`solver.store.ChunkStore` keeping solved chunks (a resumable run).
         target: the report's description of the target (``lottery solve`` gives its file's).
-        **settings: :class:`models.construct.ConstructOptions` and :class:`solver.SolveOptions` fields:
+        **settings: :class:`models.options.ConstructOptions` and :class:`solver.SolveOptions` fields:
             ``n`` (21, or ``'auto'`` with ``eps``), ``eps``, ``objective``, ``backend``, ``seed``,
             ``workers``, ``progress``, ...
 
@@ -152,7 +156,7 @@ def build_ticket(module: nn.Module, input_shape: tuple[int, ...], domain: tuple[
     if options is not None and settings:
         raise TypeError(f"pass the settings as `options` or as keywords, not both; got options and {sorted(settings)}")
     options = options if options is not None else ConstructOptions.from_kwargs(**settings)
-    c = construct(module, tuple(input_shape), tuple(domain), options, variant, store, memory_limit)
+    c = construct(module, tuple(input_shape), domain, options, variant, store, memory_limit)
     check = verify(c, dataset, samples=samples, adversarial=adversarial)
     desc = target or {"name": name or type(module).__name__, "arch": arch, "source": "python", "sha256": None,
                       "loaded": []}
@@ -178,7 +182,7 @@ def rebuild_run(run_dir: Path, trust_pickle: bool = False):
                           f"holds; pass --trust-pickled-target only if you trust this directory (Python: trust_pickle=True)")
     # the file the run was made with (SHA-256 checked), its state_dict chosen as the run chose it
     model = load_target(target_file, arch, math.inf, state_dict_key=ticket["target"].get("state_dict_key"))
-    return model, rebuild(ticket, model), ticket, report
+    return rebuild(ticket, model), ticket, report
 
 
 def load_ticket(directory: str | Path, trust_pickle: bool = False, data: Dataset | str | None = None,
@@ -186,12 +190,11 @@ def load_ticket(directory: str | Path, trust_pickle: bool = False, data: Dataset
     """A saved ticket (a run directory of ``lottery solve`` or :meth:`Ticket.save`) rebuilt from its
     seed and masks, its target loaded from the directory's copy (SHA-256 checked; a pickled target
     only with ``trust_pickle``), and verified again unless ``verify_now`` is False (then ``check`` is
-    empty)."""
-    model, rebuilt, ticket, report = rebuild_run(Path(directory), trust_pickle)
-    c = rebuilt_construction(model, rebuilt, ticket)
+    None)."""
+    c, ticket, report = rebuild_run(Path(directory), trust_pickle)
     dataset = _dataset(data if data is not None else report.get("data"))
     arch = ticket["target"].get("arch")
-    t = Ticket(c, {}, report, None if arch == "full" else arch, dataset)
+    t = Ticket(c, None, report, None if arch == "full" else arch, dataset)
     if verify_now:
         t.verify()
     return t

@@ -98,7 +98,7 @@ def choose_n(layer: TargetLayer, spec: LayerSpec, options, index: int = 0, store
     """The smallest n in [``options.n_min``, ``options.n_max``] at which every problem of the layer is
     within ``options.eps``.
 
-    ``options`` is a :class:`models.construct.ConstructOptions` with ``n == 'auto'``. With a
+    ``options`` is a :class:`models.options.ConstructOptions` with ``n == 'auto'``. With a
     :class:`solver.store.ChunkStore` each step's solved chunks are kept on disk (keys
     ``layer{index}-n{n}-rows{first row}-NNNNNN``) and read back on a rerun, as the final solve's are:
     a run stopped during the search resumes where it was."""

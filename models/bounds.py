@@ -17,6 +17,7 @@ output's magnitude is added so the bound is never below an error observed in flo
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .domain import InputDomain
 from .fxgraph import data_dependent, with_modules
 from .layers import TargetLayer
 from .rules import AS_IS, Bound, Const, NoBoundRule, call_for
@@ -158,38 +160,54 @@ class _BoundInterpreter(fx.Interpreter):
 IBP_METHOD = "interval bound propagation over the input box with per-layer weight/bias errors (models/bounds.py)"
 
 
+@dataclass(frozen=True)
+class CertifiedBound:
+    """A certified bound on sup |f(x) - g(x)| over the input domain: ``bound`` is the largest of
+    ``per_output`` (each including its rounding ``slack``), ``interval_bound`` interval propagation's
+    alone, ``output_range`` the target's own range over the domain. Where an op of the target has no
+    bound rule every figure is None and ``reason`` names the op."""
+
+    bound: float | None
+    per_output: list[float] | None
+    slack: list[float] | None
+    output_range: list[float] | None
+    method: str
+    interval_bound: float | None
+    reason: str | None = None
+
+    @classmethod
+    def none(cls, reason: str) -> "CertifiedBound":
+        """No bound, for ``reason``."""
+        return cls(None, None, None, None, reason, None, reason)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def certified_bound(target: fx.GraphModule, layers: list[TargetLayer],
                     errors: list[Callable[[], tuple[np.ndarray, np.ndarray | None]]],
-                    input_shape: tuple[int, ...], domain: tuple[float, float]) -> dict[str, object]:
+                    input_shape: tuple[int, ...], domain: InputDomain) -> CertifiedBound:
     """Upper bound on max over the domain box of |f(x) - g(x)| per output, and its maximum.
 
     ``errors`` holds per layer (aligned with ``layers``) a function returning its (weight_error,
-    bias_error), called when the propagation reaches the layer (a layer's errors at a time). Returns
-    {"bound": float, "per_output": list, "slack": list (the rounding slack included per output),
-    "output_range": [lo, hi], "method": str, "interval_bound": float}; :func:`models.crown.tighten`
-    replaces it per output by the linear relaxation's where that is smaller. Where an op of the target
-    has no rule (:class:`NoBoundRule`), every figure is None and "reason" names the op.
+    bias_error), called when the propagation reaches the layer (a layer's errors at a time).
+    :func:`models.crown.tighten` replaces it per output by the linear relaxation's where that is
+    smaller. Where an op of the target has no rule (:class:`NoBoundRule`), there is no bound and the
+    reason names the op.
     """
     gm = with_modules(target, {layer.name: _BoundLayer(layer, e) for layer, e in zip(layers, errors)})
-    lo = torch.full((1, *input_shape), float(domain[0]), dtype=torch.float64)
-    hi = torch.full((1, *input_shape), float(domain[1]), dtype=torch.float64)
+    lo, hi = domain.corners(input_shape)
     with torch.no_grad():
         try:
             out = _BoundInterpreter(gm).run(Bound(lo, hi, torch.zeros_like(lo)))
         except NoBoundRule as exc:
             why = f"no bound rule for {str(exc).splitlines()[0]}"  # (fx's interpreter appends the graph)
-            return {"bound": None, "per_output": None, "slack": None, "output_range": None, "method": why,
-                    "interval_bound": None, "reason": why}
+            return CertifiedBound.none(why)
     if not isinstance(out, Bound):  # an output no input reaches: computed alike by both networks
         out = Bound(out, out, torch.zeros_like(out))
     magnitude = torch.maximum(out.lo.abs(), out.hi.abs())
     slack = ROUNDING_SLACK * (1.0 + magnitude)
     per_output = out.delta + slack
-    return {
-        "bound": float(per_output.max()),
-        "per_output": per_output.reshape(-1).tolist(),
-        "slack": slack.reshape(-1).tolist(),
-        "output_range": [float(out.lo.min()), float(out.hi.max())],
-        "method": IBP_METHOD,
-        "interval_bound": float(per_output.max()),
-    }
+    return CertifiedBound(bound=float(per_output.max()), per_output=per_output.reshape(-1).tolist(),
+                          slack=slack.reshape(-1).tolist(), output_range=[float(out.lo.min()), float(out.hi.max())],
+                          method=IBP_METHOD, interval_bound=float(per_output.max()))

@@ -1,7 +1,7 @@
 """`lottery solve` and `lottery verify`: command-line arguments to a :class:`models.pipeline.Job`.
 
 The flags of the construction and solver options are not written here: they are derived from
-the fields of :class:`models.construct.ConstructOptions` and :class:`solver.SolveOptions`
+the fields of :class:`models.options.ConstructOptions` and :class:`solver.SolveOptions`
 (flag, help text, type, range, choices), and parsed values are checked by the same code that
 checks the options in Python.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from solver import SolveOptions, SolverError
 from solver.options import check_field
 
-from .construct import ConstructOptions
+from .options import ConstructOptions
 from .errors import UsageError
 from .pipeline import Job, solve_run, verify_run
 from .report import fmt
@@ -220,7 +220,7 @@ def run_solve(args: argparse.Namespace) -> int:
     print(console_summary(report))
     print(f"report: {job.out_dir / 'report.md'}  (ticket: {job.out_dir / 'ticket.pt'}; "
           f"re-check with `lottery verify {job.out_dir}`)")
-    if check["bound_holds"] is False:
+    if check.bound_holds is False:
         print("error: an observed error exceeds the certified bound; this is a bug, please report it", file=sys.stderr)
         return 1
     return 0
@@ -241,9 +241,9 @@ def run_verify(args: argparse.Namespace) -> int:
         "more than float rounding"
     print(f"rebuilt {out.layers} pairs from {args.run_dir / 'ticket.pt'}; outputs on {out.checked} stored inputs "
           f"bit-exact: {out.bit_exact}" + ("" if out.bit_exact else f" (largest difference {out.largest_difference:.3g}: {how})"))
-    print(f"max output error {check['max_output_error']:.3g} (report: {out.reported_output_error:.3g}), "
-          f"certified bound {fmt(check['certified_bound'])}, bound holds: {check['bound_holds']}")
-    if "accuracy" in check:
-        print(f"accuracy target/pruned {100 * check['accuracy']['target']:.2f}% / {100 * check['accuracy']['pruned']:.2f}%")
+    print(f"max output error {check.max_output_error:.3g} (report: {out.reported_output_error:.3g}), "
+          f"certified bound {fmt(check.certified_bound)}, bound holds: {check.bound_holds}")
+    if check.accuracy is not None:
+        print(f"accuracy target/pruned {100 * check.accuracy['target']:.2f}% / {100 * check.accuracy['pruned']:.2f}%")
     print("verify: OK" if out.ok else "verify: FAILED")
     return 0 if out.ok else 1

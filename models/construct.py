@@ -1,7 +1,7 @@
 """The construction: trace the target, draw each pair's random values, solve every layer's
 subset-sum problems with :func:`solver.solve`, and assemble the pruned random network.
 
-    construction = construct(target, input_shape, domain, options)
+    network = construct(target, input_shape, domain, options)  # a models.network.PrunedNetwork
 
 Each parametrised layer of the target (Linear, Conv2d, BatchNorm folded in) becomes a pair
 (fan-out A, ReLU, combine B; :mod:`models.random_net`), its weights and biases become
@@ -11,10 +11,8 @@ subset-sum problems (:mod:`models.problems`), and the solutions become the pair'
 
 from __future__ import annotations
 
-import copy
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -23,179 +21,21 @@ import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 import solver
-from solver import SolverInputError, SolverTypeError, Status
-from solver.options import SolveOptions, hashed_fields, option, validate
+from solver import Status
 
 from .auto_n import choose_n, row_blocks
 from .errors import UnsupportedModelError, UsageError
-from .layers import TargetLayer, reads_tokens
+from .domain import InputDomain
+from .layers import TargetLayer
+from .network import LayerSolution, PrunedNetwork
 from .trace import trace_target
-from .memory import MemoryPlan, layer_shapes, plan
-from .masks import MaskBuilder, PackedMask
+from .memory import layer_shapes, plan
+from .masks import MaskBuilder
 from .problems import (bias_errors, block_sums, build_problems, empty_sums, masks_from_solutions, pair_masks, set_rows,
                        used_units, weight_errors)
 from .pruned import assemble
-from .random_net import LAYOUTS, VARIANTS, LayerSpec, layer_seed, stream
-
-SCALE_POLICIES = ("max", "rms")
-DEFAULT_MARGINS = {"max": 1.5, "rms": 5.0}
-
-
-@dataclass
-class LayerSolution:
-    """Masks and kept sums of one pair; its errors follow from the sums and the target layer."""
-
-    masks: dict[str, torch.Tensor | PackedMask]  # bool "u" (d_in, upi), "a_bias" (hidden,); "B" like B, packed
-    layer: TargetLayer = field(repr=False)  # the target layer the pair computes
-    sums: list[torch.Tensor] = field(repr=False)  # float64 kept sums per sign group (d_out, in_group, kh, kw)
-    bias_sum: torch.Tensor | None = field(repr=False)  # float64 kept bias (d_out,) or None
-    status_counts: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    backend: str = ""
-    problems: int = 0
-    presolved: int = 0  # problems settled by the solver's exact presolve, not the backend
-    n_search: dict[str, Any] | None = None  # --n auto: the layer's search (models.auto_n.NSearch)
-
-    def kept(self) -> int:
-        return int(sum(int(m.sum()) for m in self.masks.values()))
-
-    @property
-    def weight_error(self) -> np.ndarray:
-        """Every weight's error in float64, max over the sign groups (the weight's shape); formed
-        from the kept sums at each call, not held (8 bytes a weight)."""
-        return weight_errors(self.layer.weight, self.sums)
-
-    @property
-    def bias_error(self) -> np.ndarray | None:
-        """Every bias's error in float64 (d_out,), or None."""
-        return bias_errors(self.layer.bias, self.bias_sum)
-
-    def error_summary(self) -> tuple[float, float]:
-        """(max, mean) over every weight's and bias's error, the weight errors formed once (no
-        flat copy of them beside it)."""
-        parts = [self.weight_error] + ([self.bias_error] if self.bias_sum is not None else [])
-        count = sum(p.size for p in parts)
-        return (max(float(p.max(initial=0.0)) for p in parts),
-                sum(float(p.sum()) for p in parts) / count if count else 0.0)
-
-    def errors(self) -> np.ndarray:
-        """Every weight's and bias's error, flat (a copy: :meth:`error_summary` for large layers)."""
-        errs = self.weight_error.reshape(-1)
-        return errs if self.bias_sum is None else np.concatenate([errs, self.bias_error])
-
-
-@dataclass(frozen=True)
-class ConstructOptions:
-    """Settings of a construction, validated on construction (recorded in the report and ticket).
-
-    The solver's settings are the nested :class:`solver.SolveOptions` (every core by default)."""
-
-    n: int | str = option(21, "coefficients per subset-sum problem (the paper's n; its experiment used 21), or "
-                          "'auto': per layer the smallest n <= --n-max with every weight within eps",
-                          kind=int, low=1, words=("auto",), cli="--n")
-    n_min: int = option(1, "the smallest n that --n auto tries (e.g. 21: n = 21 for a layer unless one of its "
-                        "weights misses eps there)", kind=int, low=1, cli="--n-min")
-    n_max: int = option(32, "the largest n that --n auto tries", kind=int, low=1, cli="--n-max")
-    backend: str = option("auto", "auto | mitm | cpsat | gurobi | brute", kind=str, cli="--backend")
-    seed: int = option(0, "random network seed", kind=int, cli="--seed")
-    layout: str = option("balanced", "balanced: n units per sign group, B scaled to the layer, half the products "
-                         "of every weight positive; fixed-sign: the same with random product signs; paper: all "
-                         "i.i.d. U[-1,1]", choices=LAYOUTS, cli="--layout")
-    scale_policy: str = option("max", "B ~ U[-s,s] with s = margin * the layer's largest |weight or bias| (max) or "
-                               "their root mean square (rms: denser coefficients near typical weights, smaller "
-                               "tickets)", choices=SCALE_POLICIES, cli="--scale-policy")
-    scale_margin: float | None = option(None, "the margin of --scale-policy (default 1.5 for max, 5 for rms)",
-                                        kind=float, low=0.0, low_open=True, cli="--scale-margin")
-    scales: dict = option(doc="per-layer overrides of the B scale", default_factory=dict)
-    block_problems: int = option(1 << 17, "problems built and held in memory at once per layer: memory is bounded "
-                                 "by this, not by the network", kind=int, low=1, cli="--block-problems")
-    solve: SolveOptions = option(doc="the solver's settings", default_factory=SolveOptions)
-
-    def __post_init__(self) -> None:
-        validate(self)
-        if not isinstance(self.solve, SolveOptions):
-            raise SolverTypeError(f"`solve` must be a solver.SolveOptions; got {type(self.solve).__name__} instead")
-        if self.n_min > self.n_max:
-            raise SolverInputError(f"`n_min` must be <= `n_max`; got n_min={self.n_min}, n_max={self.n_max}")
-        if self.n == "auto" and self.solve.eps is None:
-            raise SolverInputError("`n='auto'` needs `eps`: it picks the smallest n with every weight within eps")
-
-    @property
-    def objective(self) -> str:
-        return self.solve.objective
-
-    @property
-    def eps(self) -> float | None:
-        return self.solve.eps
-
-    @property
-    def margin(self) -> float:
-        """The scale margin in force: the given one, else the policy's default."""
-        return float(self.scale_margin) if self.scale_margin is not None else DEFAULT_MARGINS[self.scale_policy]
-
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> "ConstructOptions":
-        """Options from flat keywords: the construction's fields and any :class:`SolveOptions` field."""
-        own = {f.name for f in fields(cls)} - {"solve"}
-        solve_kwargs = {k: v for k, v in kwargs.items() if k not in own}
-        return cls(**{k: v for k, v in kwargs.items() if k in own}, solve=SolveOptions.from_kwargs(**solve_kwargs))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ConstructOptions":
-        return cls(**{k: v for k, v in d.items() if k != "solve"}, solve=SolveOptions(**d["solve"]))
-
-    def hashed(self) -> dict[str, Any]:
-        """The fields that determine the result (for the run's configuration hash)."""
-        return dict(hashed_fields(self), solve=hashed_fields(self.solve))
-
-
-@dataclass
-class Construction:
-    """Everything one construction produced: the target, its folded trace and layers, each pair's
-    spec and solution, the pruned network, and the settings and timings."""
-
-    target: nn.Module  # the target as given (eval mode); its layers' weights are held, not copied
-    folded: fx.GraphModule  # the traced target computing in float64, BatchNorm folded
-    layers: list[TargetLayer]
-    specs: list[LayerSpec]
-    solutions: list[LayerSolution]
-    pruned: fx.GraphModule  # float32 pruned random network
-    input_shape: tuple[int, ...]
-    domain: tuple[float, float]
-    options: ConstructOptions
-    variant: str
-    seconds: dict[str, float]
-    memory: dict[str, float] = field(default_factory=dict)  # peak resident memory (MB) after the solve phase
-    plan: MemoryPlan | None = None  # the memory plan (verification batch size)
-
-    def target_as(self, dtype: torch.dtype) -> nn.Module:
-        """A copy of the target in ``dtype``, eval mode, its output one tensor (:class:`TensorOutput`)."""
-        return TensorOutput(copy.deepcopy(self.target)).to(dtype).eval()
-
-    @property
-    def tokens(self) -> bool:
-        """Whether the input is token ids (an Embedding reads it): the domain is a range of ids."""
-        return reads_tokens(self.layers)
-
-
-class TensorOutput(nn.Module):
-    """The target with its output as one tensor: a Hugging Face model's logits (its ModelOutput's
-    ``logits``), a tuple's first element, else the output itself - what the folded trace returns."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        if isinstance(out, torch.Tensor):
-            return out
-        if hasattr(out, "logits"):
-            return out.logits
-        return out[0]
+from .options import ConstructOptions
+from .random_net import VARIANTS, LayerSpec, layer_seed, stream
 
 
 def peak_rss_mb() -> float:
@@ -207,19 +47,10 @@ def peak_rss_mb() -> float:
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def propagate_shapes(folded: fx.GraphModule, input_shape: tuple[int, ...], tokens: bool = False) -> dict:
-    """(input shape, output shape) of every module call, for one float64 (or token id) example input."""
-    ShapeProp(folded).propagate(torch.zeros(1, *input_shape, dtype=torch.long if tokens else torch.float64))
+def propagate_shapes(folded: fx.GraphModule, input_shape: tuple[int, ...], domain: InputDomain) -> dict:
+    """(input shape, output shape) of every module call, for one example input of the domain."""
+    ShapeProp(folded).propagate(domain.example(input_shape))
     return layer_shapes(folded)
-
-
-def check_token_domain(layers: list[TargetLayer], domain: tuple[float, float]) -> None:
-    """A target that reads token ids (an Embedding first) needs the domain to be a range of ids."""
-    vocab = min(layer.d_in for layer in layers if layer.reads_input)
-    lo, hi = domain
-    if not (float(lo).is_integer() and float(hi).is_integer() and 0 <= lo <= hi <= vocab - 1):
-        raise UsageError(f"the target reads token ids (an Embedding of {vocab} rows first), so the input domain must "
-                         f"be a range of ids within [0, {vocab - 1}] (--input-domain tokens); got {list(domain)}")
 
 
 def const_tap(layer: TargetLayer, in_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -355,9 +186,9 @@ def _check_errors(layer: TargetLayer, spec: LayerSpec, rows: slice, block: tuple
                            f"from those of its masks recomputed in float64 (a bug, not the input)")
 
 
-def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[float, float],
+def construct(target: nn.Module, input_shape: tuple[int, ...], domain: InputDomain | tuple[float, float],
               options: ConstructOptions, variant: str = "fanout", store=None,
-              memory_budget: int | None = None) -> Construction:
+              memory_budget: int | None = None) -> PrunedNetwork:
     """Trace the target, plan the memory (refusing before any solving what cannot fit), solve every
     layer's subset-sum problems, assemble the pruned network.
 
@@ -367,14 +198,12 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
 
     if variant not in VARIANTS:
         raise UsageError(f"`variant` must be one of {list(VARIANTS)}; got {variant!r} instead")
-    if not domain[0] <= domain[1]:
-        raise UsageError(f"input domain must be an interval LO <= HI; got {domain}")
+    if not isinstance(domain, InputDomain):
+        domain = InputDomain(*domain)  # a box until the trace shows whether the input is token ids
     start = time.perf_counter()
-    folded, layers = trace_target(target, input_nonneg=domain[0] >= 0)
-    tokens = reads_tokens(layers)
-    if tokens:
-        check_token_domain(layers, domain)
-    shapes = propagate_shapes(folded, input_shape, tokens)
+    folded, layers = trace_target(target, input_nonneg=domain.nonneg)
+    domain = InputDomain.for_target(domain, layers)
+    shapes = propagate_shapes(folded, input_shape, domain)
     # with --n auto the plan assumes n_max everywhere: what cannot fit is refused before any solving
     specs = [make_spec(layer, i, options, shapes[layer.name][0]) for i, layer in enumerate(layers)]
     memory = plan(layers, specs, shapes, variant, options.block_problems, memory_budget, searched=options.n == "auto")
@@ -396,8 +225,8 @@ def construct(target: nn.Module, input_shape: tuple[int, ...], domain: tuple[flo
     solve_peak_mb = peak_rss_mb()  # peak so far: problems, solver and masks, before assembly
     t1 = time.perf_counter()
     pruned = assemble(folded, specs, [s.masks for s in solutions], variant)
-    return Construction(target=target, folded=folded, layers=layers, specs=specs, solutions=solutions,
-                        pruned=pruned, input_shape=tuple(input_shape), domain=tuple(domain), options=options,
+    return PrunedNetwork(target=target, folded=folded, layers=layers, specs=specs, solutions=solutions,
+                        pruned=pruned, input_shape=tuple(input_shape), domain=domain, options=options,
                         variant=variant, seconds={"solve": solve_s, "assemble": time.perf_counter() - t1},
                         memory={"peak_rss_mb_after_solve": solve_peak_mb}, plan=memory)
 

@@ -33,7 +33,7 @@ propagation alone is used.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -42,7 +42,8 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .bounds import affine_interval
+from .bounds import CertifiedBound, affine_interval
+from .domain import InputDomain
 from .layers import TargetLayer
 from .rules import call_for
 
@@ -248,7 +249,7 @@ def pool_error(rho: torch.Tensor, l: torch.Tensor, u: torch.Tensor, delta: torch
 class Relaxation:
     """Backward linear bounds over the chain; ``bounds[i]`` = (l, u, delta) at the input of step i."""
 
-    def __init__(self, steps: list[Step], domain: tuple[float, float]):
+    def __init__(self, steps: list[Step], domain: InputDomain):
         self.steps = steps
         self.domain = domain
         self.bounds: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = [None] * (len(steps) + 1)
@@ -312,7 +313,7 @@ class Relaxation:
 
     def maximise(self, on_x: torch.Tensor, on_pos: torch.Tensor, on_neg: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
         """max over the box of on_x.x + on_pos.x^+ + on_neg.x^- + const, coordinate by coordinate."""
-        lo, hi = self.domain
+        lo, hi = self.domain.lo, self.domain.hi
         points = [lo, hi] + ([0.0] if lo < 0 < hi else [])
         best = torch.stack([on_x * v + on_pos * max(v, 0.0) + on_neg * max(-v, 0.0) for v in points]).amax(0)
         return best.flatten(1).sum(1) + const
@@ -338,7 +339,7 @@ class Relaxation:
         """Bounds at every nonlinearity's input (interval bounds tightened by the backward ones),
         then the per-output error bound (upper bound of |g - f| per output)."""
         self.out_shape = out_shape
-        lo, hi = self.domain
+        lo, hi = self.domain.lo, self.domain.hi
         shape = self.steps[0].in_shape
         cur = (torch.full(shape, float(lo), dtype=torch.float64), torch.full(shape, float(hi), dtype=torch.float64),
                torch.zeros(shape, dtype=torch.float64))
@@ -394,7 +395,7 @@ def attach_sums(steps: list[Step], layers: list[TargetLayer], sums: list[tuple[l
 
 
 def crown_bound(target: fx.GraphModule, layers: list[TargetLayer], kept: Callable[[], list],
-                input_shape: tuple[int, ...], domain: tuple[float, float]) -> torch.Tensor | None:
+                input_shape: tuple[int, ...], domain: InputDomain) -> torch.Tensor | None:
     """Per-output upper bound on sup over the box of |f(x) - g(x)|, or None when the target is not
     a chain this module handles. ``kept``: returns per layer the kept sums per sign group and kept
     bias (:func:`models.problems.kept_sums`), aligned with ``layers``; called only for a chain."""
@@ -409,14 +410,14 @@ def crown_bound(target: fx.GraphModule, layers: list[TargetLayer], kept: Callabl
         return relax.run(interval_step, tuple(out.shape[1:]))
 
 
-def tighten(interval: dict[str, Any], target: fx.GraphModule, layers: list[TargetLayer], kept: Callable[[], list],
-            input_shape: tuple[int, ...], domain: tuple[float, float]) -> dict[str, Any]:
+def tighten(interval: CertifiedBound, target: fx.GraphModule, layers: list[TargetLayer], kept: Callable[[], list],
+            input_shape: tuple[int, ...], domain: InputDomain) -> CertifiedBound:
     """The interval bound (:func:`models.bounds.certified_bound`) replaced per output by the linear
     relaxation's (plus the same rounding slack) where that is smaller; both are sound."""
-    if interval["bound"] is None:  # an op without a rule: no bound at all
+    if interval.bound is None:  # an op without a rule: no bound at all
         return interval
     tight = crown_bound(target, layers, kept, input_shape, domain)
     if tight is None:
         return interval
-    per_output = torch.minimum(torch.tensor(interval["per_output"]), tight + torch.tensor(interval["slack"]))
-    return dict(interval, bound=float(per_output.max()), per_output=per_output.tolist(), method=CROWN_METHOD)
+    per_output = torch.minimum(torch.tensor(interval.per_output), tight + torch.tensor(interval.slack))
+    return replace(interval, bound=float(per_output.max()), per_output=per_output.tolist(), method=CROWN_METHOD)

@@ -20,12 +20,12 @@ import torch
 
 from . import rundir
 from .api import build_ticket, rebuild_run, run_config
-from .construct import ConstructOptions
+from .options import ConstructOptions
 from .data import load_data
+from .domain import InputDomain
 from .errors import UsageError
 from .target import HF_ARCH, MAX_ABS_WEIGHT, input_shape_of, load_target, target_sha256
-from .ticket import rebuilt_construction
-from .verify import verify
+from .verify import Verification, verify
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Job:
     state_dict_key: str | None = None  # which state_dict of the checkpoint (None: the one that fits)
 
 
-def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
+def solve_run(job: Job) -> tuple[dict[str, Any], Verification]:
     """Run ``job`` and write its run directory; returns (the report as written, the verification)."""
     start = time.perf_counter()
     notes: list[str] = []
@@ -60,13 +60,9 @@ def solve_run(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
     input_shape = job.input_shape or (tuple(data.x.shape[1:]) if data is not None else input_shape_of(model, arch))
     # a Hugging Face model reads token ids: by default every id of its vocabulary
     domain = job.domain or (data.domain if data is not None else "tokens" if arch == HF_ARCH else (0.0, 1.0))
-    embeds = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
-    if domain == "tokens":  # every id of the target's (first) Embedding
-        if not embeds:
-            raise UsageError("--input-domain tokens needs a target whose input is token ids (an nn.Embedding "
-                             "first); this target has no Embedding")
-        domain = (0.0, float(embeds[0].num_embeddings - 1))
-    tokens = bool(embeds) and float(domain[0]).is_integer() and float(domain[1]).is_integer()  # ids: checked later
+    domain = InputDomain.given(domain, model)  # a box or a range of ids: told once the target is traced
+    embeds = any(isinstance(m, torch.nn.Embedding) for m in model.modules())
+    tokens = embeds and domain.lo.is_integer() and domain.hi.is_integer()  # for the shape check only
     try:
         with torch.no_grad():
             model(torch.zeros(1, *input_shape, dtype=torch.long if tokens else torch.float32))
@@ -104,7 +100,7 @@ class VerifyOutcome:
     layers: int
     checked: int  # stored inputs whose outputs were compared bit for bit
     bit_exact: bool
-    check: dict[str, Any]
+    check: Verification
     reported_output_error: float
     same_as_report: bool
     largest_difference: float  # from the stored outputs (0 when bit-exact)
@@ -112,7 +108,7 @@ class VerifyOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.within_rounding and self.check["bound_holds"] is not False and self.same_as_report
+        return self.within_rounding and self.check.bound_holds is not False and self.same_as_report
 
 
 #: a rebuilt ticket's outputs may differ from the stored ones by this, relative to 1 + their magnitude,
@@ -129,7 +125,7 @@ def verify_run(run_dir: Path, data_spec: str | None = None, trust_pickle: bool =
     Everything in the directory is untrusted: the ticket is validated field by field, the target
     copy must have the SHA-256 the ticket records, and a pickled target (``--arch full``) is
     loaded only with ``trust_pickle``."""
-    model, rebuilt, ticket, report = rebuild_run(run_dir, trust_pickle)
+    rebuilt, ticket, report = rebuild_run(run_dir, trust_pickle)
     inputs = ticket["check"]["inputs"]
     with torch.no_grad():
         outputs = rebuilt.pruned(inputs)
@@ -141,7 +137,7 @@ def verify_run(run_dir: Path, data_spec: str | None = None, trust_pickle: bool =
     rounding = diff <= REBUILD_ROUNDING * (1.0 + magnitude)
     normalize = report.get("config", {}).get("normalize")
     data = load_data(data_spec if data_spec is not None else report.get("data"), tuple(normalize) if normalize else None)
-    check = verify(rebuilt_construction(model, rebuilt, ticket), data)
+    check = verify(rebuilt, data)
     reported = report["max_output_error"]
-    same = abs(check["max_output_error"] - reported) <= 1e-12 * (1 + reported) or data_spec is not None
+    same = abs(check.max_output_error - reported) <= 1e-12 * (1 + reported) or data_spec is not None
     return VerifyOutcome(len(rebuilt.specs), len(inputs), exact, check, reported, same, diff, rounding)

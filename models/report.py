@@ -6,16 +6,21 @@ table and the console summary always show the same figures (:func:`headline`).
 
 from __future__ import annotations
 
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from solver import Status
 
-from .construct import Construction, peak_rss_mb
+from .construct import peak_rss_mb
+from .domain import InputDomain
+from .network import PrunedNetwork
+
+if TYPE_CHECKING:
+    from .verify import Verification
 
 
-def _count_statuses(c: Construction) -> dict[str, int]:
+def _count_statuses(c: PrunedNetwork) -> dict[str, int]:
     total = {s.name.lower(): 0 for s in Status}
     for s in c.solutions:
         for k, v in s.status_counts.items():
@@ -23,7 +28,7 @@ def _count_statuses(c: Construction) -> dict[str, int]:
     return total
 
 
-def layer_rows(c: Construction) -> list[dict[str, Any]]:
+def layer_rows(c: PrunedNetwork) -> list[dict[str, Any]]:
     rows = []
     for layer, spec, sol in zip(c.layers, c.specs, c.solutions):
         worst, mean = sol.error_summary()
@@ -40,7 +45,7 @@ def layer_rows(c: Construction) -> list[dict[str, Any]]:
     return rows
 
 
-def unconstructed(c: Construction) -> list[str]:
+def unconstructed(c: PrunedNetwork) -> list[str]:
     """Target parameters the pruned network uses as they are (not replaced by a random pair nor
     folded into one): their names. Every parametrised op the tracer accepts is constructed, so this
     is empty unless a future op keeps its parameters."""
@@ -50,7 +55,7 @@ def unconstructed(c: Construction) -> list[str]:
             if name not in covered and name.rsplit(".", 1)[0] not in owners]
 
 
-def theorem_n(c: Construction) -> dict[str, Any] | None:
+def theorem_n(c: PrunedNetwork) -> dict[str, Any] | None:
     """The theorem's n = O(log2(d l / eps)) for this target, to read beside each layer's n: d the
     largest fan-in (d_in x kernel taps) or fan-out of any layer, l the number of layers."""
     if c.options.eps is None or c.options.eps <= 0:
@@ -63,7 +68,7 @@ def theorem_n(c: Construction) -> dict[str, Any] | None:
 WORST_SHOWN = 5
 
 
-def eps_coverage(c: Construction) -> dict[str, Any]:
+def eps_coverage(c: PrunedNetwork) -> dict[str, Any]:
     """How many target weights and biases are within eps of what the pruned pair computes, and the
     worst that are not (layer, parameter, index, target value, error). Without eps: nulls."""
     eps = c.options.eps
@@ -87,7 +92,7 @@ def eps_coverage(c: Construction) -> dict[str, Any]:
     return {"weights_within_eps": within, "weights_missing_eps": missing, "worst_missing": worst}
 
 
-def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[str, Any], data_spec: str | None,
+def build_report(c: PrunedNetwork, check: Verification, *, target_desc: dict[str, Any], data_spec: str | None,
                  total_seconds: float) -> dict[str, Any]:
     rows = layer_rows(c)
     spare = unconstructed(c)
@@ -102,25 +107,25 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
         "kept_params": sum(r["kept_params"] for r in rows),
         "max_weight_error": max(r["max_weight_error"] for r in rows),
         "mean_weight_error": sum(r["mean_weight_error"] * r["weights"] for r in rows) / counted,
-        "max_output_error": check["max_output_error"],
-        "mean_output_error": check["mean_output_error"],
-        "certified_bound": check["certified_bound"],
-        "interval_bound": check.get("interval_bound"),
-        "adversarial_output_error": check.get("adversarial_output_error"),
-        "adversarial_search": check.get("adversarial"),
-        "bound_holds": check["bound_holds"],
-        "bound_method": check["bound_method"],
-        "certified_bound_reason": check.get("certified_bound_reason"),
-        "verified_on": check["inputs"],
-        "errors_measured_on": check.get("measured_on"),
-        "forms": check.get("forms"),  # which form of the pruned network gave each figure
-        "materialised_check": check.get("materialised"),
+        "max_output_error": check.max_output_error,
+        "mean_output_error": check.mean_output_error,
+        "certified_bound": check.certified_bound,
+        "interval_bound": check.interval_bound,
+        "adversarial_output_error": check.adversarial_output_error,
+        "adversarial_search": check.adversarial,
+        "bound_holds": check.bound_holds,
+        "bound_method": check.bound_method,
+        "certified_bound_reason": check.certified_bound_reason,
+        "verified_on": check.inputs,
+        "errors_measured_on": check.measured_on,
+        "forms": check.forms,  # which form of the pruned network gave each figure
+        "materialised_check": check.materialised,
         **eps_coverage(c),
         "memory": dict(c.memory or {}, peak_rss_mb=peak_rss_mb()),
         "status_counts": _count_statuses(c),
         "presolved": sum(s.presolved for s in c.solutions),
-        "seconds": {"solve": c.seconds["solve"], "assemble": c.seconds["assemble"], "verify": check["seconds"],
-                    "verify_phases": check.get("phase_seconds"), "total": total_seconds},
+        "seconds": {"solve": c.seconds["solve"], "assemble": c.seconds["assemble"], "verify": check.seconds,
+                    "verify_phases": check.phase_seconds, "total": total_seconds},
         "backend": sorted({r["backend"] for r in rows}) if len({r["backend"] for r in rows}) > 1 else rows[0]["backend"],
         "n": c.options.n,
         "n_min": c.options.n_min if c.options.n == "auto" else None,
@@ -134,21 +139,21 @@ def build_report(c: Construction, check: dict[str, Any], *, target_desc: dict[st
         "scale_policy": c.options.scale_policy,
         "scale_margin": c.options.margin,
         "input_shape": list(c.input_shape),
-        "input_domain": list(c.domain),
-        "input_tokens": c.tokens,  # the domain is a range of token ids
+        "input_domain": c.domain.to_json(),
+        "input_tokens": c.domain.tokens,  # the domain is a range of token ids
         "data": data_spec,
         "random_network": random_network_description(c),
         "layers": rows,
     }
-    if "accuracy" in check:
-        report["accuracy"] = check["accuracy"]
-    if "agreement" in check:
-        report["agreement"] = check["agreement"]
-        report["near_ties"] = check["near_ties"]
+    if check.accuracy is not None:
+        report["accuracy"] = check.accuracy
+    if check.agreement is not None:
+        report["agreement"] = check.agreement
+        report["near_ties"] = check.near_ties
     return report
 
 
-def random_network_description(c: Construction) -> dict[str, Any]:
+def random_network_description(c: PrunedNetwork) -> dict[str, Any]:
     """The distributions and scale policy of the random network, as recorded in the report."""
     if c.options.layout == "paper":
         dist = "every entry of A and B (weights and biases) i.i.d. U[-1, 1]; 2n fan-out units per input"
@@ -169,10 +174,7 @@ def random_network_description(c: Construction) -> dict[str, Any]:
 
 
 def _domain_words(r: dict[str, Any]) -> str:
-    lo, hi = r["input_domain"]
-    if r.get("input_tokens"):
-        return f"every sequence of token ids in [{lo:.0f}, {hi:.0f}]"
-    return f"the input box {r['input_domain']}"
+    return InputDomain(*r["input_domain"], tokens=bool(r.get("input_tokens"))).describe()
 
 
 def fmt(x: float | None) -> str:
@@ -317,7 +319,7 @@ def _n_lines(r: dict[str, Any]) -> list[str]:
 ERROR_FLOOR = 1e-18
 
 
-def weight_error_histograms(c: Construction, bins: int = 60) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def weight_error_histograms(c: PrunedNetwork, bins: int = 60) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Per layer (name, bin edges of log10 error, counts of its weights and biases): what
     :func:`plot_weight_errors` draws, formed a layer's errors at a time."""
     out = []
@@ -329,7 +331,7 @@ def weight_error_histograms(c: Construction, bins: int = 60) -> list[tuple[str, 
     return out
 
 
-def plot_weight_errors(c: Construction, fh: BinaryIO) -> None:
+def plot_weight_errors(c: PrunedNetwork, fh: BinaryIO) -> None:
     """Per-layer histograms of log10 weight error (:func:`weight_error_histograms`), as PNG into ``fh``."""
     import matplotlib
 

@@ -24,7 +24,7 @@ from solver.files import atomic_write, config_hash, sha256_file
 from solver.store import ChunkStore
 
 from .errors import LotteryError
-from .construct import Construction
+from .network import PrunedNetwork
 from .export import export_program, plain_state_dict
 from .report import plot_weight_errors, report_markdown
 from .target import TargetError, hugging_face_files, target_sha256
@@ -150,7 +150,7 @@ def has_solved_chunks(out_dir: Path) -> bool:
     return any((out_dir / CHUNKS_DIR).glob("*.sha256"))
 
 
-def save_run(out_dir: Path, c: Construction, report: dict[str, Any], target_file: Path, config: dict[str, Any],
+def save_run(out_dir: Path, c: PrunedNetwork, report: dict[str, Any], target_file: Path, config: dict[str, Any],
              check_inputs: torch.Tensor, export: bool = False, witness: torch.Tensor | None = None) -> dict[str, Any]:
     """Write the run's files into ``out_dir``, each atomically, report.json last (a directory with a
     report.json is complete). The chunk store in ``out_dir/chunks`` is kept, so a rerun reuses every

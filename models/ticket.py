@@ -4,28 +4,31 @@ A ticket holds, per pair, the spec that regenerates its seeded random values and
 bool masks, plus the target's description, the options, and check inputs with the pruned
 network's outputs on them (``torch.load(..., weights_only=True)`` reads it: tensors, numbers,
 strings only). :func:`rebuild` applies the masks to the random values regenerated from the seeds and
-returns the identical pruned network; :func:`rebuilt_construction` recomputes every weight error from
-the masks, so ``lottery verify`` trusts nothing the solver reported.
+returns the identical pruned network (a :class:`models.network.PrunedNetwork`, as a construction
+returns), its kept sums and so every weight error recomputed from the masks, so ``lottery verify``
+trusts nothing the solver reported.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.fx as fx
 import torch.nn as nn
 
-from .errors import LotteryError
-from .construct import ConstructOptions, Construction, LayerSolution, propagate_shapes
-from .layers import TargetLayer, reads_tokens
+from .errors import LotteryError, UsageError
+from .construct import propagate_shapes
+from .options import ConstructOptions
+from .domain import InputDomain
+from .layers import TargetLayer
+from .network import LayerSolution, PrunedNetwork
 from .trace import trace_target
 from .masks import PackedMask
-from .memory import MemoryPlan, plan
+from .memory import plan
 from .problems import kept_sums
 from .pruned import assemble
 from .random_net import KINDS, LAYOUTS, VARIANTS, LayerSpec
@@ -141,7 +144,7 @@ def validate_ticket(ticket: Any) -> list[LayerSpec]:
                    and bits.numel() == (math.prod(want) + 7) // 8, where, "bits do not match its shape")
     check = ticket.get("check")
     _check(isinstance(check, dict), "check", "must be a dict")
-    inputs, outputs = check.get("inputs"), check.get("outputs")
+    inputs, outputs = check["inputs"], check.get("outputs")
     tokens = any(s.kind == "embedding" for s in specs)  # ids (or floats, where embeddings read constant ids)
     _check(isinstance(inputs, torch.Tensor) and (inputs.dtype == torch.long and tokens or inputs.is_floating_point())
            and inputs.dim() == 1 + len(shape) and list(inputs.shape[1:]) == shape and len(inputs) >= 1, "check.inputs",
@@ -173,7 +176,7 @@ def _unpack(packed: dict[str, Any], key: str) -> torch.Tensor | PackedMask:
     return mask if key == "B" else mask.tensor()
 
 
-def ticket_dict(c: Construction, target_desc: dict[str, Any], check_inputs: torch.Tensor) -> dict[str, Any]:
+def ticket_dict(c: PrunedNetwork, target_desc: dict[str, Any], check_inputs: torch.Tensor) -> dict[str, Any]:
     """A plain dict (tensors, numbers, strings) from which the pruned network is rebuilt."""
     with torch.no_grad():
         outputs = c.pruned(check_inputs)
@@ -182,7 +185,7 @@ def ticket_dict(c: Construction, target_desc: dict[str, Any], check_inputs: torc
         "version": TICKET_VERSION,
         "target": target_desc,
         "input_shape": list(c.input_shape),
-        "input_domain": list(c.domain),
+        "input_domain": c.domain.to_json(),
         "variant": c.variant,
         "options": c.options.to_dict(),
         "layers": [s.to_dict() for s in c.specs],
@@ -196,18 +199,6 @@ def ticket_options(ticket: dict[str, Any]) -> ConstructOptions:
     return ConstructOptions.from_dict(dict(ticket["options"]))
 
 
-@dataclass
-class Rebuilt:
-    """A ticket's pruned network and what it was assembled from."""
-
-    pruned: fx.GraphModule
-    specs: list[LayerSpec]
-    folded: fx.GraphModule
-    layers: list[TargetLayer]
-    masks: list[dict[str, torch.Tensor]]
-    plan: MemoryPlan
-
-
 def _check_fits(spec: LayerSpec, layer: TargetLayer, i: int) -> None:
     """The spec must describe the target's layer exactly (the target's SHA-256 is checked apart)."""
     want = {"kind": layer.kind, "d_in": layer.in_channels, "groups": layer.groups, "d_out": layer.d_out,
@@ -219,29 +210,29 @@ def _check_fits(spec: LayerSpec, layer: TargetLayer, i: int) -> None:
                               f"the target's layer {layer.name!r} has {value!r}")
 
 
-def rebuild(ticket: dict[str, Any], target: nn.Module, memory_budget: int | None = None) -> Rebuilt:
-    """The pruned network of a (validated) ticket: random values regenerated from the seeds, masks applied."""
+def rebuild(ticket: dict[str, Any], target: nn.Module, memory_budget: int | None = None) -> PrunedNetwork:
+    """The pruned network of a (validated) ticket: random values regenerated from the seeds, masks
+    applied, and each pair's kept sums formed from them (so its errors are recomputed, not read)."""
     specs = validate_ticket(ticket)
-    domain = tuple(ticket["input_domain"])
-    folded, layers = trace_target(target, input_nonneg=domain[0] >= 0)
+    domain = InputDomain(*ticket["input_domain"])
+    folded, layers = trace_target(target, input_nonneg=domain.nonneg)
     if [s.name for s in specs] != [l.name for l in layers]:
         raise TicketError(f"the ticket's layers {[s.name for s in specs]} do not match the target's {[l.name for l in layers]}")
     for i, (spec, layer) in enumerate(zip(specs, layers)):
         _check_fits(spec, layer, i)
-    shapes = propagate_shapes(folded, tuple(ticket["input_shape"]), reads_tokens(layers))
-    memory = plan(layers, specs, shapes, ticket["variant"], 1, memory_budget)  # before anything is allocated
+    try:
+        domain = InputDomain.for_target(domain, layers)
+    except UsageError as exc:
+        raise TicketError(f"ticket.pt's input_domain does not fit the target: {exc}") from exc
+    input_shape = tuple(ticket["input_shape"])
+    memory = plan(layers, specs, propagate_shapes(folded, input_shape, domain), ticket["variant"], 1,
+                  memory_budget)  # before anything is allocated
     masks = [{k: _unpack(v, k) for k, v in m.items()} for m in ticket["masks"]]
-    return Rebuilt(assemble(folded, specs, masks, ticket["variant"]), specs, folded, layers, masks, memory)
-
-
-def rebuilt_construction(model: nn.Module, rebuilt: Rebuilt, ticket: dict[str, Any]) -> Construction:
-    """A Construction of a rebuilt ticket whose kept sums (and so its errors) are recomputed from the
-    masks and the regenerated random values."""
-    sols = []
-    for layer, spec, masks in zip(rebuilt.layers, rebuilt.specs, rebuilt.masks):
-        sums, bias = kept_sums(spec, masks)
-        sols.append(LayerSolution(masks=masks, layer=layer, sums=sums, bias_sum=bias, backend="ticket"))
-    return Construction(target=model, folded=rebuilt.folded, layers=rebuilt.layers, specs=rebuilt.specs,
-                        solutions=sols, pruned=rebuilt.pruned, input_shape=tuple(ticket["input_shape"]),
-                        domain=tuple(ticket["input_domain"]), options=ticket_options(ticket),
-                        variant=ticket["variant"], seconds={}, plan=rebuilt.plan)
+    pruned = assemble(folded, specs, masks, ticket["variant"])
+    solutions = []
+    for layer, spec, m in zip(layers, specs, masks):
+        sums, bias = kept_sums(spec, m)
+        solutions.append(LayerSolution(masks=m, layer=layer, sums=sums, bias_sum=bias, backend="ticket"))
+    return PrunedNetwork(target=target, folded=folded, layers=layers, specs=specs, solutions=solutions, pruned=pruned,
+                         input_shape=input_shape, domain=domain, options=ticket_options(ticket),
+                         variant=ticket["variant"], seconds={}, plan=memory)

@@ -146,13 +146,20 @@ class _Builder:
         kind = node.kind()
         ins = [env[v] if v in env else None for v in node.inputs()]
         outs = list(node.outputs())
-        g = self.graph
         params = [x for x in ins if isinstance(x, _Param)]
         if params and kind not in _PARAM_OPS:
             p = params[0]
             raise TorchScriptError(
                 f"{_where(node)}: the forward of {p.owner.original_name} {p.prefix or '(root)'} uses its tensor "
                 f"{p.name!r} in {kind}; only Linear, Conv2d and BatchNorm may hold parameters")
+        if not self.structural(node, kind, ins, outs, env):
+            env[outs[0]] = self.tensor_op(node, kind, ins, outs[0])
+        if kind in ("aten::relu_", "aten::add_", "aten::dropout_"):
+            env[node.inputsAt(0)] = env[outs[0]]  # later uses of the mutated input see the new value
+
+    def structural(self, node: torch._C.Node, kind: str, ins: list[Any], outs: list, env: dict) -> bool:
+        """Constants, attributes, lists and tuples, calls, loading-time arithmetic and branches: their
+        values bound in ``env`` (no graph node); False for an op on tensors."""
         if kind == "prim::Constant":
             env[outs[0]] = outs[0].toIValue() if outs[0].type().kind() != "NoneType" else None
         elif kind == "prim::GetAttr":
@@ -195,42 +202,44 @@ class _Builder:
             self.block(block.nodes(), env)
             for out, value in zip(outs, block.returnNode().inputs()):
                 env[out] = env[value]
-        elif kind in _PARAM_OPS:
-            env[outs[0]] = self.param_op(node, kind, ins, outs[0])
-        elif kind in ("aten::relu", "aten::relu_"):
-            env[outs[0]] = g.call_function(torch.relu, (ins[0],))
-        elif kind in ("aten::add", "aten::add_"):
-            if not isinstance(ins[1], fx.Node) or ins[2] != 1:
-                raise TorchScriptError(f"{_where(node)}: only tensor + tensor additions (alpha 1) are supported")
-            env[outs[0]] = g.call_function(operator.add, (ins[0], ins[1]))
-        elif kind == "aten::flatten":
-            env[outs[0]] = g.call_function(torch.flatten, (ins[0], ins[1], ins[2]))
-        elif kind in ("aten::view", "aten::reshape"):
-            env[outs[0]] = g.call_method(kind.split("::")[1], (ins[0], *ins[1]))
-        elif kind == "aten::size":
-            env[outs[0]] = g.call_method("size", tuple(ins))
-        elif kind == "aten::max_pool2d":
-            x, k, s, p, d, ceil = ins
-            env[outs[0]] = g.call_function(F.max_pool2d, (x, _pair(k)), {"stride": _pair(s) if s else None,
-                                                                        "padding": _pair(p), "dilation": _pair(d),
-                                                                        "ceil_mode": ceil})
-        elif kind == "aten::avg_pool2d":
-            x, k, s, p, ceil, count_pad, divisor = ins
-            env[outs[0]] = g.call_function(F.avg_pool2d, (x, _pair(k)), {"stride": _pair(s) if s else None,
-                                                                        "padding": _pair(p), "ceil_mode": ceil,
-                                                                        "count_include_pad": count_pad,
-                                                                        "divisor_override": divisor})
-        elif kind in ("aten::dropout", "aten::dropout_", "aten::contiguous", "aten::detach",
-                      "prim::NumToTensor", "aten::Int", "aten::ScalarImplicit"):
-            env[outs[0]] = ins[0]  # eval mode / value-preserving
         elif kind == "prim::RaiseException":
             raise TorchScriptError(f"{_where(node)}: the module raises on the taken branch")
         else:
-            raise TorchScriptError(f"{_where(node)}: op not supported in a TorchScript target (supported: calls of "
-                                   "Linear, Conv2d, BatchNorm, ReLU, pooling, Flatten, Dropout, Identity and of "
-                                   "modules made of them; relu, add, flatten, view/reshape, pooling, dropout)")
-        if kind in ("aten::relu_", "aten::add_", "aten::dropout_"):
-            env[node.inputsAt(0)] = env[outs[0]]  # later uses of the mutated input see the new value
+            return False
+        return True
+
+    def tensor_op(self, node: torch._C.Node, kind: str, ins: list[Any], out: torch._C.Value) -> Any:
+        """An op on tensors as an fx node (or the input itself, for ops that are identities in eval mode)."""
+        g = self.graph
+        if kind in _PARAM_OPS:
+            return self.param_op(node, kind, ins, out)
+        if kind in ("aten::relu", "aten::relu_"):
+            return g.call_function(torch.relu, (ins[0],))
+        if kind in ("aten::add", "aten::add_"):
+            if not isinstance(ins[1], fx.Node) or ins[2] != 1:
+                raise TorchScriptError(f"{_where(node)}: only tensor + tensor additions (alpha 1) are supported")
+            return g.call_function(operator.add, (ins[0], ins[1]))
+        if kind == "aten::flatten":
+            return g.call_function(torch.flatten, (ins[0], ins[1], ins[2]))
+        if kind in ("aten::view", "aten::reshape"):
+            return g.call_method(kind.split("::")[1], (ins[0], *ins[1]))
+        if kind == "aten::size":
+            return g.call_method("size", tuple(ins))
+        if kind == "aten::max_pool2d":
+            x, k, s, p, d, ceil = ins
+            return g.call_function(F.max_pool2d, (x, _pair(k)), {
+                "stride": _pair(s) if s else None, "padding": _pair(p), "dilation": _pair(d), "ceil_mode": ceil})
+        if kind == "aten::avg_pool2d":
+            x, k, s, p, ceil, count_pad, divisor = ins
+            return g.call_function(F.avg_pool2d, (x, _pair(k)), {
+                "stride": _pair(s) if s else None, "padding": _pair(p), "ceil_mode": ceil,
+                "count_include_pad": count_pad, "divisor_override": divisor})
+        if kind in ("aten::dropout", "aten::dropout_", "aten::contiguous", "aten::detach",
+                    "prim::NumToTensor", "aten::Int", "aten::ScalarImplicit"):
+            return ins[0]  # eval mode / value-preserving
+        raise TorchScriptError(f"{_where(node)}: op not supported in a TorchScript target (supported: calls of "
+                               "Linear, Conv2d, BatchNorm, ReLU, pooling, Flatten, Dropout, Identity and of "
+                               "modules made of them; relu, add, flatten, view/reshape, pooling, dropout)")
 
     def call_function(self, node: torch._C.Node, args: list[Any]) -> Any:
         """A call of a scripted function (e.g. ``F.relu``): followed into its graph."""

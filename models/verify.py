@@ -31,18 +31,20 @@ fewer starts; both reported). A rebuilt ticket, with no solve time, gets those m
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
 from .adversarial import adversarial_search
-from .bounds import certified_bound
+from .bounds import CertifiedBound, certified_bound
 from .collapsed import FLOAT32_AGREEMENT, FLOAT64_AGREEMENT, FormMismatchError, collapse, in_float32
 from .crown import tighten
-from .construct import Construction
-from .data import DataError, Dataset
+from .data import Dataset
+from .domain import InputDomain
 from .memory import MAX_VERIFY_BATCH
+from .network import PrunedNetwork
 from .pruned import fixed_masks
 
 #: inputs stored in a ticket with the pruned network's outputs, for the bit-exact rebuild check
@@ -99,19 +101,7 @@ def _float64_subset(f32: torch.Tensor, g32: torch.Tensor, seed: int, count: int
     return torch.cat([top, random]), random
 
 
-def domain_samples(input_shape: tuple[int, ...], domain: tuple[float, float], count: int, seed: int,
-                   tokens: bool = False) -> torch.Tensor:
-    """Uniform samples of the input box plus its two constant corners (token ids: uniform ids of the range)."""
-    gen = torch.Generator().manual_seed(seed)
-    lo, hi = domain
-    if tokens:
-        x = torch.randint(int(lo), int(hi) + 1, (count, *input_shape), generator=gen)
-        return torch.cat([torch.full((1, *input_shape), int(lo)), torch.full((1, *input_shape), int(hi)), x])
-    x = torch.rand((count, *input_shape), generator=gen) * (hi - lo) + lo
-    return torch.cat([torch.full((1, *input_shape), lo), torch.full((1, *input_shape), hi), x])
-
-
-def kept(c: Construction) -> list[tuple[list[torch.Tensor], torch.Tensor | None]]:
+def kept(c: PrunedNetwork) -> list[tuple[list[torch.Tensor], torch.Tensor | None]]:
     """Per pair the kept sums and the kept bias (float64), formed from the masks and the regenerated
     values as the layer was solved or its ticket rebuilt (:func:`models.problems.block_sums`)."""
     return [(s.sums, s.bias_sum) for s in c.solutions]
@@ -122,7 +112,7 @@ def _errors_of(solution) -> Callable[[], tuple]:
     return lambda: (solution.weight_error, solution.bias_error)
 
 
-def certified(c: Construction) -> dict[str, Any]:
+def certified(c: PrunedNetwork) -> CertifiedBound:
     """The certified bound over the construction's input box: interval propagation with the weight
     errors, tightened per output by the linear relaxation where that applies (:mod:`models.crown`)."""
     interval = certified_bound(c.folded, c.layers, [_errors_of(s) for s in c.solutions],
@@ -145,7 +135,7 @@ def _as_many_as_fit(model: nn.Module, x: torch.Tensor, first: int, most: int, se
     return torch.cat(out), count
 
 
-def materialised_check(c: Construction, x: torch.Tensor, g64: torch.Tensor, batch: int,
+def materialised_check(c: PrunedNetwork, x: torch.Tensor, g64: torch.Tensor, batch: int,
                        seconds: float) -> dict[str, Any]:
     """The materialised pruned network on the inputs ``x`` (the collapsed form's float64 outputs
     ``g64`` on them, largest errors first) within about ``seconds``: float32 on the first
@@ -172,26 +162,163 @@ def materialised_check(c: Construction, x: torch.Tensor, g64: torch.Tensor, batc
     return out
 
 
-def verify(c: Construction, data: Dataset | None, samples: int = 512, adversarial: int = 16) -> dict[str, Any]:
-    """Compare target and pruned network on the data (or domain samples), and search the box for a
-    worse input (``adversarial`` restarts; 0: no search).
+@dataclass
+class Verification:
+    """What :func:`verify` measured. Errors are |f(x) - g(x)| in float64 (``max_output_error``,
+    ``mean_output_error``) on ``float64_inputs`` of the ``count`` inputs (``measured_on`` says which
+    when not all); ``certificate`` bounds them over the whole domain and must be >= every error seen
+    (``bound_holds``; None without a bound). With an adversarial search, ``adversarial_output_error``
+    is the largest error it found (a lower bound on the sup) at ``witness``. For classifiers:
+    ``agreement`` of the argmaxes, ``near_ties`` (inputs whose target top-2 margin is at most twice the
+    largest error: the only ones whose argmax the errors allow to differ) and, with labelled data,
+    ``accuracy``. ``materialised``: the materialised network's differences from the collapsed form;
+    ``forms``: which form gave each figure."""
 
-    Returns max/mean |f(x) - g(x)| (float64), accuracies and argmax agreement (with data), the count of
-    near ties (inputs whose target top-2 margin is at most twice the largest error: the only ones
-    whose argmax the measured errors allow to differ), the largest error the adversarial search found
-    (a lower bound on the sup, with its witness input), the certified bound, which must be >= every
-    error seen (``bound_holds``), the materialised network's differences from the collapsed form
-    (``materialised``) and which form gave each figure (``forms``).
-    """
+    inputs: str  # the data's name, or how many domain samples
+    measured_on: str | None  # None: the errors are over every input
+    count: int
+    float64_inputs: int
+    max_output_error: float
+    mean_output_error: float
+    certificate: CertifiedBound
+    materialised: dict[str, Any]
+    forms: dict[str, str]
+    bound_holds: bool | None
+    output_range_observed: list[float]
+    seconds: float
+    phase_seconds: dict[str, float]  # collapse, float32, float64, certified_bound, materialised, adversarial
+    adversarial_output_error: float | None = None
+    witness: torch.Tensor | None = field(default=None, repr=False)
+    adversarial: dict[str, Any] | None = None  # the search's settings: starts, steps, seed, seconds
+    accuracy: dict[str, float] | None = None  # {"target": ..., "pruned": ...}
+    agreement: float | None = None
+    near_ties: int | None = None
+
+    @property
+    def certified_bound(self) -> float | None:
+        return self.certificate.bound
+
+    @property
+    def interval_bound(self) -> float | None:
+        return self.certificate.interval_bound
+
+    @property
+    def bound_method(self) -> str:
+        return self.certificate.method
+
+    @property
+    def certified_bound_reason(self) -> str | None:
+        """Why there is no certified bound, when there is none."""
+        return self.certificate.reason
+
+    def to_json(self) -> dict[str, Any]:
+        """The verification as JSON (the witness input left out; figures that do not apply omitted)."""
+        out: dict[str, Any] = {
+            "inputs": self.inputs, "measured_on": self.measured_on, "count": self.count,
+            "float64_inputs": self.float64_inputs, "max_output_error": self.max_output_error,
+            "mean_output_error": self.mean_output_error, "certified_bound": self.certified_bound,
+            "interval_bound": self.interval_bound, "bound_method": self.bound_method,
+            "certified_bound_reason": self.certified_bound_reason, "materialised": self.materialised,
+            "forms": self.forms}
+        if self.adversarial is not None:
+            out.update(adversarial_output_error=self.adversarial_output_error, adversarial=self.adversarial)
+        out.update(bound_holds=self.bound_holds, output_range_observed=self.output_range_observed)
+        out.update({k: v for k, v in (("accuracy", self.accuracy), ("agreement", self.agreement),
+                                      ("near_ties", self.near_ties)) if v is not None})
+        out.update(seconds=self.seconds, phase_seconds=self.phase_seconds)
+        return out
+
+
+@dataclass
+class _Measured:
+    """The float64 errors :func:`_measure` found: target ``f`` and collapsed form ``g`` on ``x``, the
+    inputs ``measured`` of them; with ``f32`` / ``g32`` (float32, on every input) when not all were."""
+
+    x: torch.Tensor
+    measured: torch.Tensor
+    f: torch.Tensor
+    g: torch.Tensor
+    f32: torch.Tensor | None
+    g32: torch.Tensor | None
+    mean_rows: slice | torch.Tensor  # the rows of ``measured`` the mean error is taken over
+    subset: int  # how many were measured in float64 when not all (else len(x))
+    seconds64: float  # one float64 forward of the target and the collapsed form, per input
+
+
+def _measure(c: PrunedNetwork, x: torch.Tensor, collapsed: nn.Module, batch: int, lap: Callable[[str], None]) -> _Measured:
+    """The errors in float64 on every input that fits :data:`FLOAT64_SECONDS`; when not all fit,
+    accuracy and agreement in float32 on all, the errors in float64 on a subset (:func:`_float64_subset`)."""
+    f32 = g32 = None
+    measured, mean_rows = x, slice(None)
+    seconds64 = _seconds_per_input([c.folded, collapsed], x, torch.float64)
+    count = min(len(x), max(MIN_FLOAT64_INPUTS, int(FLOAT64_SECONDS / max(seconds64, 1e-9))))
+    if len(x) > count:
+        target32, collapsed32 = in_float32(c.folded, c.layers), in_float32(collapsed, c.layers)
+        f32, g32 = _batched(target32, x, batch, torch.float32), _batched(collapsed32, x, batch, torch.float32)
+        rows, random = _float64_subset(f32, g32, c.options.seed, count)
+        measured = x[rows]
+        mean_rows = slice(len(rows) - len(random), None)
+        del target32, collapsed32
+    lap("float32")
+    f, g = _batched(c.folded, measured, batch), _batched(collapsed, measured, batch)
+    lap("float64")
+    return _Measured(x, measured, f, g, f32, g32, mean_rows, count, seconds64)
+
+
+def _search(c: PrunedNetwork, m: _Measured, collapsed: nn.Module, adversarial: int, seconds: float,
+            batch: int) -> dict[str, Any]:
+    """The adversarial search from the measured inputs with the largest errors, planned to take about
+    ``seconds``: a step is a forward and a backward (about 3 forwards) per start, so fewer steps, then
+    fewer starts."""
+    per_input = (m.f - m.g).abs().reshape(len(m.measured), -1).amax(dim=1)
+    top = m.measured[per_input.argsort(descending=True)[: adversarial // 2]]
+    steps, restarts = 50, adversarial
+    affordable = seconds / (3 * max(m.seconds64, 1e-9))
+    if restarts * (steps + 1) > affordable:
+        steps = max(5, int(affordable / restarts) - 1)
+        restarts = max(2, min(restarts, int(affordable / (steps + 1))))
+    return adversarial_search(c, c.folded, top, restarts=restarts, steps=steps, seed=c.options.seed,
+                              batch=max(1, batch // 3), network=collapsed)  # backpropagation keeps activations
+
+
+def _classification(fa: torch.Tensor, ga: torch.Tensor, data: Dataset | None, max_error: float) -> dict[str, Any]:
+    """Accuracy (with labelled data), argmax agreement and near ties of classifier outputs on every input."""
+    out: dict[str, Any] = {}
+    if data is not None and fa.dim() == 2:
+        y = data.y
+        out["accuracy"] = {"target": float((fa.argmax(1) == y).double().mean()),
+                           "pruned": float((ga.argmax(1) == y).double().mean())}
+    if fa.dim() == 2 and fa.shape[1] > 1:
+        out["agreement"] = float((fa.argmax(1) == ga.argmax(1)).double().mean())
+        # where the argmax may differ at all: |f - g| <= e everywhere flips it only if the target's
+        # top-2 margin is at most 2 e (near ties; a randomly initialised classifier has many)
+        top2 = fa.topk(2, dim=1).values
+        e = max(max_error, float((fa - ga).abs().max()))  # float32 errors: on every input
+        out["near_ties"] = int(((top2[:, 0] - top2[:, 1]) <= 2 * e).sum())
+    return out
+
+
+def _forms(m: _Measured, materialised: dict[str, Any]) -> dict[str, str]:
+    """Which form of the pruned network gave each figure."""
+    return {
+        "output errors, accuracy, agreement": "collapsed (kept sums), float64"
+                                              + (" (accuracy and agreement float32)" if m.f32 is not None else ""),
+        "adversarial search": "collapsed (kept sums): float32 steps, float64 measurement",
+        "certified bound": "target with per-weight errors and kept sums",
+        "check against the real network": f"materialised (random values x masks): float32 on "
+                                          f"{materialised['float32_inputs']} inputs, float64 on "
+                                          f"{materialised['float64_inputs']}",
+    }
+
+
+def verify(c: PrunedNetwork, data: Dataset | None, samples: int = 512, adversarial: int = 16) -> Verification:
+    """Compare target and pruned network on the data (or ``samples`` points of the domain), bound
+    their difference over the whole domain, and search it for a worse input (``adversarial``
+    restarts; 0: no search). See :class:`Verification` for what is returned."""
     start = time.perf_counter()
     if data is not None:
-        x = data.x
-        lo, hi = float(x.min()), float(x.max())
-        if lo < c.domain[0] or hi > c.domain[1]:
-            raise DataError(f"data {data.name} has values in [{lo:g}, {hi:g}], outside the declared input "
-                            f"domain [{c.domain[0]:g}, {c.domain[1]:g}]; the certified bound would not apply")
-    else:
-        x = domain_samples(c.input_shape, c.domain, samples, c.options.seed, c.tokens)
+        c.domain.check_data(data)
+    x = data.x if data is not None else c.domain.samples(c.input_shape, samples, c.options.seed)
     phases: dict[str, float] = {}  # seconds of each phase, reported
     clock = [time.perf_counter()]
 
@@ -199,29 +326,11 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
         now = time.perf_counter()
         phases[phase], clock[0] = now - clock[0], now
 
-    sums = kept(c)
-    collapsed = collapse(c.folded, c.layers, sums)
+    collapsed = collapse(c.folded, c.layers, kept(c))
     lap("collapse")
-    target64 = c.folded  # the target's folded trace, float64: no copy of the target
     batch = c.plan.verify_batch if c.plan is not None else MAX_VERIFY_BATCH  # target and collapsed form
-    wide = c.plan.materialised_batch if c.plan is not None else MAX_VERIFY_BATCH
-    f32 = g32 = None
-    measured = x
-    mean_rows = slice(None)
-    seconds64 = _seconds_per_input([target64, collapsed], x, torch.float64)
-    count = min(len(x), max(MIN_FLOAT64_INPUTS, int(FLOAT64_SECONDS / max(seconds64, 1e-9))))
-    if len(x) > count:  # accuracy and agreement on every input in float32, the errors on a subset
-        target32, collapsed32 = in_float32(target64, c.layers), in_float32(collapsed, c.layers)
-        f32, g32 = _batched(target32, x, batch, torch.float32), _batched(collapsed32, x, batch, torch.float32)
-        rows, random = _float64_subset(f32, g32, c.options.seed, count)
-        measured = x[rows]
-        mean_rows = slice(len(rows) - len(random), None)
-        del target32, collapsed32
-    lap("float32")
-    f = _batched(target64, measured, batch)
-    g = _batched(collapsed, measured, batch)
-    diff = (f - g).abs()
-    lap("float64")
+    m = _measure(c, x, collapsed, batch, lap)
+    diff = (m.f - m.g).abs()
     bound = certified(c)
     lap("certified_bound")
     solve_seconds = (c.seconds or {}).get("solve")
@@ -234,75 +343,35 @@ def verify(c: Construction, data: Dataset | None, samples: int = 512, adversaria
         return min(cap, max(MIN_PLANNED_SECONDS, share * left))
 
     # the materialised network on the measured inputs, those with the largest errors first
-    order = diff.reshape(len(measured), -1).amax(dim=1).argsort(descending=True)
-    materialised = materialised_check(c, measured[order], g[order], wide, planned(MATERIALISED_SECONDS, 0.5))
+    order = diff.reshape(len(m.measured), -1).amax(dim=1).argsort(descending=True)
+    wide = c.plan.materialised_batch if c.plan is not None else MAX_VERIFY_BATCH
+    materialised = materialised_check(c, m.measured[order], m.g[order], wide, planned(MATERIALISED_SECONDS, 0.5))
     lap("materialised")
     worst = float(diff.max())
+    found: dict[str, Any] = {}
+    if adversarial:
+        search = _search(c, m, collapsed, adversarial, planned(ADVERSARIAL_SECONDS), batch)
+        found = {"adversarial_output_error": search.pop("adversarial_output_error"),
+                 "witness": search.pop("witness"), "adversarial": search}
+        worst = max(worst, found["adversarial_output_error"])
+        lap("adversarial")
+    fa, ga = (m.f32, m.g32) if m.f32 is not None else (m.f, m.g)  # on every input
     measured_on = None
-    if f32 is not None:
-        measured_on = (f"errors in float64 on {len(measured)} of its {len(x)} inputs ({count // 2} with the "
+    if m.f32 is not None:
+        measured_on = (f"errors in float64 on {len(m.measured)} of its {len(x)} inputs ({m.subset // 2} with the "
                        f"largest float32 errors, the others at random; the mean over the random ones), accuracy and "
                        f"agreement on all in float32")
-    out: dict[str, Any] = {
-        "inputs": data.name if data is not None else f"{len(x)} samples of the domain",
-        "measured_on": measured_on,
-        "count": len(x),
-        "float64_inputs": len(measured),
-        "max_output_error": worst,
-        "mean_output_error": float(diff[mean_rows].mean()),
-        "certified_bound": bound["bound"],
-        "interval_bound": bound["interval_bound"],
-        "bound_method": bound["method"],
-        "certified_bound_reason": bound.get("reason"),  # why there is none, when there is none
-        "materialised": materialised,
-        "forms": {
-            "output errors, accuracy, agreement": "collapsed (kept sums), float64"
-                                                  + (" (accuracy and agreement float32)" if f32 is not None else ""),
-            "adversarial search": "collapsed (kept sums): float32 steps, float64 measurement",
-            "certified bound": "target with per-weight errors and kept sums",
-            "check against the real network": f"materialised (random values x masks): float32 on "
-                                              f"{materialised['float32_inputs']} inputs, float64 on "
-                                              f"{materialised['float64_inputs']}",
-        },
-    }
-    if adversarial:
-        per_input = diff.reshape(len(measured), -1).amax(dim=1)
-        top = measured[per_input.argsort(descending=True)[: adversarial // 2]]
-        # a step is a forward and a backward (about 3 forwards) per start: fewer steps, then fewer starts
-        steps, restarts = 50, adversarial
-        affordable = planned(ADVERSARIAL_SECONDS) / (3 * max(seconds64, 1e-9))
-        if restarts * (steps + 1) > affordable:
-            steps = max(5, int(affordable / restarts) - 1)
-            restarts = max(2, min(restarts, int(affordable / (steps + 1))))
-        search = adversarial_search(c, target64, top, restarts=restarts, steps=steps, seed=c.options.seed,
-                                    batch=max(1, batch // 3), network=collapsed)  # backpropagation keeps activations
-        out["adversarial_output_error"] = search.pop("adversarial_output_error")
-        out["witness"] = search.pop("witness")
-        out["adversarial"] = search
-        worst = max(worst, out["adversarial_output_error"])
-        lap("adversarial")
-    out["bound_holds"] = None if bound["bound"] is None else bool(worst <= bound["bound"])
-    fa, ga = (f32, g32) if f32 is not None else (f, g)  # on every input
-    out["output_range_observed"] = [float(fa.min()), float(fa.max())]
-    if data is not None and fa.dim() == 2:
-        y = data.y
-        out["accuracy"] = {"target": float((fa.argmax(1) == y).double().mean()),
-                           "pruned": float((ga.argmax(1) == y).double().mean())}
-    if fa.dim() == 2 and fa.shape[1] > 1:
-        out["agreement"] = float((fa.argmax(1) == ga.argmax(1)).double().mean())
-        # where the argmax may differ at all: |f - g| <= e everywhere flips it only if the target's
-        # top-2 margin is at most 2 e (near ties; a randomly initialised classifier has many)
-        top2 = fa.topk(2, dim=1).values
-        e = max(out["max_output_error"], float((fa - ga).abs().max()))  # float32 errors: on every input
-        out["near_ties"] = int(((top2[:, 0] - top2[:, 1]) <= 2 * e).sum())
-    out["seconds"] = time.perf_counter() - start
-    out["phase_seconds"] = phases  # collapse, float32, float64, certified_bound, materialised, adversarial
-    return out
+    return Verification(
+        inputs=data.name if data is not None else f"{len(x)} samples of the domain", measured_on=measured_on,
+        count=len(x), float64_inputs=len(m.measured), max_output_error=float(diff.max()),
+        mean_output_error=float(diff[m.mean_rows].mean()), certificate=bound, materialised=materialised,
+        forms=_forms(m, materialised), bound_holds=None if bound.bound is None else bool(worst <= bound.bound),
+        output_range_observed=[float(fa.min()), float(fa.max())], seconds=time.perf_counter() - start,
+        phase_seconds=phases, **found, **_classification(fa, ga, data, float(diff.max())))
 
 
-def check_inputs_for(data: Dataset | None, input_shape: tuple[int, ...], domain: tuple[float, float], seed: int,
-                     tokens: bool = False) -> torch.Tensor:
+def check_inputs_for(data: Dataset | None, input_shape: tuple[int, ...], domain: InputDomain, seed: int) -> torch.Tensor:
     """The inputs a ticket stores with their outputs: the first data points, else domain samples."""
     if data is not None:
         return data.x[:CHECK_INPUTS].clone()
-    return domain_samples(input_shape, domain, CHECK_INPUTS - 2, seed, tokens)
+    return domain.samples(input_shape, CHECK_INPUTS - 2, seed)

@@ -33,7 +33,7 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
     x = torch.rand(16, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(again.pruned(x), ticket.pruned(x))  # rebuilt bit for bit from seed and masks
-    assert again.check["max_output_error"] == pytest.approx(err, rel=1e-12)
+    assert again.check.max_output_error == pytest.approx(err, rel=1e-12)
     assert main(["verify", str(tmp_path / "runs" / "notebook"), "--trust-pickled-target"]) == 0
     assert main(["verify", str(tmp_path / "runs" / "notebook")]) == 2  # a pickle is never loaded unasked
 

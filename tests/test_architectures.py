@@ -14,7 +14,8 @@ from models.construct import ConstructOptions, construct
 from models.errors import UnsupportedModelError
 from models.trace import trace_target
 from models.report import build_report, report_markdown, unconstructed
-from models.verify import domain_samples, verify
+from models.domain import domain_samples
+from models.verify import verify
 
 from .nets import LoneBatchNorm, attention_only, encoder_classifier, norm_net
 from .problems import assert_errors_from_masks
@@ -64,8 +65,8 @@ def test_elementwise_affine_parameters_become_diagonal_pairs(make, shape):
 def test_an_op_without_a_bound_rule_gives_no_bound_and_says_why():
     c = _construct(norm_net, (1, 6, 6), (-1.0, 1.0), 8)
     check = verify(c, None, samples=32, adversarial=2)
-    assert check["certified_bound"] is None and check["bound_holds"] is None
-    assert check["certified_bound_reason"].startswith("no bound rule for group_norm")
+    assert check.certified_bound is None and check.bound_holds is None
+    assert check.certified_bound_reason.startswith("no bound rule for group_norm")
     report = build_report(c, check, target_desc={"name": "norms"}, data_spec=None, total_seconds=1.0)
     assert report["certified_bound"] is None and "group_norm" in report["certified_bound_reason"]
     assert "Certified bound: none, no bound rule for group_norm" in report_markdown(report)
@@ -112,8 +113,8 @@ def test_decomposed_attention_equals_multihead_attention():
 def test_matmul_and_softmax_between_activations_keep_the_bound():
     c = _construct(attention_only, (4, 6), (-1.0, 1.0), 10)
     check = verify(c, None, samples=128, adversarial=4)
-    assert check["certified_bound"] is not None and check["bound_holds"]
-    assert check["max_output_error"] <= check["adversarial_output_error"] <= check["certified_bound"]
+    assert check.certified_bound is not None and check.bound_holds
+    assert check.max_output_error <= check.adversarial_output_error <= check.certified_bound
 
 
 def test_matmul_rule_holds():
@@ -258,7 +259,7 @@ def test_chunk_channel_shuffle_in_place_add_and_eval_identities(monkeypatch):
         trace_target(shuffle_block(training=True), input_nonneg=True)
     c = _construct(shuffle_block, (2, 6, 6), (0.0, 1.0), 8)
     check = verify(c, None, samples=64, adversarial=2)
-    assert check["bound_holds"] and check["max_output_error"] <= check["certified_bound"]
+    assert check.bound_holds and check.max_output_error <= check.certified_bound
     assert_errors_from_masks(c)
 
 
@@ -278,7 +279,7 @@ def test_embedding_is_a_linear_map_of_the_one_hot_token(norm):
 
     make = lambda: token_classifier(norm=norm)  # noqa: E731
     c = _construct(make, (5,), (0.0, 19.0), 21)
-    assert c.tokens and c.layers[0].kind == "embedding" and c.layers[0].weight.shape == (8, 20)
+    assert c.domain.tokens and c.layers[0].kind == "embedding" and c.layers[0].weight.shape == (8, 20)
     assert c.specs[0].units_per_input == 21 and not c.specs[0].has_bias  # one-hot input: one sign group
     assert_errors_from_masks(c)
     dense = _construct(make, (5,), (0.0, 19.0), 21, variant="dense")
@@ -289,13 +290,13 @@ def test_embedding_is_a_linear_map_of_the_one_hot_token(norm):
         assert torch.allclose(dense.pruned(x), g, atol=1e-12)
     assert float((f - g).abs().max()) <= 1e-3 * float(f.max() - f.min())
     check = verify(c, None, samples=64, adversarial=4)
-    witness = check["witness"]
+    witness = check.witness
     assert witness.dtype == torch.long and 0 <= int(witness.min()) and int(witness.max()) <= 19
-    assert check["max_output_error"] <= check["adversarial_output_error"]
+    assert check.max_output_error <= check.adversarial_output_error
     if norm:
-        assert check["certified_bound"] is None and "layer_norm" in check["certified_bound_reason"]
+        assert check.certified_bound is None and "layer_norm" in check.certified_bound_reason
     else:
-        assert check["bound_holds"] and check["adversarial_output_error"] <= check["certified_bound"]
+        assert check.bound_holds and check.adversarial_output_error <= check.certified_bound
     assert [n for n in unconstructed(c) if not n.startswith("ln.")] == []
 
 
@@ -354,12 +355,12 @@ def test_graph_constants_position_ids_and_scaled_dot_product_attention():
         assert torch.allclose(c.folded(x), f, atol=1e-12)
         assert float((f - c.pruned(x)).abs().max()) <= 1e-3 * float(f.max() - f.min())
     check = verify(c, None, samples=64, adversarial=4)
-    assert check["bound_holds"] and check["adversarial_output_error"] <= check["certified_bound"]
+    assert check.bound_holds and check.adversarial_output_error <= check.certified_bound
     from models.bounds import certified_bound  # with exact pairs the constants add no error
 
     exact = [lambda layer=layer: (np.zeros(tuple(layer.weight.shape)), None if layer.bias is None else np.zeros(layer.d_out))
              for layer in c.layers]
-    assert certified_bound(c.folded, c.layers, exact, (4,), (0.0, 11.0))["bound"] <= 1e-6
+    assert certified_bound(c.folded, c.layers, exact, (4,), c.domain).bound <= 1e-6
 
 
 def test_hugging_face_bert_is_traced_and_constructed():
@@ -375,10 +376,10 @@ def test_hugging_face_bert_is_traced_and_constructed():
         return transformers.BertForSequenceClassification(config).eval()
 
     c = _construct(bert, (16,), (0.0, 999.0), 21, workers=2)
-    assert unconstructed(c) == [] and c.tokens
+    assert unconstructed(c) == [] and c.domain.tokens
     check = verify(c, None, samples=62, adversarial=2)
-    low, high = check["output_range_observed"]
-    assert check["max_output_error"] <= 1e-3 * (high - low) and "layer_norm" in check["certified_bound_reason"]
+    low, high = check.output_range_observed
+    assert check.max_output_error <= 1e-3 * (high - low) and "layer_norm" in check.certified_bound_reason
 
 
 def test_hugging_face_gpt2_is_traced_and_constructed():
@@ -389,11 +390,11 @@ def test_hugging_face_gpt2_is_traced_and_constructed():
     from .nets import tiny_gpt2
 
     c = _construct(tiny_gpt2, (16,), (0.0, 999.0), 21, workers=2)
-    assert unconstructed(c) == [] and c.tokens
+    assert unconstructed(c) == [] and c.domain.tokens
     assert {layer.name for layer in c.layers} >= {"transformer.wte", "lm_head", "transformer.h.0.attn.c_attn"}
     check = verify(c, None, samples=62, adversarial=2)
-    low, high = check["output_range_observed"]
-    assert check["max_output_error"] <= 1e-3 * (high - low) and "layer_norm" in check["certified_bound_reason"]
+    low, high = check.output_range_observed
+    assert check.max_output_error <= 1e-3 * (high - low) and "layer_norm" in check.certified_bound_reason
 
 
 def test_an_embedding_may_read_the_ids_reshaped():
@@ -401,9 +402,9 @@ def test_an_embedding_may_read_the_ids_reshaped():
     from .nets import token_classifier
 
     c = _construct(lambda: token_classifier(norm=False, reshaped=True), (5,), (0.0, 19.0), 8)
-    assert c.layers[0].kind == "embedding" and c.layers[0].reads_input and c.tokens
+    assert c.layers[0].kind == "embedding" and c.layers[0].reads_input and c.domain.tokens
     check = verify(c, None, samples=32, adversarial=2)
-    assert check["bound_holds"] and check["max_output_error"] <= check["certified_bound"]
+    assert check.bound_holds and check.max_output_error <= check.certified_bound
 
 
 def test_integer_powers_are_kept_with_a_local_lipschitz_rule():
@@ -432,8 +433,8 @@ def test_integer_powers_are_kept_with_a_local_lipschitz_rule():
     c = _construct(power_net, (4,), (-1.0, 1.0), 10)
     assert unconstructed(c) == []
     check = verify(c, None, samples=64, adversarial=4)
-    assert check["certified_bound"] is not None and check["bound_holds"]
-    assert check["adversarial_output_error"] <= check["certified_bound"]
+    assert check.certified_bound is not None and check.bound_holds
+    assert check.adversarial_output_error <= check.certified_bound
 
 
 def test_dead_code_elimination_keeps_in_place_ops():
@@ -466,8 +467,8 @@ def test_roll_is_kept_and_must_keep_the_batch_apart():
     assert unconstructed(c) == []
     assert_errors_from_masks(c)
     check = verify(c, None, samples=64, adversarial=2)
-    assert check["certified_bound"] is not None and check["bound_holds"]
-    assert check["max_output_error"] <= check["certified_bound"]
+    assert check.certified_bound is not None and check.bound_holds
+    assert check.max_output_error <= check.certified_bound
 
 
 @pytest.mark.parametrize("tokens", [3, 5])
@@ -481,5 +482,5 @@ def test_constant_embedding_beside_a_float_input_has_a_bound(tokens):
     c = _construct(partial(float_with_positions, tokens=tokens), (tokens, 4), (-1.0, 1.0), 10)
     assert unconstructed(c) == []
     check = verify(c, None, samples=64, adversarial=2)
-    assert check["certified_bound"] is not None and check["bound_holds"]
-    assert check["adversarial_output_error"] <= check["certified_bound"]
+    assert check.certified_bound is not None and check.bound_holds
+    assert check.adversarial_output_error <= check.certified_bound

@@ -9,7 +9,9 @@ import pytest
 
 from models.cli import main
 from solver import ProblemTooLargeError, SolverInputError
-from benchmarks.claims import draw, geometric_set, local_search, subset_sum_counts, tight_bound
+from benchmarks.claims.lower_bound import geometric_set, local_search, tight_bound
+from benchmarks.claims.shared import draw
+from benchmarks.claims.subset_sum import subset_sum_counts
 from benchmarks.inference import bracket_slopes, clopper_pearson, deciding_m, least_squares
 from solver.theory import sup_error, sup_error_grid, sup_error_prefixes
 

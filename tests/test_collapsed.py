@@ -10,7 +10,7 @@ from models.cli import main
 from models.collapsed import FLOAT64_AGREEMENT, FormMismatchError, collapse
 from models.construct import ConstructOptions, construct
 from models.pruned import MaskedConv2d, MaskedLinear
-from models.verify import domain_samples, kept, verify
+from models.verify import kept, verify
 
 from . import nets
 
@@ -38,8 +38,8 @@ def test_the_collapsed_form_computes_the_materialised_network(case):
     make, shape, domain, variant = CASES[case]
     c = _construct(make, shape, domain, variant=variant)
     collapsed = collapse(c.folded, c.layers, kept(c))
-    x = domain_samples(shape, domain, 64, 5, c.tokens)
-    x64 = x if c.tokens else x.double()
+    x = c.domain.samples(shape, 64, 5)
+    x64 = x if c.domain.tokens else x.double()
     with torch.no_grad():
         g, m, f = collapsed(x64), c.pruned(x64), c.target.double()(x64)
     scale = 1.0 + float(g.abs().max())
@@ -55,19 +55,19 @@ def test_verification_reports_both_forms_and_their_differences(monkeypatch):
     c = _construct(nets.tiny_cnn, (2, 8, 8), (-1.0, 1.0))
     monkeypatch.setattr(mv, "MIN_PLANNED_SECONDS", 60.0)  # time for every input, whatever the machine's load
     check = verify(c, None, samples=30, adversarial=4)
-    mat = check["materialised"]
+    mat = check.materialised
     assert mat["float32_inputs"] == 32 and mat["float64_inputs"] == 8
     assert 0 < mat["float32_difference"] <= mat["tolerance"]["float32"]
     assert mat["float64_difference"] <= mat["tolerance"]["float64"]
-    assert set(check["forms"]) == {"output errors, accuracy, agreement", "adversarial search", "certified bound",
+    assert set(check.forms) == {"output errors, accuracy, agreement", "adversarial search", "certified bound",
                                    "check against the real network"}
-    assert set(check["phase_seconds"]) == {"collapse", "float32", "float64", "materialised", "certified_bound",
+    assert set(check.phase_seconds) == {"collapse", "float32", "float64", "materialised", "certified_bound",
                                            "adversarial"}
     # the errors are the materialised network's in float64, within float rounding
-    x = domain_samples(c.input_shape, c.domain, 30, c.options.seed).double()
+    x = c.domain.samples(c.input_shape, 30, c.options.seed).double()
     with torch.no_grad():
         direct = float((c.target.double()(x) - c.pruned(x)).abs().max())
-    assert abs(check["max_output_error"] - direct) <= 1e-12
+    assert abs(check.max_output_error - direct) <= 1e-12
 
 
 def test_the_optional_work_is_planned_within_a_share_of_the_solve_time(monkeypatch):
@@ -80,14 +80,14 @@ def test_the_optional_work_is_planned_within_a_share_of_the_solve_time(monkeypat
     monkeypatch.setattr(mv, "MIN_PLANNED_SECONDS", 0.0)
     c.seconds["solve"] = 0.0
     check = verify(c, None, samples=30, adversarial=16)
-    assert check["materialised"]["float32_inputs"] == mv.MIN_MATERIALISED_INPUTS
-    assert check["materialised"]["float64_inputs"] == 1
-    assert check["adversarial"]["steps"] == 5 and check["adversarial"]["starts"] <= 3  # 2 restarts (+ a corner)
+    assert check.materialised["float32_inputs"] == mv.MIN_MATERIALISED_INPUTS
+    assert check.materialised["float64_inputs"] == 1
+    assert check.adversarial["steps"] == 5 and check.adversarial["starts"] <= 3  # 2 restarts (+ a corner)
     del c.seconds["solve"]
     monkeypatch.setattr(mv, "ADVERSARIAL_SECONDS", 1e9)  # the fixed allowance, whatever this machine's speed
     check = verify(c, None, samples=30, adversarial=16)
-    assert check["materialised"]["float32_inputs"] == 32 and check["materialised"]["float64_inputs"] == 8
-    assert check["adversarial"]["steps"] == 50 and check["adversarial"]["starts"] == 16
+    assert check.materialised["float32_inputs"] == 32 and check.materialised["float64_inputs"] == 8
+    assert check.adversarial["steps"] == 50 and check.adversarial["starts"] == 16
 
 
 def _flip_one_kept_weight(pruned: torch.nn.Module) -> None:
@@ -156,14 +156,14 @@ def test_float32_views_compute_what_float32_copies_compute(case):
         held = getattr(held, "_layer", held).weight  # a CastLayer: the float32 tensor it casts
         assert held.data_ptr() == layer.weight.data_ptr() or held.T.data_ptr() == layer.weight.data_ptr()
     collapsed = collapse(c.folded, c.layers, kept(c))
-    x = domain_samples(shape, domain, 16, 3, c.tokens)
-    x32 = x if c.tokens else x.float()
+    x = c.domain.samples(shape, 16, 3)
+    x32 = x if c.domain.tokens else x.float()
     with torch.no_grad():
         for network in (c.folded, collapsed):
             view, copied = in_float32(network, c.layers), _float32_copy(network)
             y = view(x32)
             assert y.dtype == torch.float32 and torch.equal(y, copied(x32))
-            assert network(x if c.tokens else x.double()).dtype == torch.float64  # the float64 form is untouched
+            assert network(x if c.domain.tokens else x.double()).dtype == torch.float64  # the float64 form is untouched
 
 
 def test_float64_combine_convolutions_unfold_a_bounded_block_of_channels(monkeypatch):
@@ -174,7 +174,7 @@ def test_float64_combine_convolutions_unfold_a_bounded_block_of_channels(monkeyp
     import models.pruned as mp
 
     c = _construct(nets.tiny_cnn, (2, 8, 8), (-1.0, 1.0))
-    x = domain_samples(c.input_shape, c.domain, 6, 1).double()
+    x = c.domain.samples(c.input_shape, 6, 1).double()
     with torch.no_grad():
         whole = c.pruned(x)
     unfolded = []  # bytes each float64 convolution unfolds: batch x channels x taps x output pixels x 8

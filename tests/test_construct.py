@@ -16,7 +16,8 @@ from models.masks import as_tensor
 from models.report import build_report, eps_coverage, report_markdown
 from models.rundir import save_run
 from models.ticket import TicketError, rebuild
-from models.verify import check_inputs_for, domain_samples, verify
+from models.domain import InputDomain, domain_samples
+from models.verify import check_inputs_for, verify
 from solver import SolverInputError
 from solver.files import sha256_file
 
@@ -57,10 +58,10 @@ def test_observed_error_within_bound_and_bound_shrinks_with_n(case):
         c = _construct(make, shape, domain, n)
         check = verify(c, None, samples=256)
         observed = _observed_error(c, shape, domain)
-        assert 0 < observed <= check["certified_bound"], (n, observed, check)
-        assert check["bound_holds"] and check["max_output_error"] <= check["certified_bound"]
-        assert check["certified_bound"] <= check["interval_bound"]
-        bounds.append(check["certified_bound"])
+        assert 0 < observed <= check.certified_bound, (n, observed, check)
+        assert check.bound_holds and check.max_output_error <= check.certified_bound
+        assert check.certified_bound <= check.interval_bound
+        bounds.append(check.certified_bound)
     assert bounds[0] > bounds[1] > bounds[2]
     assert bounds[2] < 0.1 * bounds[0]
 
@@ -127,7 +128,7 @@ def test_ticket_rebuilds_bit_exactly(tmp_path):
     check = verify(c, None, samples=64)
     report = build_report(c, check, target_desc={"name": "tiny", "arch": "module:tests.nets:TinyCNN",
                                                  "sha256": sha256_file(path)}, data_spec=None, total_seconds=1.0)
-    inputs = check_inputs_for(None, (2, 8, 8), (0.0, 1.0), 0)
+    inputs = check_inputs_for(None, (2, 8, 8), InputDomain(0.0, 1.0), 0)
     out = tmp_path / "run"
     save_run(out, c, report, path, {"x": 1}, inputs, export=True)
     ticket = torch.load(out / "ticket.pt", weights_only=True)
@@ -161,7 +162,7 @@ def test_prelu_is_constructed_single_and_per_channel():
         assert torch.equal(c.folded(x), model.double()(x))
         model.float()
         assert float((c.folded(x) - c.pruned(x)).abs().max()) < 0.05
-    assert verify(c, None, samples=32, adversarial=0)["bound_holds"] is not False
+    assert verify(c, None, samples=32, adversarial=0).bound_holds is not False
 
 
 @pytest.mark.parametrize("net, match", [
@@ -195,7 +196,7 @@ def test_grouped_and_depthwise_convolutions_keep_their_groups(domain, tmp_path):
         if be is not None:
             assert np.allclose(be, sol.bias_error, atol=1e-12)
     check = verify(c, None, samples=256, adversarial=4)
-    assert check["bound_holds"] and 0 < _observed_error(c, (2, 8, 8), domain) <= check["certified_bound"]
+    assert check.bound_holds and 0 < _observed_error(c, (2, 8, 8), domain) <= check.certified_bound
     dense = _construct(grouped_cnn, (2, 8, 8), domain, 5, "dense")
     x = domain_samples((2, 8, 8), domain, 32, seed=3)
     with torch.no_grad():
@@ -235,7 +236,7 @@ def test_min_size_misses_eps_exactly_where_no_subset_fits():
     errors = sol.weight_error if worst["param"] == "weight" else sol.bias_error
     assert worst["error"] == max(s.errors().max() for s in small.solutions) == errors[tuple(worst["index"])]
     assert worst["target"] == float(getattr(layer, worst["param"])[tuple(worst["index"])])
-    assert verify(small, None, samples=64)["bound_holds"]
+    assert verify(small, None, samples=64).bound_holds
 
 
 def test_paper_layout_draws_everything_uniform_with_random_group_sizes():
@@ -246,7 +247,7 @@ def test_paper_layout_draws_everything_uniform_with_random_group_sizes():
         assert spec.scale == 1.0 and spec.units_per_input == 16
         u = generate(spec)["u"]
         assert u.abs().max() <= 1.0 and (u > 0).sum(dim=1).unique().numel() > 1  # group sizes vary
-    assert _observed_error(c, (5,), (-1.0, 1.0)) <= verify(c, None, samples=64)["certified_bound"]
+    assert _observed_error(c, (5,), (-1.0, 1.0)) <= verify(c, None, samples=64).certified_bound
 
 
 def test_rms_scale_policy_scales_by_the_root_mean_square():
@@ -261,10 +262,10 @@ def test_rms_scale_policy_scales_by_the_root_mean_square():
 def test_bound_shifts_the_interval_not_the_error_when_a_constant_is_added():
     a = _construct(lambda: shifted_output(0.0), (4,), (-1.0, 1.0), 6)
     b = _construct(lambda: shifted_output(100.0), (4,), (-1.0, 1.0), 6)
-    bound_a = verify(a, None, samples=64)["certified_bound"]
+    bound_a = verify(a, None, samples=64).certified_bound
     check_b = verify(b, None, samples=64)
-    assert check_b["bound_holds"]
-    assert check_b["certified_bound"] == pytest.approx(bound_a, abs=1e-6)  # not 100 more
+    assert check_b.bound_holds
+    assert check_b.certified_bound == pytest.approx(bound_a, abs=1e-6)  # not 100 more
 
 
 def test_rebuild_refuses_a_ticket_that_does_not_fit(tmp_path):
@@ -272,7 +273,7 @@ def test_rebuild_refuses_a_ticket_that_does_not_fit(tmp_path):
     from models.ticket import ticket_dict
 
     desc = {"name": "t", "arch": "mlp", "file": "target.pt", "sha256": "0" * 64}
-    ticket = ticket_dict(c, desc, check_inputs_for(None, (5,), (0.0, 1.0), 0))
+    ticket = ticket_dict(c, desc, check_inputs_for(None, (5,), InputDomain(0.0, 1.0), 0))
     with pytest.raises(TicketError, match=r"tampered with: format must be 'lottery-ticket'; got 'zip'"):
         rebuild(dict(ticket, format="zip"), tiny_mlp())
     with pytest.raises(TicketError, match=r"the ticket's layers \['fc1', 'fc2', 'fc3'\] do not match the target's \['0'"):
@@ -339,15 +340,15 @@ def test_adversarial_search_finds_a_witness_between_observed_and_certified(case)
     make, shape, domain = CASES[case]
     c = _construct(make, shape, domain, 4)
     check = verify(c, None, samples=64)
-    adv = check["adversarial_output_error"]
-    assert check["max_output_error"] <= adv <= check["certified_bound"]  # it starts from the worst sample
-    x = check["witness"]
+    adv = check.adversarial_output_error
+    assert check.max_output_error <= adv <= check.certified_bound  # it starts from the worst sample
+    x = check.witness
     assert x.shape == (1, *shape) and float(x.min()) >= domain[0] and float(x.max()) <= domain[1]
     with torch.no_grad():
         again = float((c.target.double()(x.double()) - c.pruned(x.double())).abs().max())
         c.target.float()
     assert again == pytest.approx(adv, rel=1e-12)  # the witness reproduces the error (batching: last bits)
-    assert verify(c, None, samples=64, adversarial=0).get("adversarial_output_error") is None
+    assert verify(c, None, samples=64, adversarial=0).adversarial_output_error is None
 
 
 @pytest.mark.parametrize("layout", ["balanced", "fixed-sign", "paper"])
@@ -464,12 +465,12 @@ def test_kept_activations_softmax_and_adaptive_pooling(make, shape, domain):
     assert c.pruned.graph is not None and len(c.layers) == (5 if make == "Activations" else 2)
     check = verify(c, None, samples=512, adversarial=8)
     observed = _observed_error(c, shape, domain)
-    assert 0 < observed <= check["certified_bound"]
-    assert check["bound_holds"] and check["adversarial_output_error"] <= check["certified_bound"]
+    assert 0 < observed <= check.certified_bound
+    assert check.bound_holds and check.adversarial_output_error <= check.certified_bound
     assert ops  # the functional activations are still in the pruned graph
     with torch.no_grad():  # the pruned network keeps the activations: same output as the target up to the errors
         x = domain_samples(shape, domain, 8, 1)
-        assert torch.allclose(c.pruned(x).double(), c.target.double()(x.double()), atol=check["certified_bound"])
+        assert torch.allclose(c.pruned(x).double(), c.target.double()(x.double()), atol=check.certified_bound)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -531,8 +532,8 @@ def test_slicing_padding_and_arithmetic_between_activations(make, shape, domain)
     c = _construct(lambda: net.eval(), shape, domain, 6)
     check = verify(c, None, samples=512, adversarial=8)
     observed = _observed_error(c, shape, domain)
-    assert 0 < observed <= check["certified_bound"]
-    assert check["bound_holds"] and check["adversarial_output_error"] <= check["certified_bound"]
+    assert 0 < observed <= check.certified_bound
+    assert check.bound_holds and check.adversarial_output_error <= check.certified_bound
     if make == "OptionAShortcut":  # the shortcut's zero channels keep conv2's input non-negative
         assert [layer.input_nonneg for layer in c.layers] == [True, True, True]
 
@@ -598,22 +599,22 @@ def test_large_data_errors_in_float64_on_the_worst_and_a_random_part(monkeypatch
     x = torch.rand((2000, 2, 8, 8), generator=gen)
     data = Dataset("random", x, torch.randint(0, 3, (2000,), generator=gen), (0.0, 1.0))
     check = verify(c, data, adversarial=0)
-    assert check["count"] == 2000 and check["float64_inputs"] == 64
-    assert "errors in float64 on 64 of its 2000 inputs (32 with the largest float32 errors" in check["measured_on"]
+    assert check.count == 2000 and check.float64_inputs == 64
+    assert "errors in float64 on 64 of its 2000 inputs (32 with the largest float32 errors" in check.measured_on
     collapsed = collapse(c.folded, c.layers, verify_module.kept(c))  # accuracy and agreement: float32 here
     with torch.no_grad():
         f32, g32 = copy.deepcopy(c.target).float()(x), copy.deepcopy(collapsed).float()(x)
         f64, g64 = copy.deepcopy(c.target).double()(x.double()), c.pruned(x.double())
-    assert check["accuracy"]["pruned"] == float((g32.argmax(1) == data.y).double().mean())
-    assert check["agreement"] == float((f32.argmax(1) == g32.argmax(1)).double().mean())
+    assert check.accuracy["pruned"] == float((g32.argmax(1) == data.y).double().mean())
+    assert check.agreement == float((f32.argmax(1) == g32.argmax(1)).double().mean())
     # near ties: the target's top-2 margin within twice the largest error; every disagreement is one
     top2 = f32.topk(2, dim=1).values
-    near = (top2[:, 0] - top2[:, 1]) <= 2 * max(check["max_output_error"], float((f32 - g32).abs().max()))
-    assert check["near_ties"] == int(near.sum()) and bool(near[f32.argmax(1) != g32.argmax(1)].all())
+    near = (top2[:, 0] - top2[:, 1]) <= 2 * max(check.max_output_error, float((f32 - g32).abs().max()))
+    assert check.near_ties == int(near.sum()) and bool(near[f32.argmax(1) != g32.argmax(1)].all())
     err64 = (f64 - g64).abs().amax(1)
     worst32 = int((f32 - g32).abs().amax(1).argmax())
-    assert err64[worst32] <= check["max_output_error"] <= float(err64.max())
-    assert check["max_output_error"] >= float(err64.topk(32).values[-1]) * 0.5  # near the worst in float64
+    assert err64[worst32] <= check.max_output_error <= float(err64.max())
+    assert check.max_output_error >= float(err64.topk(32).values[-1]) * 0.5  # near the worst in float64
 
 
 def test_unconstructed_params_are_counted_and_named():
@@ -641,15 +642,15 @@ def test_float64_inputs_and_adversarial_search_are_planned_by_time(monkeypatch):
 
     c = _construct(tiny_cnn, (2, 8, 8), (0.0, 1.0), 4)
     full = verify(c, None, samples=200, adversarial=4)
-    assert full["float64_inputs"] == 202 and full["measured_on"] is None
+    assert full.float64_inputs == 202 and full.measured_on is None
     monkeypatch.setattr(verify_module, "FLOAT64_SECONDS", 0.0)
     monkeypatch.setattr(verify_module, "ADVERSARIAL_SECONDS", 0.0)
     check = verify(c, None, samples=200, adversarial=4)
-    assert check["count"] == 202 and check["float64_inputs"] == verify_module.MIN_FLOAT64_INPUTS
-    assert check["measured_on"].startswith(f"errors in float64 on {verify_module.MIN_FLOAT64_INPUTS} of its 202")
-    assert check["adversarial"]["steps"] == 5 and check["adversarial"]["starts"] >= 2
-    assert check["max_output_error"] <= full["max_output_error"] and check["bound_holds"]
-    assert check["agreement"] == full["agreement"]  # on every input, in float32 here
+    assert check.count == 202 and check.float64_inputs == verify_module.MIN_FLOAT64_INPUTS
+    assert check.measured_on.startswith(f"errors in float64 on {verify_module.MIN_FLOAT64_INPUTS} of its 202")
+    assert check.adversarial["steps"] == 5 and check.adversarial["starts"] >= 2
+    assert check.max_output_error <= full.max_output_error and check.bound_holds
+    assert check.agreement == full.agreement  # on every input, in float32 here
 
 
 @pytest.mark.parametrize("case", ["mlp-signed", "cnn-signed"])
@@ -683,7 +684,7 @@ def test_conv1d_is_a_conv2d_with_a_one_row_kernel():
         assert torch.allclose(c.folded(x), f, atol=1e-12)
         assert float((f - c.pruned(x)).abs().max()) <= 1e-3 * float(f.abs().max())
     check = verify(c, None, samples=64, adversarial=2)
-    assert check["bound_holds"] and "linear relaxation" in check["bound_method"]
+    assert check.bound_holds and "linear relaxation" in check.bound_method
 
 
 @pytest.mark.parametrize("case", ["mlp-signed", "cnn-signed"])

@@ -14,7 +14,7 @@ from models.bounds import IBP_METHOD, certified_bound
 from models.construct import ConstructOptions, construct
 from models.crown import Relaxation, attach_sums, chain, crown_bound, interval_step
 from models.problems import kept_sums
-from models.verify import domain_samples, verify
+from models.verify import verify
 
 from .nets import chain_cnn, shifted_output, tiny_cnn, tiny_mlp
 
@@ -36,9 +36,8 @@ def _build(case, n=3):
 def _inputs(shape, domain, seed=3):
     """Uniform samples, random vertices of the box and its two constant corners."""
     gen = torch.Generator().manual_seed(seed)
-    lo, hi = domain
-    vertices = torch.where(torch.rand((1000, *shape), generator=gen) < 0.5, lo, hi)
-    return torch.cat([domain_samples(shape, domain, 3000, seed), vertices]).double()
+    vertices = torch.where(torch.rand((1000, *shape), generator=gen) < 0.5, domain.lo, domain.hi)
+    return torch.cat([domain.samples(shape, 3000, seed), vertices]).double()
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -54,11 +53,11 @@ def test_bound_holds_on_every_input_tried_and_is_tighter_than_intervals(case):
     assert 0 < adv <= float(per_output.max())
     ibp = certified_bound(c.folded, c.layers, [lambda s=s: (s.weight_error, s.bias_error) for s in c.solutions],
                           c.input_shape, c.domain)
-    assert ibp["method"] == IBP_METHOD
-    assert float(per_output.max()) < 0.9 * ibp["bound"]
+    assert ibp.method == IBP_METHOD
+    assert float(per_output.max()) < 0.9 * ibp.bound
     check = verify(c, None, samples=64, adversarial=4)  # what verify reports: the smaller, per output
-    assert check["certified_bound"] == pytest.approx(min(float(per_output.max()), ibp["bound"]), rel=1e-6)
-    assert "CROWN" in check["bound_method"] and check["bound_holds"]
+    assert check.certified_bound == pytest.approx(min(float(per_output.max()), ibp.bound), rel=1e-6)
+    assert "CROWN" in check.bound_method and check.bound_holds
 
 
 @pytest.mark.parametrize("case", ["mlp-signed", "cnn-nonneg", "cnn-signed"])
@@ -102,7 +101,7 @@ def test_graphs_that_are_not_a_chain_keep_interval_propagation(make, shape):
     c = construct(make(), shape, (0.0, 1.0), ConstructOptions.from_kwargs(n=3, workers=1, progress=False))
     assert chain(c.folded, c.layers, shape) is None  # a residual add; a constant added to the output
     check = verify(c, None, samples=32, adversarial=2)
-    assert check["bound_method"] == IBP_METHOD and check["certified_bound"] == check["interval_bound"]
+    assert check.bound_method == IBP_METHOD and check.certified_bound == check.interval_bound
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -67,3 +67,34 @@ def test_no_import_cycles():
     for m in sorted(edges):
         if m not in state:
             visit(m)
+
+
+#: the size limits of the code outside tests: a file, and a function other than a numba kernel
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 450, 80
+
+
+def _numba_kernel(node: ast.FunctionDef) -> bool:
+    def name(d: ast.expr) -> str:
+        return ast.unparse(d.func if isinstance(d, ast.Call) else d)
+    return any(name(d).split(".")[-1] in ("njit", "jit", "vectorize", "guvectorize") for d in node.decorator_list)
+
+
+def _oversized() -> list[str]:
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            text = path.read_text()
+            where = path.relative_to(ROOT)
+            if text.count("\n") > MAX_FILE_LINES:
+                found.append(f"{where}: {text.count(chr(10))} lines")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not _numba_kernel(node):
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > MAX_FUNCTION_LINES:
+                        found.append(f"{where}:{node.lineno} {node.name}: {lines} lines")
+    return found
+
+
+def test_no_file_or_function_over_the_size_limits():
+    """No file over 450 lines outside tests, no function over 80 lines outside numba kernels."""
+    assert _oversized() == []

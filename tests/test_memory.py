@@ -10,6 +10,7 @@ import torch
 
 from models.cli import main
 from models.construct import ConstructOptions, construct, propagate_shapes
+from models.domain import InputDomain
 from models.trace import trace_target
 from models.memory import GIB, MemoryPlanError, plan
 from models.verify import verify
@@ -21,7 +22,7 @@ def _specs(model, shape, options=ConstructOptions()):
     from models.construct import make_spec
 
     folded, layers = trace_target(model, input_nonneg=True)
-    shapes = propagate_shapes(folded, shape)
+    shapes = propagate_shapes(folded, shape, InputDomain(0.0, 1.0))
     return layers, [make_spec(l, i, options, shapes[l.name][0]) for i, l in enumerate(layers)], shapes
 
 
@@ -48,7 +49,7 @@ def test_a_smaller_verification_batch_gives_the_same_verification():
     c.plan.verify_batch = c.plan.materialised_batch = 7
     small = verify(c, None, samples=100)
     for key in ("max_output_error", "mean_output_error"):  # float64 matrix products: batch-dependent rounding only
-        assert small[key] == pytest.approx(full[key], rel=1e-12, abs=1e-15)
+        assert getattr(small, key) == pytest.approx(getattr(full, key), rel=1e-12, abs=1e-15)
 
 
 def test_a_run_over_budget_is_refused_before_solving(tmp_path, capsys):

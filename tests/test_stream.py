@@ -103,7 +103,7 @@ def test_the_pruned_network_holds_masks_as_bits_and_regenerates_its_values(case,
     import models.pruned as pruned
     from models.construct import ConstructOptions, construct
     from models.random_net import generate
-    from models.verify import domain_samples
+    from models.domain import domain_samples
 
     from . import nets
 

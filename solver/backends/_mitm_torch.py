@@ -34,6 +34,27 @@ def bytes_per_problem(n: int) -> int:
     return 8 * (4 * (1 << h_right) + 8 * (1 << h_left))
 
 
+def _sorted_groups(right: torch.Tensor, size_r: torch.Tensor, h_right: int,
+                   grouped: bool) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """The right half's sums sorted per row, as (size, sorted sums, subset codes): one group of all
+    subsets, or (``grouped``: min-size or a size cap) one group per subset size. The subsets are
+    grouped by size by a fixed permutation of their codes, the same for every row, so group k is a
+    slice of it sorted per row."""
+    if not grouped:
+        v, idx = torch.sort(right, dim=1)
+        return [(0, v, idx)]
+    by_size = torch.sort(size_r, stable=True).indices
+    vals = right[:, by_size]
+    groups = []
+    lo = 0
+    for k in range(h_right + 1):
+        hi = lo + math.comb(h_right, k)
+        v, idx = torch.sort(vals[:, lo:hi], dim=1)
+        groups.append((k, v, by_size[lo:hi][idx]))
+        lo = hi
+    return groups
+
+
 @torch.no_grad()
 def mitm_torch(
     targets: torch.Tensor,
@@ -58,21 +79,7 @@ def mitm_torch(
     right = coeffs[:, h_left:] @ bits_r.T  # (b, 2^hR)
     grouped = objective == MIN_SIZE or max_size is not None
 
-    if grouped:
-        # Group the right subsets by size (a fixed permutation of subset codes, the same for
-        # every row) and sort each group's sums per row: group k is then a sorted slice.
-        by_size = torch.sort(size_r, stable=True).indices
-        vals = right[:, by_size]
-        groups = []
-        lo = 0
-        for k in range(h_right + 1):
-            hi = lo + math.comb(h_right, k)
-            v, idx = torch.sort(vals[:, lo:hi], dim=1)
-            groups.append((k, v, by_size[lo:hi][idx]))
-            lo = hi
-    else:
-        v, idx = torch.sort(right, dim=1)
-        groups = [(0, v, idx)]
+    groups = _sorted_groups(right, size_r, h_right, grouped)
 
     query = targets[:, None] - left  # (b, 2^hL): right sum sought for each left subset
     inf = torch.tensor(math.inf, dtype=torch.float64, device=device)
