@@ -54,6 +54,23 @@ def adversarial_search(c: PrunedNetwork, target64: torch.nn.Module | None = None
     rand = max(restarts - sum(len(s) for s in starts), 0)
     starts.append(torch.rand((rand, *shape), generator=gen) * (hi - lo) + lo)
     x0 = torch.cat(starts).double()
+    candidates, err = ascend(c, target64, network, x0, lo, hi, steps, batch)
+    j = int(err.argmax())
+    best_err, best_x = float(err[j]), candidates[j:j + 1].clone()
+    return {"adversarial_output_error": best_err, "witness": best_x, "starts": len(x0), "steps": steps,
+            "seed": seed, "seconds": time.perf_counter() - start}
+
+
+def ascend(c: PrunedNetwork, target64: torch.nn.Module, network: torch.nn.Module, x0: torch.Tensor,
+           lo: float | torch.Tensor, hi: float | torch.Tensor, steps: int,
+           batch: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projected signed-gradient ascent of |f - g| from each start of ``x0`` (float64) within [lo, hi]
+    (numbers: the domain; tensors shaped as ``x0``: a box per start), in float32, ``batch`` starts at
+    a time; returns (candidates, their float64 errors): the starts, then per start the point of its
+    path with the largest float32 error."""
+    flat = bool(torch.as_tensor(hi - lo).max() == 0)
+    boxes = torch.is_tensor(lo)
+    lo32, hi32 = (lo.float(), hi.float()) if boxes else (lo, hi)
     target32 = in_float32(target64, c.layers)
     # the materialised network evaluates float32 inputs in float32 as it is (its values are float32)
     pruned = network if network is c.pruned else in_float32(network, c.layers)
@@ -70,18 +87,19 @@ def adversarial_search(c: PrunedNetwork, target64: torch.nn.Module | None = None
         for i in range(0, len(x0), batch):
             x = x0[i:i + batch].float()
             best, best_x = torch.full((len(x),), -1.0), x.clone()
-            step = 0.1 * (hi - lo)
+            lo_i, hi_i = (lo32[i:i + batch], hi32[i:i + batch]) if boxes else (lo, hi)
+            step = 0.1 * (hi_i - lo_i)
             for k in range(steps + 1):
                 x.requires_grad_(True)
                 err = _errors(target32, pruned, x)
                 with torch.no_grad():
                     better = err.detach() > best
                     best[better], best_x[better] = err.detach()[better], x.detach()[better]
-                if k == steps or hi == lo:
+                if k == steps or flat:
                     break
                 (grad,) = torch.autograd.grad(err.sum(), x)
                 with torch.no_grad():
-                    x = (x + step * grad.sign()).clamp(lo, hi)
+                    x = (x + step * grad.sign()).clamp(lo_i, hi_i)
                 if (k + 1) % max(steps // 5, 1) == 0:
                     step /= 2
             found.append(best_x.double())
@@ -90,12 +108,11 @@ def adversarial_search(c: PrunedNetwork, target64: torch.nn.Module | None = None
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
     candidates = torch.cat(found)
+    if boxes:  # float32 steps may round past a box's float64 edges: the witnesses stay inside
+        candidates = torch.maximum(torch.minimum(candidates, torch.cat([hi, hi])), torch.cat([lo, lo]))
     with torch.no_grad():  # every candidate measured in float64: the reported error is exact
         err = torch.cat([_errors(target64, network, candidates[i:i + batch]) for i in range(0, len(candidates), batch)])
-    j = int(err.argmax())
-    best_err, best_x = float(err[j]), candidates[j:j + 1].clone()
-    return {"adversarial_output_error": best_err, "witness": best_x, "starts": len(x0), "steps": steps,
-            "seed": seed, "seconds": time.perf_counter() - start}
+    return candidates, err
 
 
 def _token_search(c: PrunedNetwork, target64, network, seeds, restarts: int, steps: int, seed: int) -> dict[str, Any]:

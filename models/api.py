@@ -33,6 +33,7 @@ from .report import build_report
 from .target import load_target, target_sha256
 from .ticket import TicketError, rebuild
 from .ticket import load_ticket as read_ticket
+from .local import check_radius
 from .verify import Verification, check_inputs_for, verify
 
 
@@ -56,11 +57,14 @@ class Ticket:
     def target(self) -> nn.Module:
         return self.network.target
 
-    def verify(self, data: Dataset | str | None = None, samples: int = 512, adversarial: int = 16) -> Verification:
+    def verify(self, data: Dataset | str | None = None, samples: int = 512, adversarial: int = 16,
+               radius: float | None = None) -> Verification:
         """Verify again (on ``data``: a Dataset or a spec such as ``digits``, else the ticket's data or
         ``samples`` points of the input box); returns the verification and keeps it as ``check``."""
         data = _dataset(data) if data is not None else self.data
-        self.check = verify(self.network, data, samples=samples, adversarial=adversarial)
+        if radius is None:  # the radius the ticket was verified at, when it records one
+            radius = (self.report.get("local_certificates") or {}).get("radius")
+        self.check = verify(self.network, data, samples=samples, adversarial=adversarial, radius=radius)
         return self.check
 
     def save(self, directory: str | Path, force: bool = False, export: bool = False) -> Path:
@@ -115,6 +119,7 @@ def _dataset(data: Dataset | str | None) -> Dataset | None:
 def build_ticket(module: nn.Module, input_shape: tuple[int, ...], domain: tuple[float, float] = (0.0, 1.0), *,
                  data: Dataset | str | None = None, variant: str = "fanout", memory_limit: int | None = None,
                  arch: str | None = None, name: str | None = None, samples: int = 512, adversarial: int = 16,
+                 radius: float | None = None,
                  options: ConstructOptions | None = None, store=None, target: dict[str, Any] | None = None,
                  **settings: Any) -> Ticket:
     """Construct the pruned random network that computes ``module`` and verify it.
@@ -133,6 +138,7 @@ def build_ticket(module: nn.Module, input_shape: tuple[int, ...], domain: tuple[
             instead of a pickled module.
         name: the target's name in the report (default: its class name).
         samples, adversarial: domain samples and adversarial starts of the verification.
+        radius: the l_inf radius of local certificates around each verified input (None: none).
         options: the settings as one :class:`models.options.ConstructOptions` (or as keywords:)
         store: a :class:`solver.store.ChunkStore` keeping solved chunks (a resumable run).
         target: the report's description of the target (``lottery solve`` gives its file's).
@@ -148,6 +154,7 @@ def build_ticket(module: nn.Module, input_shape: tuple[int, ...], domain: tuple[
         models.memory.MemoryPlanError: the run cannot fit ``memory_limit``.
         ValueError, TypeError: an option is invalid (named, with what is expected).
     """
+    check_radius(radius)  # before any solving
     if not isinstance(module, nn.Module):
         raise TypeError(f"`module` must be an nn.Module; got {type(module).__name__}")
     start = time.perf_counter()
@@ -157,7 +164,7 @@ def build_ticket(module: nn.Module, input_shape: tuple[int, ...], domain: tuple[
         raise TypeError(f"pass the settings as `options` or as keywords, not both; got options and {sorted(settings)}")
     options = options if options is not None else ConstructOptions.from_kwargs(**settings)
     c = construct(module, tuple(input_shape), domain, options, variant, store, memory_limit)
-    check = verify(c, dataset, samples=samples, adversarial=adversarial)
+    check = verify(c, dataset, samples=samples, adversarial=adversarial, radius=radius)
     desc = target or {"name": name or type(module).__name__, "arch": arch, "source": "python", "sha256": None,
                       "loaded": []}
     report = build_report(c, check, target_desc=desc, data_spec=data if isinstance(data, str) else None,

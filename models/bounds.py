@@ -25,7 +25,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .domain import InputDomain
+from .domain import Box
 from .fxgraph import data_dependent, with_modules
 from .layers import TargetLayer
 from .rules import AS_IS, Bound, Const, NoBoundRule, call_for
@@ -184,10 +184,24 @@ class CertifiedBound:
         return asdict(self)
 
 
+def interval_bounds(target: fx.GraphModule, layers: list[TargetLayer],
+                    errors: list[Callable[[], tuple[np.ndarray, np.ndarray | None]]], box: Box) -> tuple[Bound, torch.Tensor]:
+    """Interval propagation over every region of ``box`` at once: the output's :class:`Bound`
+    (regions first) and the float64 rounding slack to add to its delta. Raises :class:`NoBoundRule`
+    for an op without a rule."""
+    gm = with_modules(target, {layer.name: _BoundLayer(layer, e) for layer, e in zip(layers, errors)})
+    with torch.no_grad():
+        out = _BoundInterpreter(gm).run(Bound(box.lo, box.hi, torch.zeros_like(box.lo)))
+    if not isinstance(out, Bound):  # an output no input reaches: computed alike by both networks
+        out = Bound(out, out, torch.zeros_like(out))
+    return out, ROUNDING_SLACK * (1.0 + torch.maximum(out.lo.abs(), out.hi.abs()))
+
+
 def certified_bound(target: fx.GraphModule, layers: list[TargetLayer],
                     errors: list[Callable[[], tuple[np.ndarray, np.ndarray | None]]],
-                    input_shape: tuple[int, ...], domain: InputDomain) -> CertifiedBound:
-    """Upper bound on max over the domain box of |f(x) - g(x)| per output, and its maximum.
+                    box: Box) -> CertifiedBound:
+    """Upper bound on max over the box (one region: the domain, or a ball) of |f(x) - g(x)| per
+    output, and its maximum.
 
     ``errors`` holds per layer (aligned with ``layers``) a function returning its (weight_error,
     bias_error), called when the propagation reaches the layer (a layer's errors at a time).
@@ -195,18 +209,13 @@ def certified_bound(target: fx.GraphModule, layers: list[TargetLayer],
     smaller. Where an op of the target has no rule (:class:`NoBoundRule`), there is no bound and the
     reason names the op.
     """
-    gm = with_modules(target, {layer.name: _BoundLayer(layer, e) for layer, e in zip(layers, errors)})
-    lo, hi = domain.corners(input_shape)
-    with torch.no_grad():
-        try:
-            out = _BoundInterpreter(gm).run(Bound(lo, hi, torch.zeros_like(lo)))
-        except NoBoundRule as exc:
-            why = f"no bound rule for {str(exc).splitlines()[0]}"  # (fx's interpreter appends the graph)
-            return CertifiedBound.none(why)
-    if not isinstance(out, Bound):  # an output no input reaches: computed alike by both networks
-        out = Bound(out, out, torch.zeros_like(out))
-    magnitude = torch.maximum(out.lo.abs(), out.hi.abs())
-    slack = ROUNDING_SLACK * (1.0 + magnitude)
+    if len(box) != 1:
+        raise ValueError(f"certified_bound bounds one region; got {len(box)} (interval_bounds takes several)")
+    try:
+        out, slack = interval_bounds(target, layers, errors, box)
+    except NoBoundRule as exc:
+        why = f"no bound rule for {str(exc).splitlines()[0]}"  # (fx's interpreter appends the graph)
+        return CertifiedBound.none(why)
     per_output = out.delta + slack
     return CertifiedBound(bound=float(per_output.max()), per_output=per_output.reshape(-1).tolist(),
                           slack=slack.reshape(-1).tolist(), output_range=[float(out.lo.min()), float(out.hi.max())],

@@ -169,6 +169,10 @@ def add_solve_arguments(p: argparse.ArgumentParser) -> None:
         add_option_arguments(p.add_argument_group(OPTION_GROUPS[cls]), cls)
     p.add_argument("--data", help="digits | digits28 (digits upsampled to 28x28) | mnist:DIR | none "
                                   "(default: digits for the embedded target, else none)")
+    p.add_argument("--radius", type=float, default=None,
+                   help="l_inf radius R >= 0 of local certificates: the certified sup of |f - g| over the ball of "
+                        "radius R around each verified input, clipped to the input domain (e.g. 1/255 of [0, 1] "
+                        "pixels: 0.00392; 0: at the inputs themselves; default: none)")
     p.add_argument("--normalize", type=_numbers(float, 2), help="MEAN,STD applied to MNIST pixels after scaling to [0,1]")
     p.add_argument("--input-domain", type=_domain,
                    help="nonneg (= [0,1]) | signed (= [-1,1]) | LO,HI: the box the certified "
@@ -211,7 +215,7 @@ def _job(args: argparse.Namespace) -> Job:
                input_shape=args.input_shape, domain=args.input_domain, options=options, variant=args.variant,
                out_dir=args.out or Path("runs") / name, force=args.force, resume=args.resume, export=args.export,
                max_abs_weight=math.inf if args.allow_large_weights else MAX_ABS_WEIGHT, memory_budget=args.memory_limit,
-               state_dict_key=args.state_dict_key)
+               state_dict_key=args.state_dict_key, radius=args.radius)
 
 
 def run_solve(args: argparse.Namespace) -> int:

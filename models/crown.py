@@ -27,12 +27,16 @@ layer after another (interval propagation first, each replaced by the tighter ba
 nodes wider than :data:`MAX_NEURONS` keep the interval bounds). Handles targets that are a chain
 of Linear/Conv2d, ReLU, non-overlapping max pooling and linear parameter-free ops (flatten, view,
 reshape, average pooling, dropout, identity); anything else returns None and interval
-propagation alone is used.
+propagation alone is used. The box is the whole domain or a ball around an input
+(:mod:`models.local`: :func:`crown_regions`, tightening only the unstable ReLUs); the per-op
+relaxations are in :mod:`models.relaxations`.
 """
 
 from __future__ import annotations
 
+import math
 import operator
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -43,8 +47,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .bounds import CertifiedBound, affine_interval
-from .domain import InputDomain
+from .domain import Box
 from .layers import TargetLayer
+from .relaxations import dot, pool_error, pool_target, relu_error, relu_target
 from .rules import call_for
 
 #: intermediate nodes with more neurons keep their interval bounds (the backward passes cost O(neurons))
@@ -184,74 +189,18 @@ def _vjp(fn: Callable[[torch.Tensor], torch.Tensor], in_shape: tuple[int, ...], 
     return g
 
 
-def _dot(lam: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Per functional: lam[k] . t (t without the batch dimension)."""
-    return (lam * t.unsqueeze(0)).flatten(1).sum(1)
-
-
-def _window_choice(l: torch.Tensor, u: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per pooling window: the index (flattened H*W) of the element with the largest lower bound,
-    whether it dominates (its lower bound >= every other element's upper bound), and max u."""
-    lo_max, idx = F.max_pool2d(l.unsqueeze(0), k, return_indices=True)
-    others = u.clone().flatten(-2)
-    others.scatter_(-1, idx[0].flatten(-2), float("-inf"))
-    other_max = F.max_pool2d(others.view_as(u).unsqueeze(0), k)[0]
-    return idx[0], lo_max[0] >= other_max, F.max_pool2d(u.unsqueeze(0), k)[0]
-
-
-def _scatter_to_window(coeff: torch.Tensor, idx: torch.Tensor, in_shape: tuple[int, ...]) -> torch.Tensor:
-    out = torch.zeros((coeff.shape[0], in_shape[0], in_shape[1] * in_shape[2]), dtype=coeff.dtype)
-    out.scatter_add_(-1, idx.flatten(-2).unsqueeze(0).expand(coeff.shape[0], -1, -1), coeff.flatten(-2))
-    return out.view(coeff.shape[0], *in_shape)
-
-
-def relu_target(lam: torch.Tensor, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lam_in, const) with lam . relu(z) <= lam_in . z + const for every z in [l, u]: the
-    triangle's upper side where lam > 0, slope 0 or 1 (the closer) below where lam < 0."""
-    active, inactive = l >= 0, u <= 0
-    unstable = ~(active | inactive)
-    width = torch.where(unstable, u - l, torch.ones_like(u))
-    up_slope = torch.where(active, 1.0, torch.where(unstable, u / width, 0.0))
-    up_icpt = torch.where(unstable, -up_slope * l, 0.0)
-    low_slope = torch.where(active | (unstable & (u > -l)), 1.0, 0.0)
-    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
-    return pos * up_slope + neg * low_slope, _dot(pos, up_icpt)
-
-
-def pool_target(lam: torch.Tensor, l: torch.Tensor, u: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lam_in, const) with lam . maxpool(z) <= lam_in . z + const on [l, u]: maxpool >= z[idx] (idx: the
-    largest lower bound) where lam < 0; = z[idx] where that element dominates, else <= max u."""
-    idx, dominant, u_max = _window_choice(l, u, k)
-    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
-    return (_scatter_to_window(torch.where(dominant, pos, 0.0) + neg, idx, tuple(l.shape)),
-            _dot(torch.where(dominant, 0.0, pos), u_max))
-
-
-def relu_error(rho: torch.Tensor, l: torch.Tensor, u: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rho_in, const) with rho . (relu(z + d) - relu(z)) <= rho_in . d + const for z in [l, u],
-    |d| <= delta: exact where the neuron is on (or off) for every such z + d, else d / 2 carried
-    and |d| / 2 <= delta / 2 a remainder."""
-    active, inactive = l - delta >= 0, u + delta <= 0
-    unstable = ~(active | inactive)
-    return (rho * torch.where(active, 1.0, torch.where(unstable, 0.5, 0.0)),
-            _dot(rho.abs(), torch.where(unstable, delta / 2, 0.0)))
-
-
-def pool_error(rho: torch.Tensor, l: torch.Tensor, u: torch.Tensor, delta: torch.Tensor,
-               k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rho_in, const) with rho . (maxpool(z + d) - maxpool(z)) <= rho_in . d + const: the dominant
-    element's error where one dominates for every z + d, else at most the window's largest delta."""
-    idx, dominant, _ = _window_choice(l - delta, u + delta, k)
-    return (_scatter_to_window(torch.where(dominant, rho, 0.0), idx, tuple(l.shape)),
-            _dot(torch.where(dominant, 0.0, rho.abs()), F.max_pool2d(delta.unsqueeze(0), k)[0]))
-
-
 class Relaxation:
     """Backward linear bounds over the chain; ``bounds[i]`` = (l, u, delta) at the input of step i."""
 
-    def __init__(self, steps: list[Step], domain: InputDomain):
+    def __init__(self, steps: list[Step], box: Box, unstable_only: bool = False):
+        """``unstable_only``: tighten only the ReLU inputs interval propagation leaves unstable (on some
+        inputs of the box and off on others, or flipped by the error): the others are exact in the
+        relaxation already, so a small box (a ball around an input) costs its unstable neurons only."""
+        if len(box) != 1:
+            raise ValueError(f"a Relaxation bounds one region; got {len(box)}")
+        self.unstable_only = unstable_only
         self.steps = steps
-        self.domain = domain
+        self.lo, self.hi = box.lo[0], box.hi[0]  # per input coordinate
         self.bounds: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = [None] * (len(steps) + 1)
 
     # --- the target: upper bound of lam . a_i (a_i: the target's value at the input of step i) ---
@@ -261,7 +210,7 @@ class Relaxation:
         for i in range(upto - 1, -1, -1):
             step = self.steps[i]
             if step.kind == "affine":
-                const += _dot(lam, step.fn(torch.zeros((1, *step.in_shape), dtype=torch.float64))[0])
+                const += dot(lam, step.fn(torch.zeros((1, *step.in_shape), dtype=torch.float64))[0])
                 lam = step.layer.apply_transposed(lam, step.layer.weight64(), step.in_shape)
             elif step.kind == "linear":
                 lam = _vjp(step.fn, step.in_shape, lam)
@@ -283,7 +232,7 @@ class Relaxation:
             step = self.steps[i]
             if step.kind == "affine":
                 layer = step.layer
-                const += _dot(rho, step.dbias.reshape(-1, *([1] * (len(self._out_shape(i)) - 1))).expand(self._out_shape(i)))
+                const += dot(rho, step.dbias.reshape(-1, *([1] * (len(self._out_shape(i)) - 1))).expand(self._out_shape(i)))
                 first = all(s.kind != "affine" for s in self.steps[:i])
                 d0 = step.sums[0] - layer.weight
                 mu = layer.apply_transposed(rho, d0, step.in_shape)
@@ -312,19 +261,30 @@ class Relaxation:
         return self.steps[i + 1].in_shape if i + 1 < len(self.steps) else self.out_shape
 
     def maximise(self, on_x: torch.Tensor, on_pos: torch.Tensor, on_neg: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
-        """max over the box of on_x.x + on_pos.x^+ + on_neg.x^- + const, coordinate by coordinate."""
-        lo, hi = self.domain.lo, self.domain.hi
-        points = [lo, hi] + ([0.0] if lo < 0 < hi else [])
-        best = torch.stack([on_x * v + on_pos * max(v, 0.0) + on_neg * max(-v, 0.0) for v in points]).amax(0)
+        """max over the box of on_x.x + on_pos.x^+ + on_neg.x^- + const, coordinate by coordinate: at
+        one of the coordinate's ends or, inside, at the kink 0 (where the value is 0)."""
+        def at(v: torch.Tensor) -> torch.Tensor:
+            return on_x * v + on_pos * v.clamp(min=0.0) + on_neg * (-v).clamp(min=0.0)
+
+        best = torch.maximum(at(self.lo), at(self.hi))
+        inside = (self.lo < 0) & (self.hi > 0)
+        if bool(inside.any()):
+            best = torch.where(inside, best.clamp(min=0.0), best)
         return best.flatten(1).sum(1) + const
 
-    def neuron_bounds(self, upto: int, error: bool) -> torch.Tensor:
-        """Upper bounds of +-(each neuron) at the input of step ``upto`` (or the output): (2, *shape)."""
+    def neuron_bounds(self, upto: int, error: bool, needed: torch.Tensor | None = None) -> torch.Tensor:
+        """Upper bounds of +-(each neuron) at the input of step ``upto`` (or the output): (2, *shape);
+        with ``needed`` (a bool mask of the neurons) only those, the others +inf (no bound)."""
         shape = self.steps[upto].in_shape if upto < len(self.steps) else self.out_shape
         count = int(np.prod(shape))
-        out = torch.empty(2 * count, dtype=torch.float64)
-        for start in range(0, 2 * count, CHUNK):
-            rows = torch.arange(start, min(2 * count, start + CHUNK))
+        if needed is None:
+            out, every = torch.empty(2 * count, dtype=torch.float64), torch.arange(2 * count)
+        else:
+            out = torch.full((2 * count,), math.inf, dtype=torch.float64)
+            picked = torch.nonzero(needed.reshape(-1)).flatten()
+            every = torch.cat([picked, picked + count])
+        for start in range(0, len(every), CHUNK):
+            rows = every[start:start + CHUNK]
             lam = torch.zeros((len(rows), count), dtype=torch.float64)
             lam[torch.arange(len(rows)), rows % count] = torch.where(rows < count, 1.0, -1.0).double()
             lam = lam.view(len(rows), *shape)
@@ -339,10 +299,8 @@ class Relaxation:
         """Bounds at every nonlinearity's input (interval bounds tightened by the backward ones),
         then the per-output error bound (upper bound of |g - f| per output)."""
         self.out_shape = out_shape
-        lo, hi = self.domain.lo, self.domain.hi
         shape = self.steps[0].in_shape
-        cur = (torch.full(shape, float(lo), dtype=torch.float64), torch.full(shape, float(hi), dtype=torch.float64),
-               torch.zeros(shape, dtype=torch.float64))
+        cur = (self.lo.reshape(shape).clone(), self.hi.reshape(shape).clone(), torch.zeros(shape, dtype=torch.float64))
         for i, step in enumerate(self.steps):
             # right after a ReLU (max pooling of its output) its interval image of the bounds at its input is
             # kept: no backward bound is tighter per neuron (for relu(z): slopes 0/1 below, the triangle's upper
@@ -350,11 +308,12 @@ class Relaxation:
             after_relu = i > 0 and self.steps[i - 1].kind == "relu"
             if step.kind in ("relu", "maxpool") and int(np.prod(step.in_shape)) <= MAX_NEURONS and not after_relu:
                 l, u = cur[0], cur[1]
+                relu = step.kind == "relu" and self.unstable_only
                 if sum(s.kind == "affine" for s in self.steps[:i]) >= 2:  # after one layer intervals are exact
-                    t = self.neuron_bounds(i, error=False)
+                    t = self.neuron_bounds(i, error=False, needed=((l < 0) & (u > 0)) if relu else None)
                     l, u = torch.maximum(cur[0], -t[1]), torch.minimum(cur[1], t[0])
                 self.bounds[i] = (l, u, cur[2])
-                e = self.neuron_bounds(i, error=True)
+                e = self.neuron_bounds(i, error=True, needed=((l < cur[2]) & (u > -cur[2])) if relu else None)
                 cur = (l, u, torch.minimum(cur[2], torch.maximum(e[0], e[1]).clamp(min=0)))
             self.bounds[i] = cur
             cur = interval_step(step, *cur)
@@ -395,28 +354,55 @@ def attach_sums(steps: list[Step], layers: list[TargetLayer], sums: list[tuple[l
 
 
 def crown_bound(target: fx.GraphModule, layers: list[TargetLayer], kept: Callable[[], list],
-                input_shape: tuple[int, ...], domain: InputDomain) -> torch.Tensor | None:
+                box: Box) -> torch.Tensor | None:
     """Per-output upper bound on sup over the box of |f(x) - g(x)|, or None when the target is not
     a chain this module handles. ``kept``: returns per layer the kept sums per sign group and kept
     bias (:func:`models.problems.kept_sums`), aligned with ``layers``; called only for a chain."""
+    prepared = _prepare(target, layers, kept, box.input_shape)
+    if prepared is None:
+        return None
+    steps, out_shape = prepared
+    with torch.no_grad():
+        return Relaxation(steps, box).run(interval_step, out_shape)
+
+
+def _prepare(target: fx.GraphModule, layers: list[TargetLayer], kept: Callable[[], list],
+             input_shape: tuple[int, ...]) -> tuple[list[Step], tuple[int, ...]] | None:
+    """The chain's steps with their kept sums, and the output's shape; None when not a chain."""
     steps = chain(target, layers, input_shape)
     if steps is None:
         return None
     attach_sums(steps, layers, kept())
     with torch.no_grad():
         out = target(torch.zeros((1, *input_shape), dtype=torch.float64))
-    relax = Relaxation(steps, domain)
+    return steps, tuple(out.shape[1:])
+
+
+def crown_regions(target: fx.GraphModule, layers: list[TargetLayer], kept: Callable[[], list], box: Box,
+                  deadline: float) -> list[torch.Tensor] | None:
+    """:func:`crown_bound` of each region of ``box`` in turn (the unstable neurons only: see
+    :class:`Relaxation`) until ``time.perf_counter()`` passes ``deadline`` (at least one region);
+    None when the target is not a chain."""
+    prepared = _prepare(target, layers, kept, box.input_shape)
+    if prepared is None:
+        return None
+    steps, out_shape = prepared
+    found = []
     with torch.no_grad():
-        return relax.run(interval_step, tuple(out.shape[1:]))
+        for i in range(len(box)):
+            if found and time.perf_counter() > deadline:
+                break
+            found.append(Relaxation(steps, box.region(i), unstable_only=True).run(interval_step, out_shape))
+    return found
 
 
 def tighten(interval: CertifiedBound, target: fx.GraphModule, layers: list[TargetLayer], kept: Callable[[], list],
-            input_shape: tuple[int, ...], domain: InputDomain) -> CertifiedBound:
+            box: Box) -> CertifiedBound:
     """The interval bound (:func:`models.bounds.certified_bound`) replaced per output by the linear
     relaxation's (plus the same rounding slack) where that is smaller; both are sound."""
     if interval.bound is None:  # an op without a rule: no bound at all
         return interval
-    tight = crown_bound(target, layers, kept, input_shape, domain)
+    tight = crown_bound(target, layers, kept, box)
     if tight is None:
         return interval
     per_output = torch.minimum(torch.tensor(interval.per_output), tight + torch.tensor(interval.slack))

@@ -66,10 +66,15 @@ class InputDomain:
         """One input of zeros, (1, *input_shape): token ids (int64) or float64."""
         return torch.zeros(1, *input_shape, dtype=torch.long if self.tokens else torch.float64)
 
-    def corners(self, input_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The box's lower and upper corners, float64 (1, *input_shape)."""
-        return (torch.full((1, *input_shape), float(self.lo), dtype=torch.float64),
-                torch.full((1, *input_shape), float(self.hi), dtype=torch.float64))
+    def box(self, input_shape: tuple[int, ...]) -> "Box":
+        """The whole domain as one :class:`Box` of inputs of ``input_shape``."""
+        return Box(torch.full((1, *input_shape), float(self.lo), dtype=torch.float64),
+                   torch.full((1, *input_shape), float(self.hi), dtype=torch.float64))
+
+    def balls(self, x: torch.Tensor, radius: float) -> "Box":
+        """The l_inf balls of ``radius`` around each input of ``x`` (batch first), clipped to the domain."""
+        x = x.double()
+        return Box((x - radius).clamp(min=self.lo), (x + radius).clamp(max=self.hi))
 
     def samples(self, input_shape: tuple[int, ...], count: int, seed: int) -> torch.Tensor:
         """The two constant corners and ``count`` uniform samples (float32; token ids: uniform ids, int64)."""
@@ -97,6 +102,31 @@ class InputDomain:
     def to_json(self) -> list[float]:
         """[lo, hi], as the ticket and the report record it."""
         return [self.lo, self.hi]
+
+
+@dataclass(frozen=True)
+class Box:
+    """Regions of inputs a bound covers: per coordinate [lo, hi], float64 (regions, *input_shape):
+    the whole domain (one region) or a ball around each of several inputs."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.lo.shape != self.hi.shape or self.lo.dim() < 1 or not bool((self.lo <= self.hi).all()):
+            raise ValueError(f"a Box needs lo <= hi of one shape (regions, *input_shape); got shapes "
+                             f"{tuple(self.lo.shape)} and {tuple(self.hi.shape)}")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.lo.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.lo)
+
+    def region(self, i: int) -> "Box":
+        """The i-th region alone."""
+        return Box(self.lo[i:i + 1], self.hi[i:i + 1])
 
 
 def domain_samples(input_shape: tuple[int, ...], domain: tuple[float, float], count: int, seed: int,

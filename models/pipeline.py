@@ -48,6 +48,7 @@ class Job:
     max_abs_weight: float = MAX_ABS_WEIGHT  # larger target weights are refused as a damaged file
     memory_budget: int | None = None  # bytes for the whole run; None: a share of the available memory
     state_dict_key: str | None = None  # which state_dict of the checkpoint (None: the one that fits)
+    radius: float | None = None  # local certificates' l_inf radius (None: none)
 
 
 def solve_run(job: Job) -> tuple[dict[str, Any], Verification]:
@@ -80,7 +81,7 @@ def solve_run(job: Job) -> tuple[dict[str, Any], Verification]:
     try:
         rundir.prepare_run_dir(job.out_dir, config, job.force, job.resume)
         store = rundir.open_store(job.out_dir, config)
-        ticket = build_ticket(model, input_shape, domain, data=data, variant=job.variant,
+        ticket = build_ticket(model, input_shape, domain, data=data, variant=job.variant, radius=job.radius,
                               memory_limit=job.memory_budget, options=job.options, store=store, target=target_desc)
     except BaseException:
         if not existed and not rundir.has_solved_chunks(job.out_dir):
@@ -137,7 +138,8 @@ def verify_run(run_dir: Path, data_spec: str | None = None, trust_pickle: bool =
     rounding = diff <= REBUILD_ROUNDING * (1.0 + magnitude)
     normalize = report.get("config", {}).get("normalize")
     data = load_data(data_spec if data_spec is not None else report.get("data"), tuple(normalize) if normalize else None)
-    check = verify(rebuilt, data)
+    radius = (report.get("local_certificates") or {}).get("radius")  # the run's radius (checked by read_report)
+    check = verify(rebuilt, data, radius=radius)
     reported = report["max_output_error"]
     same = abs(check.max_output_error - reported) <= 1e-12 * (1 + reported) or data_spec is not None
     return VerifyOutcome(len(rebuilt.specs), len(inputs), exact, check, reported, same, diff, rounding)

@@ -120,6 +120,7 @@ def build_report(c: PrunedNetwork, check: Verification, *, target_desc: dict[str
         "errors_measured_on": check.measured_on,
         "forms": check.forms,  # which form of the pruned network gave each figure
         "materialised_check": check.materialised,
+        "local_certificates": _local_summary(check),
         **eps_coverage(c),
         "memory": dict(c.memory or {}, peak_rss_mb=peak_rss_mb()),
         "status_counts": _count_statuses(c),
@@ -182,6 +183,12 @@ def fmt(x: float | None) -> str:
     return "none" if x is None else f"{x:.3g}"
 
 
+def _local_summary(check: Verification) -> dict[str, Any] | None:
+    """The local certificates' figures without their per-input lists (the verification holds those)."""
+    local = check.to_json().get("local")
+    return None if local is None else {k: v for k, v in local.items() if k not in ("bound", "found")}
+
+
 def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
     """The report's main figures as (label, value) rows: the top table of report.md and the
     console summary."""
@@ -201,6 +208,14 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
         ratio = f" (certified / adversarial = {r['certified_bound'] / adv:.3g}x)" if adv > 0 and r["certified_bound"] \
             is not None else ""
         rows.append(("adversarial output error (a lower bound on the sup)", fmt(adv) + ratio))
+    local = r.get("local_certificates")
+    if local and "max_bound" in local:
+        rows.append((f"local certified bound over l_inf balls of radius {local['radius']:.3g} around the "
+                     f"{local['inputs']} inputs", f"max {fmt(local['max_bound'])}, median {fmt(local['median_bound'])}; "
+                     f"largest error found inside them {fmt(local['max_found'])}"
+                     + (f" (bound / found median {local['median_ratio']:.3g}x)" if local["median_ratio"] else "")))
+    elif local:
+        rows.append(("local certified bound", f"none ({local['reason']})"))
     if r.get("materialised_check"):
         m = r["materialised_check"]
         rows.append(("materialised vs collapsed form (largest difference, float32 / float64)",

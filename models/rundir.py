@@ -14,6 +14,7 @@ configuration is refused unless ``force``, and ``force`` removes only the files 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -206,9 +207,14 @@ def read_report(path: Path) -> dict[str, Any]:
     normalize = report.get("config", {}).get("normalize") if ok and isinstance(report.get("config"), dict) else None
     ok = ok and (normalize is None or (isinstance(normalize, list) and len(normalize) == 2
                                        and all(isinstance(v, (int, float)) for v in normalize)))
+    local = report.get("local_certificates") if ok else None
+    radius = local.get("radius") if isinstance(local, dict) else None
+    ok = ok and (local is None or isinstance(local, dict)) and (
+        radius is None or isinstance(radius, (int, float)) and not isinstance(radius, bool) and math.isfinite(radius))
     if not ok:
         raise RunDirError(f"{str(path)!r} is malformed or tampered with: it needs max_output_error (a number >= 0), "
-                          f"data (a string or null) and config.normalize (null or [MEAN, STD])")
+                          f"data (a string or null), config.normalize (null or [MEAN, STD]) and "
+                          f"local_certificates.radius (absent or a finite number)")
     return report
 
 

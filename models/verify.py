@@ -42,6 +42,7 @@ from .bounds import CertifiedBound, certified_bound
 from .collapsed import FLOAT32_AGREEMENT, FLOAT64_AGREEMENT, FormMismatchError, collapse, in_float32
 from .crown import tighten
 from .data import Dataset
+from .local import LocalCertificates, check_radius, local_certificates
 from .domain import InputDomain
 from .memory import MAX_VERIFY_BATCH
 from .network import PrunedNetwork
@@ -59,6 +60,8 @@ ADVERSARIAL_SECONDS = 60.0
 MATERIALISED_SECONDS = 10.0
 MIN_MATERIALISED_INPUTS = 8
 MATERIALISED_FLOAT64_INPUTS = 8
+#: the most time for the local certificates' linear relaxation (the interval bounds over every ball come first)
+LOCAL_SECONDS = 30.0
 #: verification plans its optional work (the materialised network beyond its fewest inputs, the
 #: adversarial search) to end within this share of the construction's solve time, each part getting
 #: at least MIN_PLANNED_SECONDS; a rebuilt ticket (no solve time) gets MATERIALISED_SECONDS and
@@ -115,10 +118,9 @@ def _errors_of(solution) -> Callable[[], tuple]:
 def certified(c: PrunedNetwork) -> CertifiedBound:
     """The certified bound over the construction's input box: interval propagation with the weight
     errors, tightened per output by the linear relaxation where that applies (:mod:`models.crown`)."""
-    interval = certified_bound(c.folded, c.layers, [_errors_of(s) for s in c.solutions],
-                               c.input_shape, c.domain)
-    return tighten(interval, c.folded, c.layers, lambda: kept(c),
-                   c.input_shape, c.domain)
+    box = c.domain.box(c.input_shape)
+    interval = certified_bound(c.folded, c.layers, [_errors_of(s) for s in c.solutions], box)
+    return tighten(interval, c.folded, c.layers, lambda: kept(c), box)
 
 
 def _as_many_as_fit(model: nn.Module, x: torch.Tensor, first: int, most: int, seconds: float, batch: int,
@@ -186,13 +188,15 @@ class Verification:
     bound_holds: bool | None
     output_range_observed: list[float]
     seconds: float
-    phase_seconds: dict[str, float]  # collapse, float32, float64, certified_bound, materialised, adversarial
+    phase_seconds: dict[str, float]  # collapse, float32, float64, certified_bound, materialised, local, adversarial
     adversarial_output_error: float | None = None
     witness: torch.Tensor | None = field(default=None, repr=False)
     adversarial: dict[str, Any] | None = None  # the search's settings: starts, steps, seed, seconds
     accuracy: dict[str, float] | None = None  # {"target": ..., "pruned": ...}
     agreement: float | None = None
     near_ties: int | None = None
+    local: LocalCertificates | None = None  # the certificates over a ball around each input
+    local_reason: str | None = None  # why there are none, when there are none
 
     @property
     def certified_bound(self) -> float | None:
@@ -225,6 +229,8 @@ class Verification:
         out.update(bound_holds=self.bound_holds, output_range_observed=self.output_range_observed)
         out.update({k: v for k, v in (("accuracy", self.accuracy), ("agreement", self.agreement),
                                       ("near_ties", self.near_ties)) if v is not None})
+        if self.local is not None or self.local_reason is not None:
+            out["local"] = self.local.to_json() if self.local is not None else {"reason": self.local_reason}
         out.update(seconds=self.seconds, phase_seconds=self.phase_seconds)
         return out
 
@@ -311,11 +317,24 @@ def _forms(m: _Measured, materialised: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def verify(c: PrunedNetwork, data: Dataset | None, samples: int = 512, adversarial: int = 16) -> Verification:
+def _holds(bound: CertifiedBound, worst: float, local: LocalCertificates | str | None) -> bool | None:
+    """Whether every certificate is at least every error seen: the whole domain's bound against the
+    largest error measured or found, each ball's against the error found inside it (None: no bound)."""
+    holds = None if bound.bound is None else bool(worst <= bound.bound)
+    if isinstance(local, LocalCertificates):
+        holds = local.holds and holds is not False
+    return holds
+
+
+def verify(c: PrunedNetwork, data: Dataset | None, samples: int = 512, adversarial: int = 16,
+           radius: float | None = None) -> Verification:
     """Compare target and pruned network on the data (or ``samples`` points of the domain), bound
-    their difference over the whole domain, and search it for a worse input (``adversarial``
-    restarts; 0: no search). See :class:`Verification` for what is returned."""
+    their difference over the whole domain and over the l_inf ball of ``radius`` around each measured
+    input (None: no local certificates; see :mod:`models.local` for a radius to use), and
+    search the domain for a worse input (``adversarial`` restarts; 0: no search). See
+    :class:`Verification` for what is returned."""
     start = time.perf_counter()
+    check_radius(radius)
     if data is not None:
         c.domain.check_data(data)
     x = data.x if data is not None else c.domain.samples(c.input_shape, samples, c.options.seed)
@@ -347,6 +366,11 @@ def verify(c: PrunedNetwork, data: Dataset | None, samples: int = 512, adversari
     wide = c.plan.materialised_batch if c.plan is not None else MAX_VERIFY_BATCH
     materialised = materialised_check(c, m.measured[order], m.g[order], wide, planned(MATERIALISED_SECONDS, 0.5))
     lap("materialised")
+    local = None
+    if radius is not None:
+        local = local_certificates(c, m.measured[order], radius, collapsed, [_errors_of(s) for s in c.solutions],
+                                   lambda: kept(c), planned(LOCAL_SECONDS, 0.5), batch, bound.bound)
+        lap("local")
     worst = float(diff.max())
     found: dict[str, Any] = {}
     if adversarial:
@@ -365,9 +389,10 @@ def verify(c: PrunedNetwork, data: Dataset | None, samples: int = 512, adversari
         inputs=data.name if data is not None else f"{len(x)} samples of the domain", measured_on=measured_on,
         count=len(x), float64_inputs=len(m.measured), max_output_error=float(diff.max()),
         mean_output_error=float(diff[m.mean_rows].mean()), certificate=bound, materialised=materialised,
-        forms=_forms(m, materialised), bound_holds=None if bound.bound is None else bool(worst <= bound.bound),
+        forms=_forms(m, materialised), bound_holds=_holds(bound, worst, local),
         output_range_observed=[float(fa.min()), float(fa.max())], seconds=time.perf_counter() - start,
-        phase_seconds=phases, **found, **_classification(fa, ga, data, float(diff.max())))
+        phase_seconds=phases, local=local if isinstance(local, LocalCertificates) else None,
+        local_reason=local if isinstance(local, str) else None, **found, **_classification(fa, ga, data, float(diff.max())))
 
 
 def check_inputs_for(data: Dataset | None, input_shape: tuple[int, ...], domain: InputDomain, seed: int) -> torch.Tensor:

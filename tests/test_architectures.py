@@ -360,7 +360,7 @@ def test_graph_constants_position_ids_and_scaled_dot_product_attention():
 
     exact = [lambda layer=layer: (np.zeros(tuple(layer.weight.shape)), None if layer.bias is None else np.zeros(layer.d_out))
              for layer in c.layers]
-    assert certified_bound(c.folded, c.layers, exact, (4,), c.domain).bound <= 1e-6
+    assert certified_bound(c.folded, c.layers, exact, c.domain.box((4,))).bound <= 1e-6
 
 
 def test_hugging_face_bert_is_traced_and_constructed():

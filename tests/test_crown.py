@@ -43,7 +43,7 @@ def _inputs(shape, domain, seed=3):
 @pytest.mark.parametrize("case", list(CASES))
 def test_bound_holds_on_every_input_tried_and_is_tighter_than_intervals(case):
     c, sums = _build(case)  # n = 3: errors large enough that a wrong bound shows
-    per_output = crown_bound(c.folded, c.layers, lambda: sums, c.input_shape, c.domain)
+    per_output = crown_bound(c.folded, c.layers, lambda: sums, c.domain.box(c.input_shape))
     x = _inputs(c.input_shape, c.domain)
     target64 = copy.deepcopy(c.target).double().eval()
     with torch.no_grad():
@@ -52,7 +52,7 @@ def test_bound_holds_on_every_input_tried_and_is_tighter_than_intervals(case):
     adv = adversarial_search(c, target64, None, restarts=8, steps=30)["adversarial_output_error"]
     assert 0 < adv <= float(per_output.max())
     ibp = certified_bound(c.folded, c.layers, [lambda s=s: (s.weight_error, s.bias_error) for s in c.solutions],
-                          c.input_shape, c.domain)
+                          c.domain.box(c.input_shape))
     assert ibp.method == IBP_METHOD
     assert float(per_output.max()) < 0.9 * ibp.bound
     check = verify(c, None, samples=64, adversarial=4)  # what verify reports: the smaller, per output
@@ -67,7 +67,7 @@ def test_every_neuron_bound_holds(case):
     c, sums = _build(case)
     steps = chain(c.folded, c.layers, c.input_shape)
     attach_sums(steps, c.layers, sums)
-    relax = Relaxation(steps, c.domain)
+    relax = Relaxation(steps, c.domain.box(c.input_shape))
     with torch.no_grad():
         out_shape = tuple(c.folded(torch.zeros((1, *c.input_shape), dtype=torch.float64)).shape[1:])
         relax.run(interval_step, out_shape)
@@ -109,7 +109,7 @@ def test_each_relaxation_holds_on_samples(seed):
     """relu and max pooling, for the target (lam . phi(z)) and the error (rho . (phi(z + d) - phi(z))):
     the linear bound holds for samples of z in [l, u] and |d| <= delta, windows with and without a
     dominant element, neurons on, off and unstable."""
-    from models.crown import pool_error, pool_target, relu_error, relu_target
+    from models.relaxations import pool_error, pool_target, relu_error, relu_target
 
     gen = torch.Generator().manual_seed(seed)
     shape = (2, 4, 6)

@@ -69,8 +69,12 @@ def test_the_input_domain_owns_boxes_and_token_ranges():
     x = box.samples((3,), 10, seed=0)
     assert x.shape == (12, 3) and x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
     assert torch.equal(x[0], torch.full((3,), -1.0)) and torch.equal(x[1], torch.full((3,), 1.0))
-    lo, hi = box.corners((3,))
-    assert lo.dtype == torch.float64 and float(lo.max()) == -1.0 and float(hi.min()) == 1.0
+    whole = box.box((3,))
+    assert len(whole) == 1 and whole.lo.dtype == torch.float64 and float(whole.lo.max()) == -1.0
+    balls = box.balls(torch.tensor([[0.0, 0.95, -1.0], [0.5, 0.5, 0.5]]), 0.1)  # clipped to the domain
+    assert len(balls) == 2 and balls.input_shape == (3,)
+    assert torch.allclose(balls.lo[0], torch.tensor([-0.1, 0.85, -1.0], dtype=torch.float64))
+    assert torch.allclose(balls.hi[0], torch.tensor([0.1, 1.0, -0.9], dtype=torch.float64))
     with pytest.raises(DataError, match=r"values in \[-2, 0\], outside the declared input domain \[-1, 1\]"):
         box.check_data(Dataset("d", torch.tensor([[-2.0, 0.0]]), torch.zeros(1, dtype=torch.long), (-2.0, 0.0)))
     assert box.describe() == "the input box [-1.0, 1.0]"
