@@ -33,7 +33,7 @@ from .report import build_report
 from .target import load_target, target_sha256
 from .ticket import TicketError, rebuild
 from .ticket import load_ticket as read_ticket
-from .local import check_radius
+from .local import check_radius, recorded_radius
 from .verify import Verification, check_inputs_for, verify
 
 
@@ -63,7 +63,7 @@ class Ticket:
         ``samples`` points of the input box); returns the verification and keeps it as ``check``."""
         data = _dataset(data) if data is not None else self.data
         if radius is None:  # the radius the ticket was verified at, when it records one
-            radius = (self.report.get("local_certificates") or {}).get("radius")
+            radius = recorded_radius(self.report)
         self.check = verify(self.network, data, samples=samples, adversarial=adversarial, radius=radius)
         return self.check
 

@@ -392,7 +392,7 @@ def crown_regions(target: fx.GraphModule, layers: list[TargetLayer], kept: Calla
         for i in range(len(box)):
             if found and time.perf_counter() > deadline:
                 break
-            found.append(Relaxation(steps, box.region(i), unstable_only=True).run(interval_step, out_shape))
+            found.append(Relaxation(steps, box.part(i, i + 1), unstable_only=True).run(interval_step, out_shape))
     return found
 
 

@@ -52,7 +52,7 @@ class InputDomain:
         if not reads_tokens(layers):
             return cls(lo, hi)
         vocab = min(layer.d_in for layer in layers if layer.reads_input)
-        if not (float(lo).is_integer() and float(hi).is_integer() and 0 <= lo <= hi <= vocab - 1):
+        if not (lo.is_integer() and hi.is_integer() and 0 <= lo <= hi <= vocab - 1):
             raise UsageError(f"the target reads token ids (an Embedding of {vocab} rows first), so the input domain "
                              f"must be a range of ids within [0, {vocab - 1}] (--input-domain tokens); got {[lo, hi]}")
         return cls(lo, hi, tokens=True)
@@ -68,8 +68,8 @@ class InputDomain:
 
     def box(self, input_shape: tuple[int, ...]) -> "Box":
         """The whole domain as one :class:`Box` of inputs of ``input_shape``."""
-        return Box(torch.full((1, *input_shape), float(self.lo), dtype=torch.float64),
-                   torch.full((1, *input_shape), float(self.hi), dtype=torch.float64))
+        return Box(torch.full((1, *input_shape), self.lo, dtype=torch.float64),
+                   torch.full((1, *input_shape), self.hi, dtype=torch.float64))
 
     def balls(self, x: torch.Tensor, radius: float) -> "Box":
         """The l_inf balls of ``radius`` around each input of ``x`` (batch first), clipped to the domain."""
@@ -124,9 +124,9 @@ class Box:
     def __len__(self) -> int:
         return len(self.lo)
 
-    def region(self, i: int) -> "Box":
-        """The i-th region alone."""
-        return Box(self.lo[i:i + 1], self.hi[i:i + 1])
+    def part(self, start: int, stop: int) -> "Box":
+        """Regions ``start`` to ``stop`` (exclusive) alone."""
+        return Box(self.lo[start:stop], self.hi[start:stop])
 
 
 def domain_samples(input_shape: tuple[int, ...], domain: tuple[float, float], count: int, seed: int,

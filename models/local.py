@@ -30,7 +30,6 @@ import torch.nn as nn
 from .adversarial import ascend
 from .bounds import interval_bounds
 from .crown import crown_regions
-from .domain import Box
 from .errors import UsageError
 from .network import PrunedNetwork
 from .rules import NoBoundRule
@@ -43,6 +42,11 @@ def check_radius(radius: float | None) -> None:
     """A radius is a number >= 0 (None: no local certificates)."""
     if radius is not None and not (isinstance(radius, (int, float)) and radius >= 0):
         raise UsageError(f"the radius of local certificates must be a number >= 0; got {radius}")
+
+
+def recorded_radius(report: dict[str, Any]) -> float | None:
+    """The radius a run's report records for its local certificates (None: none)."""
+    return (report.get("local_certificates") or {}).get("radius")
 
 
 @dataclass
@@ -85,7 +89,7 @@ def local_certificates(c: PrunedNetwork, x: torch.Tensor, radius: float, collaps
     deltas, slacks = [], []
     try:
         for i in range(0, len(balls), batch):
-            out, slack = interval_bounds(c.folded, c.layers, errors, Box(balls.lo[i:i + batch], balls.hi[i:i + batch]))
+            out, slack = interval_bounds(c.folded, c.layers, errors, balls.part(i, i + batch))
             deltas.append(out.delta.reshape(len(out.delta), -1))
             slacks.append(slack.reshape(len(slack), -1))
     except NoBoundRule as exc:

@@ -25,6 +25,7 @@ from .data import load_data
 from .domain import InputDomain
 from .errors import UsageError
 from .target import HF_ARCH, MAX_ABS_WEIGHT, input_shape_of, load_target, target_sha256
+from .local import recorded_radius
 from .verify import Verification, verify
 
 
@@ -138,8 +139,7 @@ def verify_run(run_dir: Path, data_spec: str | None = None, trust_pickle: bool =
     rounding = diff <= REBUILD_ROUNDING * (1.0 + magnitude)
     normalize = report.get("config", {}).get("normalize")
     data = load_data(data_spec if data_spec is not None else report.get("data"), tuple(normalize) if normalize else None)
-    radius = (report.get("local_certificates") or {}).get("radius")  # the run's radius (checked by read_report)
-    check = verify(rebuilt, data, radius=radius)
+    check = verify(rebuilt, data, radius=recorded_radius(report))  # the run's radius (checked by read_report)
     reported = report["max_output_error"]
     same = abs(check.max_output_error - reported) <= 1e-12 * (1 + reported) or data_spec is not None
     return VerifyOutcome(len(rebuilt.specs), len(inputs), exact, check, reported, same, diff, rounding)

@@ -185,7 +185,7 @@ def fmt(x: float | None) -> str:
 
 def _local_summary(check: Verification) -> dict[str, Any] | None:
     """The local certificates' figures without their per-input lists (the verification holds those)."""
-    local = check.to_json().get("local")
+    local = check.local_json()
     return None if local is None else {k: v for k, v in local.items() if k not in ("bound", "found")}
 
 

@@ -115,11 +115,16 @@ def _errors_of(solution) -> Callable[[], tuple]:
     return lambda: (solution.weight_error, solution.bias_error)
 
 
+def errors(c: PrunedNetwork) -> list[Callable[[], tuple]]:
+    """Per pair a function returning its (weight_error, bias_error), as interval propagation takes them."""
+    return [_errors_of(s) for s in c.solutions]
+
+
 def certified(c: PrunedNetwork) -> CertifiedBound:
     """The certified bound over the construction's input box: interval propagation with the weight
     errors, tightened per output by the linear relaxation where that applies (:mod:`models.crown`)."""
     box = c.domain.box(c.input_shape)
-    interval = certified_bound(c.folded, c.layers, [_errors_of(s) for s in c.solutions], box)
+    interval = certified_bound(c.folded, c.layers, errors(c), box)
     return tighten(interval, c.folded, c.layers, lambda: kept(c), box)
 
 
@@ -215,6 +220,12 @@ class Verification:
         """Why there is no certified bound, when there is none."""
         return self.certificate.reason
 
+    def local_json(self) -> dict[str, Any] | None:
+        """The local certificates as JSON, or why there are none (None: no radius was given)."""
+        if self.local is not None:
+            return self.local.to_json()
+        return None if self.local_reason is None else {"reason": self.local_reason}
+
     def to_json(self) -> dict[str, Any]:
         """The verification as JSON (the witness input left out; figures that do not apply omitted)."""
         out: dict[str, Any] = {
@@ -229,8 +240,8 @@ class Verification:
         out.update(bound_holds=self.bound_holds, output_range_observed=self.output_range_observed)
         out.update({k: v for k, v in (("accuracy", self.accuracy), ("agreement", self.agreement),
                                       ("near_ties", self.near_ties)) if v is not None})
-        if self.local is not None or self.local_reason is not None:
-            out["local"] = self.local.to_json() if self.local is not None else {"reason": self.local_reason}
+        if self.local_json() is not None:
+            out["local"] = self.local_json()
         out.update(seconds=self.seconds, phase_seconds=self.phase_seconds)
         return out
 
@@ -271,13 +282,12 @@ def _measure(c: PrunedNetwork, x: torch.Tensor, collapsed: nn.Module, batch: int
     return _Measured(x, measured, f, g, f32, g32, mean_rows, count, seconds64)
 
 
-def _search(c: PrunedNetwork, m: _Measured, collapsed: nn.Module, adversarial: int, seconds: float,
-            batch: int) -> dict[str, Any]:
-    """The adversarial search from the measured inputs with the largest errors, planned to take about
-    ``seconds``: a step is a forward and a backward (about 3 forwards) per start, so fewer steps, then
-    fewer starts."""
-    per_input = (m.f - m.g).abs().reshape(len(m.measured), -1).amax(dim=1)
-    top = m.measured[per_input.argsort(descending=True)[: adversarial // 2]]
+def _search(c: PrunedNetwork, m: _Measured, order: torch.Tensor, collapsed: nn.Module, adversarial: int,
+            seconds: float, batch: int) -> dict[str, Any]:
+    """The adversarial search from the measured inputs with the largest errors (``order``: the
+    measured inputs, largest errors first), planned to take about ``seconds``: a step is a forward
+    and a backward (about 3 forwards) per start, so fewer steps, then fewer starts."""
+    top = m.measured[order[: adversarial // 2]]
     steps, restarts = 50, adversarial
     affordable = seconds / (3 * max(m.seconds64, 1e-9))
     if restarts * (steps + 1) > affordable:
@@ -368,13 +378,13 @@ def verify(c: PrunedNetwork, data: Dataset | None, samples: int = 512, adversari
     lap("materialised")
     local = None
     if radius is not None:
-        local = local_certificates(c, m.measured[order], radius, collapsed, [_errors_of(s) for s in c.solutions],
+        local = local_certificates(c, m.measured[order], radius, collapsed, errors(c),
                                    lambda: kept(c), planned(LOCAL_SECONDS, 0.5), batch, bound.bound)
         lap("local")
     worst = float(diff.max())
     found: dict[str, Any] = {}
     if adversarial:
-        search = _search(c, m, collapsed, adversarial, planned(ADVERSARIAL_SECONDS), batch)
+        search = _search(c, m, order, collapsed, adversarial, planned(ADVERSARIAL_SECONDS), batch)
         found = {"adversarial_output_error": search.pop("adversarial_output_error"),
                  "witness": search.pop("witness"), "adversarial": search}
         worst = max(worst, found["adversarial_output_error"])
