@@ -171,8 +171,9 @@ def add_solve_arguments(p: argparse.ArgumentParser) -> None:
                                   "(default: digits for the embedded target, else none)")
     p.add_argument("--radius", type=float, default=None,
                    help="l_inf radius R >= 0 of local certificates: the certified sup of |f - g| over the ball of "
-                        "radius R around each verified input, clipped to the input domain (e.g. 1/255 of [0, 1] "
-                        "pixels: 0.00392; 0: at the inputs themselves; default: none)")
+                        "radius R around verified inputs (the largest errors first, as many as the time planned "
+                        "allows), clipped to the input domain, and the certified agreement of the argmax (e.g. "
+                        "1/255 of [0, 1] pixels: 0.00392; 0: at the inputs themselves; default: none)")
     p.add_argument("--normalize", type=_numbers(float, 2), help="MEAN,STD applied to MNIST pixels after scaling to [0,1]")
     p.add_argument("--input-domain", type=_domain,
                    help="nonneg (= [0,1]) | signed (= [-1,1]) | LO,HI: the box the certified "
@@ -246,7 +247,8 @@ def run_verify(args: argparse.Namespace) -> int:
     print(f"rebuilt {out.layers} pairs from {args.run_dir / 'ticket.pt'}; outputs on {out.checked} stored inputs "
           f"bit-exact: {out.bit_exact}" + ("" if out.bit_exact else f" (largest difference {out.largest_difference:.3g}: {how})"))
     print(f"max output error {check.max_output_error:.3g} (report: {out.reported_output_error:.3g}), "
-          f"certified bound {fmt(check.certified_bound)}, bound holds: {check.bound_holds}")
+          f"certified bound {fmt(check.certified_bound)}" + (" (vacuous: more than the target's output spread)" if check.vacuous else "")
+          + f", bound holds: {check.bound_holds}")
     if check.accuracy is not None:
         print(f"accuracy target/pruned {100 * check.accuracy['target']:.2f}% / {100 * check.accuracy['pruned']:.2f}%")
     print("verify: OK" if out.ok else "verify: FAILED")

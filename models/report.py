@@ -110,6 +110,8 @@ def build_report(c: PrunedNetwork, check: Verification, *, target_desc: dict[str
         "max_output_error": check.max_output_error,
         "mean_output_error": check.mean_output_error,
         "certified_bound": check.certified_bound,
+        "certified_bound_vacuous": check.vacuous,
+        "output_range_observed": check.output_range_observed,
         "interval_bound": check.interval_bound,
         "adversarial_output_error": check.adversarial_output_error,
         "adversarial_search": check.adversarial,
@@ -186,7 +188,32 @@ def fmt(x: float | None) -> str:
 def _local_summary(check: Verification) -> dict[str, Any] | None:
     """The local certificates' figures without their per-input lists (the verification holds those)."""
     local = check.local_json()
-    return None if local is None else {k: v for k, v in local.items() if k not in ("bound", "found")}
+    return None if local is None else {k: v for k, v in local.items() if k not in ("bound", "found", "agreed")}
+
+
+def _whole_bound_words(r: dict[str, Any]) -> str:
+    """The whole domain's bound, or "vacuous" where it exceeds the target's own output spread observed."""
+    if not r.get("certified_bound_vacuous"):
+        return fmt(r["certified_bound"])
+    low, high = r["output_range_observed"]
+    return (f"vacuous ({fmt(r['certified_bound'])}: more than the spread of the target's outputs observed, "
+            f"{fmt(high - low)}; see the local certificates, --radius)")
+
+
+def _local_rows(local: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The local certificates' rows of the headline (none when no radius was given)."""
+    if not local:
+        return []
+    if "max_bound" not in local:
+        return [("local certified bound", f"none ({local['reason']})")]
+    rows = [(f"local certified bound over l_inf balls of radius {local['radius']:.3g} around {local['inputs']} of the "
+             f"{local['measured']} inputs", f"max {fmt(local['max_bound'])}, median {fmt(local['median_bound'])}; "
+             f"largest error found inside them {fmt(local['max_found'])}"
+             + (f" (bound / found median {local['median_ratio']:.3g}x)" if local["median_ratio"] else ""))]
+    if local.get("certified_agreement") is not None:
+        rows.append(("certified agreement (argmax proved the same over the ball)",
+                     f"{100 * local['certified_agreement']:.1f}% of {local['inputs']}"))
+    return rows
 
 
 def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
@@ -201,21 +228,14 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str]]:
         *_n_rows(r),
         (f"max / mean output error ({r['verified_on']})", f"{fmt(r['max_output_error'])} / {fmt(r['mean_output_error'])}"
          + (f" ({r['errors_measured_on']})" if r.get("errors_measured_on") else "")),
-        (f"certified bound on sup error over {_domain_words(r)}", fmt(r["certified_bound"])),
+        (f"certified bound on sup error over {_domain_words(r)}", _whole_bound_words(r)),
     ]
     if r.get("adversarial_output_error") is not None:
         adv = r["adversarial_output_error"]
         ratio = f" (certified / adversarial = {r['certified_bound'] / adv:.3g}x)" if adv > 0 and r["certified_bound"] \
             is not None else ""
         rows.append(("adversarial output error (a lower bound on the sup)", fmt(adv) + ratio))
-    local = r.get("local_certificates")
-    if local and "max_bound" in local:
-        rows.append((f"local certified bound over l_inf balls of radius {local['radius']:.3g} around the "
-                     f"{local['inputs']} inputs", f"max {fmt(local['max_bound'])}, median {fmt(local['median_bound'])}; "
-                     f"largest error found inside them {fmt(local['max_found'])}"
-                     + (f" (bound / found median {local['median_ratio']:.3g}x)" if local["median_ratio"] else "")))
-    elif local:
-        rows.append(("local certified bound", f"none ({local['reason']})"))
+    rows.extend(_local_rows(r.get("local_certificates")))
     if r.get("materialised_check"):
         m = r["materialised_check"]
         rows.append(("materialised vs collapsed form (largest difference, float32 / float64)",

@@ -216,6 +216,16 @@ class Verification:
         return self.certificate.method
 
     @property
+    def vacuous(self) -> bool | None:
+        """Whether the whole domain's bound says nothing: it exceeds the spread of the target's own
+        outputs observed on the inputs (max - min), which the true spread over the domain is at least
+        (None: no bound)."""
+        if self.certified_bound is None:
+            return None
+        low, high = self.output_range_observed
+        return self.certified_bound > high - low
+
+    @property
     def certified_bound_reason(self) -> str | None:
         """Why there is no certified bound, when there is none."""
         return self.certificate.reason
@@ -232,7 +242,7 @@ class Verification:
             "inputs": self.inputs, "measured_on": self.measured_on, "count": self.count,
             "float64_inputs": self.float64_inputs, "max_output_error": self.max_output_error,
             "mean_output_error": self.mean_output_error, "certified_bound": self.certified_bound,
-            "interval_bound": self.interval_bound, "bound_method": self.bound_method,
+            "certified_bound_vacuous": self.vacuous, "interval_bound": self.interval_bound, "bound_method": self.bound_method,
             "certified_bound_reason": self.certified_bound_reason, "materialised": self.materialised,
             "forms": self.forms}
         if self.adversarial is not None:

@@ -109,7 +109,7 @@ def test_each_relaxation_holds_on_samples(seed):
     """relu and max pooling, for the target (lam . phi(z)) and the error (rho . (phi(z + d) - phi(z))):
     the linear bound holds for samples of z in [l, u] and |d| <= delta, windows with and without a
     dominant element, neurons on, off and unstable."""
-    from models.relaxations import pool_error, pool_target, relu_error, relu_target
+    from models.relaxations import RELAXATIONS
 
     gen = torch.Generator().manual_seed(seed)
     shape = (2, 4, 6)
@@ -123,16 +123,19 @@ def test_each_relaxation_holds_on_samples(seed):
     d = delta * (2 * torch.rand((4000, *shape), generator=gen, dtype=torch.float64) - 1)
     d[:500] = torch.where(torch.rand((500, *shape), generator=gen) < 0.5, -delta, delta)
     pool = lambda t: F.max_pool2d(t, 2)  # noqa: E731
-    for phi, target_rule, error_rule, out in ((torch.relu, relu_target, lambda r: relu_error(r, l, u, delta), shape),
-                                               (pool, lambda lam, a, b: pool_target(lam, a, b, 2),
-                                                lambda r: pool_error(r, l, u, delta, 2), (2, 2, 3))):
+    for kind, phi, out in (("relu", torch.relu, shape), ("maxpool", pool, (2, 2, 3))):
         lam = torch.randn((5, *out), generator=gen, dtype=torch.float64)
-        lam_in, const = target_rule(lam, l, u)
-        value = (lam[None] * phi(z)[:, None]).flatten(2).sum(-1)  # (samples, functionals)
-        assert torch.all(value <= (lam_in[None] * z[:, None]).flatten(2).sum(-1) + const + 1e-12)
-        rho_in, const = error_rule(lam)
-        value = (lam[None] * (phi(z + d) - phi(z))[:, None]).flatten(2).sum(-1)
-        assert torch.all(value <= (rho_in[None] * d[:, None]).flatten(2).sum(-1) + const + 1e-12)
+        for part in ("target", "error"):
+            coeffs_of, apply = RELAXATIONS[(kind, part)]
+            # one region's coefficients for every functional (a batch of 1), and the same region given
+            # per functional among others (the batch gathered by region): the same bound
+            lam_in, const = apply(lam, coeffs_of(l[None], u[None], delta[None], 2), shape)
+            others = coeffs_of(torch.stack([l - 1, l]), torch.stack([u + 1, u]), torch.stack([delta, delta]), 2)
+            again = apply(lam, [t[torch.ones(5, dtype=torch.long)] for t in others], shape)
+            assert torch.equal(again[0], lam_in) and torch.equal(again[1], const)
+            v = z if part == "target" else d
+            value = (lam[None] * (phi(z) if part == "target" else phi(z + d) - phi(z))[:, None]).flatten(2).sum(-1)
+            assert torch.all(value <= (lam_in[None] * v[:, None]).flatten(2).sum(-1) + const + 1e-12)
 
 
 @pytest.mark.parametrize("make, shape", [
