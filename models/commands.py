@@ -171,8 +171,8 @@ def add_solve_arguments(p: argparse.ArgumentParser) -> None:
                                   "(default: digits for the embedded target, else none)")
     p.add_argument("--radius", type=float, default=None,
                    help="l_inf radius R >= 0 of local certificates: the certified sup of |f - g| over the ball of "
-                        "radius R around verified inputs (the largest errors first, as many as the time planned "
-                        "allows), clipped to the input domain, and the certified agreement of the argmax (e.g. "
+                        "radius R around verified inputs (the largest errors first, as many as fit 30 s, at least "
+                        "one), clipped to the input domain, and the certified agreement of the argmax (e.g. "
                         "1/255 of [0, 1] pixels: 0.00392; 0: at the inputs themselves; default: none)")
     p.add_argument("--normalize", type=_numbers(float, 2), help="MEAN,STD applied to MNIST pixels after scaling to [0,1]")
     p.add_argument("--input-domain", type=_domain,

@@ -5,7 +5,7 @@ deep network's own activations over that box are astronomically wide, so any sou
 is too. Here, for verified inputs x, the certified sup of |f - g| is taken over the l_inf ball of
 radius r around x, clipped to the domain, by the linear relaxation (:func:`models.crown.crown_regions`;
 on a ball few ReLUs are unstable, and only those cost), on the inputs with the largest errors first,
-as many as the time planned allows (the count is reported); a target the relaxation does not handle
+as many as fit the time given (the count is reported); a target the relaxation does not handle
 gets interval propagation (:func:`models.bounds.interval_bounds`) over every ball. Beside it, a
 projected gradient search inside the same balls from each x (:func:`models.adversarial.ascend`)
 gives a proven lower bound per ball, so bound / found says how loose each local certificate can be
@@ -56,7 +56,7 @@ class LocalCertificates:
     """Per certified input (in the order given: largest errors first) the certified bound over its
     ball, the largest error a search inside it found, and whether the argmax is proved the same for
     target and ticket over the whole ball; ``inputs`` of the ``measured`` inputs are certified (the
-    linear relaxation's cost: as many as the time planned allows, the largest errors first)."""
+    linear relaxation's cost: as many as fit the time given, the largest errors first)."""
 
     radius: float
     measured: int
@@ -124,7 +124,7 @@ def local_certificates(c: PrunedNetwork, x: torch.Tensor, radius: float, collaps
     if tight is not None:
         per_output, margin = torch.minimum(out.delta, tight[0]) + slack, tight[1]
         method = (f"linear relaxation over each ball (models/crown.py), on the {count} of the {len(x)} inputs "
-                  "with the largest errors that the time planned allowed")
+                  "with the largest errors that fit the time given")
     else:
         per_output = out.delta + slack
         margin = out.hi - out.lo.gather(1, top[:, None])  # f_j - f_top <= hi_j - lo_top

@@ -8,6 +8,8 @@ functionals, each with its region's coefficients (a batch of 1: one region for a
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -87,7 +89,10 @@ def relu_error(rho, coeffs, in_shape):
 def pool_error_coeffs(l, u, delta, kernel):
     """Per window of z + d: the element that may dominate it, whether it does, and the window's largest delta."""
     idx, dominant, _ = _window_choice(l - delta, u + delta, kernel)
-    return idx, dominant, F.max_pool2d(delta, kernel)
+    floor = F.interpolate(F.max_pool2d(l - delta, kernel), scale_factor=kernel, mode="nearest")
+    floor = F.pad(floor, (0, l.shape[-1] - floor.shape[-1], 0, l.shape[-2] - floor.shape[-2]), value=math.inf)
+    candidate = u + delta >= floor  # may be the window's largest of z + d (or of z)
+    return idx, dominant, F.max_pool2d(torch.where(candidate, delta, 0.0), kernel)
 
 
 def pool_error(rho, coeffs, in_shape):
