@@ -269,3 +269,19 @@ def test_bench_survey_traces_or_refuses_each_torchvision_model(tmp_path, capsys)
     assert rows["vgg16"]["status"] == "skipped" and rows["vgg16"]["params"] == 138_357_544
     assert payload["counts"] == {"traced": 1, "refused": 1, "skipped": 1}
     assert "| swin_t | 28.3 | refused |" in (out / "survey.md").read_text()
+
+
+def test_certificates_bench_local_columns_show_the_rows_figures():
+    import argparse
+
+    from benchmarks.certificates import _local_cells, _radius
+
+    local = {"median_bound": 8e-4, "max_bound": 2e-3, "median_found": 7e-5, "max_found": 1.3e-4, "median_ratio": 11.26,
+             "certified_agreement": 0.978, "inputs": 279, "measured": 540}
+    assert _local_cells({"local": local}) == ["0.0008 / 0.002", "7e-05 / 0.00013", "11.3x", "97.8%", "279 / 540"]
+    assert _local_cells({"local": None}) == ["none"] * 5
+    assert _local_cells({"local": {"reason": "token inputs have no ball"}}) == ["none"] * 5
+    assert _radius("1/255") == 1 / 255 and _radius("0") == 0.0 and _radius("none") is None
+    for bad in ("-1", "x", "1/0"):
+        with pytest.raises(argparse.ArgumentTypeError, match="a radius is a number >= 0"):
+            _radius(bad)
