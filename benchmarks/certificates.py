@@ -58,6 +58,7 @@ def measure(name: str, label: str, settings: dict[str, Any], n: int, eps: float,
             radius: float | None = None) -> dict[str, Any]:
     from models.construct import ConstructOptions, construct
     from models.data import digits28
+    from models.local import summary
     from models.report import eps_coverage
     from models.verify import verify
 
@@ -77,16 +78,11 @@ def measure(name: str, label: str, settings: dict[str, Any], n: int, eps: float,
            "adversarial_output_error": adv, "certified_bound": check.certified_bound,
            "interval_bound": check.interval_bound, "bound_method": check.bound_method,
            "ratio": check.certified_bound / adv if adv > 0 else None, "bound_holds": check.bound_holds,
-           "vacuous": check.vacuous, "local": _local_figures(check.local_json()), "verify_seconds": check.seconds,
+           "vacuous": check.vacuous, "local": summary(check.local_json()), "verify_seconds": check.seconds,
            "seconds": time.perf_counter() - start}
     print(f"{name} {label}: kept {row['kept_ratio']:.3f}x, {row['weights_missing_eps']} miss eps, "
           f"certified/adversarial {row['ratio']:.3g}x", file=sys.stderr, flush=True)
     return row
-
-
-def _local_figures(local: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The local certificates' figures of a row (per-input lists left out), or None (no radius)."""
-    return None if local is None else {k: v for k, v in local.items() if k not in ("bound", "found", "agreed")}
 
 
 def _local_cells(r: dict[str, Any]) -> list[str]:

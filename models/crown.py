@@ -313,9 +313,7 @@ class Relaxation:
             if error:
                 out[cell] = self.maximise(*self.error_backward(lam, upto, rows), rows)
             else:
-                coef, const = self.target_backward(lam, upto, rows)
-                zero = torch.zeros_like(coef)
-                out[cell] = self.maximise(coef, zero, zero, const, rows)
+                out[cell] = self._target_max(lam, upto, rows)
         return out.view(2, self.regions, *shape)
 
     def run(self, interval_step: Callable, out_shape: tuple[int, ...]) -> torch.Tensor:
@@ -350,14 +348,16 @@ class Relaxation:
         rows = torch.arange(self.regions).repeat_interleave(count)
         lam = torch.eye(count, dtype=torch.float64).repeat(self.regions, 1)
         lam[torch.arange(len(rows)), top[rows]] -= 1.0
-        out = torch.cat([self.maximise(*self._target_only(lam[i:i + CHUNK], rows[i:i + CHUNK]), rows[i:i + CHUNK])
+        lam = lam.view(len(rows), *self.out_shape)
+        out = torch.cat([self._target_max(lam[i:i + CHUNK], len(self.steps), rows[i:i + CHUNK])
                          for i in range(0, len(rows), CHUNK)])
         return out.view(self.regions, count)
 
-    def _target_only(self, lam: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        coef, const = self.target_backward(lam.view(len(lam), *self.out_shape), len(self.steps), rows)
+    def _target_max(self, lam: torch.Tensor, upto: int, rows: torch.Tensor) -> torch.Tensor:
+        """Upper bound of lam . a_upto over each row's region (the target's backward bound, maximised)."""
+        coef, const = self.target_backward(lam, upto, rows)
         zero = torch.zeros_like(coef)
-        return coef, zero, zero, const
+        return self.maximise(coef, zero, zero, const, rows)
 
 
 def interval_step(step: Step, lo: torch.Tensor, hi: torch.Tensor, delta: torch.Tensor):

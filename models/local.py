@@ -91,6 +91,15 @@ class LocalCertificates:
                 "seconds": self.seconds, "bound": self.bound, "found": self.found, "agreed": self.agreed}
 
 
+#: the per-input lists of :meth:`LocalCertificates.to_json`, left out of a summary
+PER_INPUT = ("bound", "found", "agreed")
+
+
+def summary(local: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The local certificates' JSON (or why there are none) without the per-input lists."""
+    return None if local is None else {k: v for k, v in local.items() if k not in PER_INPUT}
+
+
 def _agreed(margin: torch.Tensor, per_output: torch.Tensor, top: torch.Tensor) -> list[bool] | None:
     """Per ball: g_j - g_top <= (f_j - f_top) + b_j + b_top < 0 for every j != top, with ``margin`` the
     upper bounds of f_j - f_top over the ball and ``per_output`` the bounds b of |g - f|."""

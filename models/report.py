@@ -14,6 +14,7 @@ from solver import Status
 
 from .construct import peak_rss_mb
 from .domain import InputDomain
+from .local import summary as local_summary
 from .network import PrunedNetwork
 
 if TYPE_CHECKING:
@@ -187,8 +188,7 @@ def fmt(x: float | None) -> str:
 
 def _local_summary(check: Verification) -> dict[str, Any] | None:
     """The local certificates' figures without their per-input lists (the verification holds those)."""
-    local = check.local_json()
-    return None if local is None else {k: v for k, v in local.items() if k not in ("bound", "found", "agreed")}
+    return local_summary(check.local_json())
 
 
 def _whole_bound_words(r: dict[str, Any]) -> str:
